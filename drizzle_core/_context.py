@@ -1,0 +1,202 @@
+"""Context: the user's handle on a set of workers (a SparkContext).
+
+It owns the transport (started on entry, closed on exit, so no worker
+outlives the ``with`` block), the group scheduler, and the registry of cached
+datasets. Everything runs on the caller's thread; there is no background
+thread on the driver.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import weakref
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import Any
+
+import numpy as np
+
+from . import _dataset as D
+from . import _nodes as N
+from ._adaptive import AIMD
+from ._plugins import get_transport
+from ._scheduler import GroupMetrics, GroupScheduler
+from ._transport import Transport
+
+log = logging.getLogger("drizzle.context")
+
+GroupSize = int | str
+
+
+def _check_group_size(g: Any, where: str = "group_size") -> None:
+    if g == "auto":
+        return
+    if isinstance(g, bool) or not isinstance(g, int):
+        raise ValueError(f"{where} must be a positive int or 'auto', got {g!r}")
+    if g <= 0:
+        raise ValueError(f"{where} must be a positive int or 'auto', got {g}")
+
+
+class Context:
+    """Workers plus a group scheduler.
+
+    ``transport`` names an installed transport (``drizzle transports`` lists
+    them; ``local`` is the default). ``workers`` is how many to start (the
+    number of cores by default), or what a transport takes (``tcp``: a list of
+    addresses). ``group_size`` is the default number of jobs scheduled as one
+    group: an int, or ``"auto"`` to tune it at run time. Other keyword
+    arguments go to the transport.
+    """
+
+    def __init__(self, transport: str = "local", workers: Any = None, group_size: GroupSize = "auto",
+                 **options: Any) -> None:
+        _check_group_size(group_size)
+        if workers is None:
+            workers = os.cpu_count() or 1
+        if isinstance(workers, int) and not isinstance(workers, bool) and workers <= 0:
+            raise ValueError(f"workers must be a positive int, got {workers}")
+        info = get_transport(transport)
+        self.transport_name = transport
+        self.group_size = group_size
+        self._adaptive = AIMD()
+        self._transport: Transport = info.factory(workers=workers, **options)
+        self._transport.name = transport
+        self._closed = False
+        self._transport.start()
+        self.num_workers = len(self._transport.worker_names)
+        self._scheduler = GroupScheduler(self._transport, self.num_workers)
+        self._cached: dict[int, weakref.finalize] = {}
+        weakref.finalize(self, _close_transport, self._transport)
+
+    # ---------------------------------------------------------- lifecycle
+    def __enter__(self) -> Context:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.stop()
+
+    def stop(self) -> None:
+        """Stop every worker. Idempotent."""
+        if not self._closed:
+            self._closed = True
+            for fin in self._cached.values():
+                fin.detach()
+            self._cached.clear()
+            self._transport.close()
+
+    close = stop
+
+    def __repr__(self) -> str:
+        state = "stopped" if self._closed else "running"
+        return f"<drizzle Context transport={self.transport_name!r} workers={self.num_workers} {state}>"
+
+    @property
+    def workers(self) -> list[str]:
+        """Names of the workers, by index."""
+        return list(self._transport.worker_names)
+
+    @property
+    def metrics(self) -> list[GroupMetrics]:
+        """One :class:`GroupMetrics` per group run so far."""
+        return list(self._scheduler.metrics)
+
+    # --------------------------------------------------------- datasets
+    def parallelize(self, data: Iterable[Any] | np.ndarray, num_partitions: int | None = None) -> D.Dataset:
+        """Distribute ``data`` in ``num_partitions`` contiguous partitions.
+
+        A numpy array is split by rows and each partition is its row slice (an
+        ndarray), so partition functions can stay vectorized. Anything else is
+        listed and split into lists. The default partition count is the
+        number of workers.
+        """
+        self._check_open()
+        n = self.num_workers if num_partitions is None else num_partitions
+        if isinstance(n, bool) or not isinstance(n, int) or n <= 0:
+            raise ValueError(f"parallelize: num_partitions must be a positive int, got {n!r}")
+        if isinstance(data, np.ndarray):
+            if data.ndim == 0:
+                raise ValueError("parallelize: a 0-d array has no rows to split")
+            parts: list[Any] = [np.ascontiguousarray(p) for p in np.array_split(data, n, axis=0)]
+        else:
+            if isinstance(data, (str, bytes)) or not isinstance(data, Iterable):
+                raise TypeError(f"parallelize needs an iterable or a numpy array, got {type(data).__name__}")
+            items = list(data)
+            size, extra = divmod(len(items), n)
+            parts, start = [], 0
+            for i in range(n):
+                end = start + size + (1 if i < extra else 0)
+                parts.append(items[start:end])
+                start = end
+        node = N.SourceNode(next(D._ids), parts, f"parallelize at {D._call_site()}")
+        return D.Dataset(self, node, ())
+
+    # --------------------------------------------------------------- jobs
+    def run_jobs(self, jobs: Iterable[tuple[D.Dataset, Callable[[Any], Any]]],
+                 group_size: GroupSize | None = None) -> list[list[Any]]:
+        """Drizzle's runJobs: run every ``(dataset, f)`` job; ``f`` gets each partition.
+
+        Returns one list per job (one ``f`` result per partition), in job
+        order. Jobs are scheduled ``group_size`` at a time (default: the
+        context's); ``jobs`` may be a lazy iterable, consumed a group at a time.
+        """
+        return list(self.iter_jobs(jobs, group_size))
+
+    def iter_jobs(self, jobs: Iterable[tuple[D.Dataset, Callable[[Any], Any]]],
+                  group_size: GroupSize | None = None) -> Iterator[list[Any]]:
+        """Like :meth:`run_jobs`, but yields each job's results as soon as that job finishes."""
+        self._check_open()
+        g = self.group_size if group_size is None else group_size
+        _check_group_size(g)
+        if g == "auto":
+            controller = self._adaptive
+
+            def next_size() -> int:
+                return controller.next_size()
+
+            def on_group(m: GroupMetrics) -> None:
+                controller.observe(m.coordination, m.jobs)
+        else:
+            fixed = int(g)
+
+            def next_size() -> int:
+                return fixed
+
+            on_group = None  # type: ignore[assignment]
+        self._scheduler.check_workers()
+        return self._scheduler.run(self._validated(jobs), next_size, on_group)
+
+    def _validated(self, jobs: Iterable[Any]) -> Iterator[tuple[D.Dataset, Callable[[Any], Any]]]:
+        if isinstance(jobs, (str, bytes)) or not isinstance(jobs, Iterable):
+            raise TypeError(f"run_jobs needs an iterable of (dataset, function) pairs, got {type(jobs).__name__}")
+        for i, job in enumerate(jobs):
+            if not (isinstance(job, Sequence) and len(job) == 2):
+                raise TypeError(f"job {i} must be a (dataset, function) pair, got {job!r}")
+            ds, f = job
+            if not isinstance(ds, D.Dataset):
+                raise TypeError(f"job {i}: the first item must be a Dataset, got {type(ds).__name__}")
+            if ds.ctx is not self:
+                raise ValueError(f"job {i}: {ds!r} belongs to another Context")
+            if not callable(f):
+                raise TypeError(f"job {i}: the second item must be callable, got {type(f).__name__}")
+            yield ds, f
+
+    # ----------------------------------------------------------- caching
+    def _register_cached(self, ds: D.Dataset) -> None:
+        self._cached[ds.id] = weakref.finalize(ds, D._finalizer, weakref.ref(self), ds.id)
+
+    def _unregister_cached(self, ds_id: int) -> None:
+        fin = self._cached.pop(ds_id, None)
+        if fin is not None:
+            fin.detach()
+        if not self._closed:
+            self._scheduler.drop_cached(ds_id)
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise RuntimeError("this Context is stopped")
+
+
+def _close_transport(transport: Transport) -> None:
+    with contextlib.suppress(Exception):  # at interpreter exit, best effort
+        transport.close()

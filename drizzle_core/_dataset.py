@@ -1,0 +1,309 @@
+"""Dataset: a partitioned, immutable, lazy collection with lineage (an RDD).
+
+Transformations build new datasets and run nothing; actions (``collect``,
+``count``, ...) run one job through the context's group scheduler. A dataset
+owns one flat :mod:`node <drizzle_core._nodes>` (what a worker executes) and
+keeps its parent datasets alive (what the planner walks).
+"""
+
+from __future__ import annotations
+
+import itertools
+import operator
+import os
+import sys
+import weakref
+from collections.abc import Callable, Iterable, Iterator
+from functools import reduce as _reduce
+from typing import TYPE_CHECKING, Any
+
+from . import _nodes as N
+
+if TYPE_CHECKING:
+    from ._context import Context
+
+_ids = itertools.count(1)
+_shuffle_ids = itertools.count(1)
+_PKG_DIR = os.path.dirname(os.path.abspath(__file__))
+
+
+def _call_site() -> str:
+    """``file:line`` of the first frame outside drizzle_core, like Spark's call sites."""
+    f = sys._getframe(2)
+    while f is not None and os.path.dirname(os.path.abspath(f.f_code.co_filename)) == _PKG_DIR:
+        f = f.f_back
+    if f is None:
+        return "<unknown>"
+    return f"{os.path.basename(f.f_code.co_filename)}:{f.f_lineno}"
+
+
+def _fn_name(f: Any) -> str:
+    name = getattr(f, "__qualname__", None) or getattr(f, "__name__", None) or type(f).__name__
+    return str(name)
+
+
+def _check_callable(f: Any, op: str) -> None:
+    if not callable(f):
+        raise TypeError(f"Dataset.{op} needs a callable, got {type(f).__name__}: {f!r}")
+
+
+class Dataset:
+    """A partitioned collection computed lazily on the workers.
+
+    Build one with :meth:`Context.parallelize`; derive others with the
+    transformations below; get results with an action. ``cache()`` keeps the
+    computed partitions in the workers' block stores across jobs, which is how
+    iterative programs carry training data and per-key state from one
+    iteration to the next without the driver.
+    """
+
+    __slots__ = ("__weakref__", "_cached", "ctx", "node", "parents")
+
+    def __init__(self, ctx: Context, node: N.Node, parents: tuple[Dataset, ...]) -> None:
+        self.ctx = ctx
+        self.node = node
+        self.parents = parents
+        self._cached = False
+
+    # ------------------------------------------------------------ properties
+    @property
+    def id(self) -> int:
+        return self.node.id
+
+    @property
+    def num_partitions(self) -> int:
+        return self.node.num_partitions
+
+    @property
+    def is_cached(self) -> bool:
+        return self._cached
+
+    def __repr__(self) -> str:
+        return f"<Dataset #{self.id} {self.node.label} partitions={self.num_partitions}>"
+
+    # ------------------------------------------------------ narrow transforms
+    def _narrow(self, op: Callable[[int, Any], Iterable[Any]], label: str) -> Dataset:
+        node = N.NarrowNode(next(_ids), self.node, op, f"{label} at {_call_site()}")
+        return Dataset(self.ctx, node, (self,))
+
+    def map(self, f: Callable[[Any], Any]) -> Dataset:
+        """Apply ``f`` to every element."""
+        _check_callable(f, "map")
+        return self._narrow(N.MapOp(f), f"map({_fn_name(f)})")
+
+    def filter(self, f: Callable[[Any], bool]) -> Dataset:
+        """Keep the elements for which ``f`` is true."""
+        _check_callable(f, "filter")
+        return self._narrow(N.FilterOp(f), f"filter({_fn_name(f)})")
+
+    def flat_map(self, f: Callable[[Any], Iterable[Any]]) -> Dataset:
+        """Apply ``f`` to every element and flatten the iterables it returns."""
+        _check_callable(f, "flat_map")
+        return self._narrow(N.FlatMapOp(f), f"flat_map({_fn_name(f)})")
+
+    def map_partitions(self, f: Callable[[Any], Iterable[Any]], *, with_index: bool = False) -> Dataset:
+        """Apply ``f`` to each whole partition (``f(p, part)`` with ``with_index``).
+
+        A partition from ``parallelize(ndarray)`` arrives as its ndarray row
+        slice, so vectorized code runs at numpy speed. ``f`` returns an
+        iterable (a list, a generator or an ndarray).
+        """
+        _check_callable(f, "map_partitions")
+        op = N.MapPartitionsWithIndexOp(f) if with_index else N.MapPartitionsOp(f)
+        return self._narrow(op, f"map_partitions({_fn_name(f)})")
+
+    def key_by(self, f: Callable[[Any], Any]) -> Dataset:
+        """Pair every element with a key: ``(f(x), x)``."""
+        _check_callable(f, "key_by")
+        return self._narrow(N.KeyByOp(f), f"key_by({_fn_name(f)})")
+
+    def union(self, *others: Dataset) -> Dataset:
+        """The partitions of this dataset followed by those of ``others``."""
+        for o in others:
+            self._check_same_context(o, "union")
+        parents = (self, *others)
+        node = N.UnionNode(next(_ids), [d.node for d in parents], f"union at {_call_site()}")
+        return Dataset(self.ctx, node, parents)
+
+    def zip_partitions(self, other: Dataset, f: Callable[[Any, Any], Iterable[Any]]) -> Dataset:
+        """``f(a_p, b_p)`` for each pair of partitions with the same index.
+
+        The two datasets must have the same number of partitions. This is how
+        state is carried from iteration to iteration: ``state_i =
+        state_{i-1}.zip_partitions(update_i, merge).cache()`` runs partition p
+        where state p lives, so the state never leaves its worker.
+        """
+        _check_callable(f, "zip_partitions")
+        self._check_same_context(other, "zip_partitions")
+        if other.num_partitions != self.num_partitions:
+            raise ValueError(
+                f"zip_partitions needs equal partition counts: {self!r} has {self.num_partitions}, "
+                f"{other!r} has {other.num_partitions}"
+            )
+        node = N.ZipNode(next(_ids), self.node, other.node, N.ZipOp(f),
+                         f"zip_partitions({_fn_name(f)}) at {_call_site()}")
+        return Dataset(self.ctx, node, (self, other))
+
+    # ----------------------------------------------------- shuffle transforms
+    def _shuffle(self, parents: tuple[Dataset, ...], splits: list[Any], merge: Any,
+                 num_partitions: int | None, label: str) -> Dataset:
+        n = self.num_partitions if num_partitions is None else num_partitions
+        if not isinstance(n, int) or isinstance(n, bool) or n <= 0:
+            raise ValueError(f"{label.split('(')[0]}: num_partitions must be a positive int, got {n!r}")
+        deps = tuple(N.ShuffleDep(next(_shuffle_ids), d.node, s) for d, s in zip(parents, splits))
+        node = N.ShuffleReadNode(next(_ids), deps, merge, n, f"{label} at {_call_site()}")
+        return Dataset(self.ctx, node, parents)
+
+    def reduce_by_key(self, f: Callable[[Any, Any], Any], num_partitions: int | None = None) -> Dataset:
+        """Merge the values of each key with the associative function ``f``.
+
+        Values are combined on the map side first, so only one value per key
+        per map partition crosses the shuffle.
+        """
+        _check_callable(f, "reduce_by_key")
+        return self._shuffle((self,), [N.CombineSplit(f)], N.CombineMerge(f), num_partitions,
+                             f"reduce_by_key({_fn_name(f)})")
+
+    def group_by_key(self, num_partitions: int | None = None) -> Dataset:
+        """``(key, [values])`` per key, values in partition order."""
+        return self._shuffle((self,), [N.group_split], N.group_merge, num_partitions, "group_by_key")
+
+    def join(self, other: Dataset, num_partitions: int | None = None) -> Dataset:
+        """Inner join of two key-value datasets: ``(k, (v, w))`` per matching pair."""
+        self._check_same_context(other, "join")
+        return self._shuffle((self, other), [N.group_split, N.group_split], N.join_merge,
+                             num_partitions, "join")
+
+    # ---------------------------------------------------------------- caching
+    def cache(self) -> Dataset:
+        """Keep computed partitions on the workers for later jobs. Returns self.
+
+        The blocks are freed by :meth:`unpersist`, or when this dataset is
+        garbage-collected on the driver.
+        """
+        if not self._cached:
+            self._cached = True
+            self.ctx._register_cached(self)
+        return self
+
+    persist = cache
+
+    def unpersist(self) -> Dataset:
+        """Drop this dataset's cached partitions from the workers. Returns self."""
+        if self._cached:
+            self._cached = False
+            self.ctx._unregister_cached(self.id)
+        return self
+
+    # ---------------------------------------------------------------- actions
+    def _run(self, f: Callable[[Any], Any]) -> list[Any]:
+        return self.ctx.run_jobs([(self, f)], group_size=1)[0]
+
+    def collect(self) -> list[Any]:
+        """All elements, in partition order, as a list."""
+        out: list[Any] = []
+        for part in self._run(_to_list):
+            out.extend(part)
+        return out
+
+    def count(self) -> int:
+        """The number of elements."""
+        return sum(self._run(_count))
+
+    def sum(self) -> Any:
+        """The sum of all elements (column sums for numpy partitions)."""
+        parts = [s for n, s in self._run(_sum) if n]
+        return _reduce(operator.add, parts) if parts else 0
+
+    def reduce(self, f: Callable[[Any, Any], Any]) -> Any:
+        """Fold the elements with the associative function ``f``.
+
+        Raises ValueError on an empty dataset, as ``functools.reduce`` does.
+        """
+        _check_callable(f, "reduce")
+        parts = [v for ok, v in self._run(_PartitionReduce(f)) if ok]
+        if not parts:
+            raise ValueError(f"reduce() of an empty dataset: {self!r}")
+        return _reduce(f, parts)
+
+    def take(self, n: int) -> list[Any]:
+        """The first ``n`` elements, in partition order."""
+        if not isinstance(n, int) or n < 0:
+            raise ValueError(f"take needs a non-negative int, got {n!r}")
+        if n == 0:
+            return []
+        out: list[Any] = []
+        for part in self._run(_Take(n)):
+            out.extend(part)
+            if len(out) >= n:
+                break
+        return out[:n]
+
+    def glom(self) -> list[list[Any]]:
+        """Every partition as a list (handy for checking partitioning)."""
+        return self._run(_to_list)
+
+    def _check_same_context(self, other: Any, op: str) -> None:
+        if not isinstance(other, Dataset):
+            raise TypeError(f"Dataset.{op} needs a Dataset, got {type(other).__name__}")
+        if other.ctx is not self.ctx:
+            raise ValueError(f"Dataset.{op}: {other!r} belongs to another Context")
+
+
+# Job functions used by the actions: module-level so they pickle by reference.
+def _to_list(it: Iterable[Any]) -> list[Any]:
+    return it if type(it) is list else list(it)
+
+
+def _count(it: Iterable[Any]) -> int:
+    if hasattr(it, "__len__"):
+        return len(it)  # type: ignore[arg-type]
+    return sum(1 for _ in it)
+
+
+def _sum(it: Iterable[Any]) -> tuple[int, Any]:
+    if hasattr(it, "sum") and hasattr(it, "shape"):
+        return (len(it), it.sum(axis=0)) if len(it) else (0, 0)
+    n = 0
+    total: Any = 0
+    for x in it:
+        total = x if n == 0 else total + x
+        n += 1
+    return n, total
+
+
+class _PartitionReduce:
+    __slots__ = ("f",)
+
+    def __init__(self, f: Callable[[Any, Any], Any]) -> None:
+        self.f = f
+
+    def __call__(self, it: Iterable[Any]) -> tuple[bool, Any]:
+        iterator: Iterator[Any] = iter(it)
+        sentinel = object()
+        first = next(iterator, sentinel)
+        if first is sentinel:
+            return False, None
+        return True, _reduce(self.f, iterator, first)
+
+    def __reduce__(self):
+        return (_PartitionReduce, (self.f,))
+
+
+class _Take:
+    __slots__ = ("n",)
+
+    def __init__(self, n: int) -> None:
+        self.n = n
+
+    def __call__(self, it: Iterable[Any]) -> list[Any]:
+        return list(itertools.islice(it, self.n))
+
+    def __reduce__(self):
+        return (_Take, (self.n,))
+
+
+def _finalizer(ctx_ref: weakref.ref, ds_id: int) -> None:
+    ctx = ctx_ref()
+    if ctx is not None:
+        ctx._unregister_cached(ds_id)

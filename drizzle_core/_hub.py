@@ -1,0 +1,309 @@
+"""Hub: many non-blocking framed socket connections behind one selector.
+
+Both process transports (``local`` over Unix sockets, ``tcp`` over TCP) and
+both ends (driver, worker) use it, so framing and flow control are written
+once. A connection is handed to the hub *after* its transport-specific
+handshake (hello, authentication), already bound to a peer id.
+
+Why non-blocking with an output queue: two workers that push large shuffle
+blocks to each other while each is busy running a task would deadlock with
+blocking ``sendall`` once both socket buffers fill. Here a send queues the
+buffers (no copy) and writes what the kernel takes; the rest goes out on the
+next ``poll``. Each worker returns to ``poll`` between tasks, so every queue
+drains.
+
+Reading: small frames are parsed out of a receive buffer; a large body
+(over ``_BIG``) is read with ``recv_into`` straight into its own bytearray,
+so numpy arrays arrive with one copy (kernel to user space).
+
+Events returned by :meth:`Hub.poll`: ``(peer, message)`` per frame, and
+``(peer, Disconnected(reason))`` when a connection ends, cleanly or not.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import logging
+import selectors
+import socket
+import struct
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from . import _wire
+
+log = logging.getLogger("drizzle.hub")
+
+_RECV = 1 << 18
+_BIG = 1 << 20
+_IOV_MAX = 512
+
+
+@dataclass(frozen=True, slots=True)
+class Disconnected:
+    """A connection to ``peer`` ended; ``clean`` is False when a frame was cut."""
+
+    reason: str
+    clean: bool
+
+
+class ProtocolError(Exception):
+    """The peer sent bytes that are not a valid frame."""
+
+
+class _Conn:
+    __slots__ = ("big", "big_fill", "big_lengths", "out", "peer", "rbuf", "sock", "writing")
+
+    def __init__(self, sock: socket.socket, peer: Any) -> None:
+        self.sock = sock
+        self.peer = peer
+        self.out: deque[memoryview] = deque()
+        self.rbuf = bytearray()
+        self.big: bytearray | None = None
+        self.big_fill = 0
+        self.big_lengths: tuple[int, ...] = ()
+        self.writing = False
+
+
+class Hub:
+    """Framed, non-blocking connections keyed by peer id (see module docstring)."""
+
+    def __init__(self, *, max_frame: int = _wire.DEFAULT_MAX_FRAME,
+                 connector: Callable[[Any], socket.socket] | None = None) -> None:
+        self.max_frame = max_frame
+        self._connector = connector
+        self._sel = selectors.DefaultSelector()
+        self._out: dict[Any, _Conn] = {}       # peer -> connection used to send to it
+        self._conns: set[_Conn] = set()
+        self._listeners: dict[socket.socket, Callable[[socket.socket], Any]] = {}
+        self._events: list[tuple[Any, Any]] = []
+        self.bytes_sent = 0
+        self.messages_sent = 0
+
+    # --------------------------------------------------------------- wiring
+    def add(self, sock: socket.socket, peer: Any, *, send_to: bool = True) -> None:
+        """Adopt a connected, handshaken socket to ``peer``."""
+        sock.setblocking(False)
+        conn = _Conn(sock, peer)
+        self._conns.add(conn)
+        self._sel.register(sock, selectors.EVENT_READ, conn)
+        if send_to and peer not in self._out:
+            self._out[peer] = conn
+
+    def listen(self, sock: socket.socket, accept: Callable[[socket.socket], Any]) -> None:
+        """Accept connections on ``sock``; ``accept(conn)`` handshakes and returns the peer id
+        (or None to drop the connection)."""
+        sock.setblocking(False)
+        self._listeners[sock] = accept
+        self._sel.register(sock, selectors.EVENT_READ, None)
+
+    def peers(self) -> list[Any]:
+        return list(self._out)
+
+    # -------------------------------------------------------------- sending
+    def send(self, peer: Any, obj: Any) -> int:
+        """Queue ``obj`` for ``peer`` and write what the socket takes now. Returns bytes."""
+        return self.send_frame(peer, _wire.encode(obj))
+
+    def send_frame(self, peer: Any, frame: list[Any]) -> int:
+        """Queue an already encoded frame (the same bytes may go to several peers)."""
+        conn = self._out.get(peer)
+        if conn is None:
+            if self._connector is None:
+                raise KeyError(f"no connection to {peer!r}")
+            self.add(self._connector(peer), peer)
+            conn = self._out[peer]
+        n = 0
+        for part in frame:
+            view = part if isinstance(part, memoryview) else memoryview(part)
+            if view.format != "B" or view.ndim != 1:
+                view = view.cast("B")
+            n += view.nbytes
+            conn.out.append(view)
+        self.bytes_sent += n
+        self.messages_sent += 1
+        self._write(conn)
+        return n
+
+    def _write(self, conn: _Conn) -> None:
+        out = conn.out
+        try:
+            while out:
+                batch = [out[i] for i in range(min(len(out), _IOV_MAX))]
+                sent = conn.sock.sendmsg(batch)
+                while sent:
+                    head = out[0]
+                    if sent >= head.nbytes:
+                        sent -= head.nbytes
+                        out.popleft()
+                    else:
+                        out[0] = head[sent:]
+                        sent = 0
+        except (BlockingIOError, InterruptedError):
+            pass
+        except OSError as e:
+            self._drop(conn, f"send failed: {e}", clean=False)
+            return
+        want = bool(out)
+        if want != conn.writing:
+            conn.writing = want
+            events = selectors.EVENT_READ | (selectors.EVENT_WRITE if want else 0)
+            self._sel.modify(conn.sock, events, conn)
+
+    def pending_output(self) -> bool:
+        return any(c.out for c in self._conns)
+
+    def flush(self, timeout: float = 5.0) -> bool:
+        """Block until every queued byte is written (or ``timeout``). Used before exit."""
+        deadline = time.monotonic() + timeout
+        while self.pending_output():
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return False
+            self.poll(min(left, 0.05))
+        return True
+
+    # -------------------------------------------------------------- polling
+    def poll(self, timeout: float | None) -> list[tuple[Any, Any]]:
+        """Wait up to ``timeout`` seconds (None: forever) for frames; return events."""
+        if not self._events:
+            for key, mask in self._sel.select(timeout):
+                conn = key.data
+                if conn is None:
+                    self._accept(key.fileobj)  # type: ignore[arg-type]
+                    continue
+                if mask & selectors.EVENT_WRITE and conn in self._conns:
+                    self._write(conn)
+                if mask & selectors.EVENT_READ and conn in self._conns:
+                    self._read(conn)
+        events, self._events = self._events, []
+        return events
+
+    def _accept(self, listener: socket.socket) -> None:
+        try:
+            sock, _addr = listener.accept()
+        except (BlockingIOError, InterruptedError):
+            return
+        try:
+            sock.setblocking(True)
+            peer = self._listeners[listener](sock)
+        except Exception as e:  # a bad client must not take the hub down
+            log.warning("dropped an incoming connection during its handshake: %s", e)
+            sock.close()
+            return
+        if peer is None:
+            sock.close()
+            return
+        self.add(sock, peer)
+
+    def _read(self, conn: _Conn) -> None:
+        try:
+            if conn.big is not None:
+                n = conn.sock.recv_into(memoryview(conn.big)[conn.big_fill:])
+                if n == 0:
+                    self._drop(conn, "connection closed in the middle of a frame", clean=False)
+                    return
+                conn.big_fill += n
+                if conn.big_fill == len(conn.big):
+                    body, lengths = conn.big, conn.big_lengths
+                    conn.big = None
+                    self._deliver(conn, body, lengths)
+                return
+            data = conn.sock.recv(_RECV)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError as e:
+            self._drop(conn, f"receive failed: {e}", clean=False)
+            return
+        if not data:
+            if conn.rbuf:
+                self._drop(conn, "connection closed in the middle of a frame", clean=False)
+            else:
+                self._drop(conn, "connection closed", clean=True)
+            return
+        buf = conn.rbuf
+        buf += data
+        try:
+            self._parse(conn)
+        except ProtocolError as e:
+            self._drop(conn, f"protocol error: {e}", clean=False)
+
+    def _parse(self, conn: _Conn) -> None:
+        buf = conn.rbuf
+        pos = 0
+        n = len(buf)
+        while n - pos >= 12:
+            body_len, nbuf = _wire.HEADER.unpack_from(buf, pos)
+            if body_len > self.max_frame:
+                raise ProtocolError(f"frame of {body_len} bytes is over the maximum of {self.max_frame}")
+            if nbuf > 1 << 16:
+                raise ProtocolError(f"frame claims {nbuf} buffers")
+            hdr = 12 + 8 * nbuf
+            if n - pos < hdr:
+                break
+            lengths = struct.unpack_from(f"<{nbuf}Q", buf, pos + 12) if nbuf else ()
+            if sum(lengths) > body_len:
+                raise ProtocolError("buffer lengths exceed the frame length")
+            start = pos + hdr
+            end = start + body_len
+            if end <= n:
+                self._deliver(conn, bytes(buf[start:end]) if not nbuf else bytearray(buf[start:end]), lengths)
+                pos = end
+                continue
+            if body_len >= _BIG:
+                big = bytearray(body_len)
+                have = n - start
+                big[:have] = buf[start:n]
+                conn.big, conn.big_fill, conn.big_lengths = big, have, lengths
+                pos = n
+            break
+        if pos:
+            del buf[:pos]
+
+    def _deliver(self, conn: _Conn, body: Any, lengths: tuple[int, ...]) -> None:
+        try:
+            msg = _wire.decode(body, lengths)
+        except Exception as e:
+            self._drop(conn, f"could not decode a frame: {e!r}", clean=False)
+            return
+        self._events.append((conn.peer, msg))
+
+    # -------------------------------------------------------------- closing
+    def _drop(self, conn: _Conn, reason: str, *, clean: bool) -> None:
+        if conn not in self._conns:
+            return
+        self._conns.discard(conn)
+        with contextlib.suppress(KeyError, ValueError):
+            self._sel.unregister(conn.sock)
+        conn.sock.close()
+        if self._out.get(conn.peer) is conn:
+            del self._out[conn.peer]
+        self._events.append((conn.peer, Disconnected(reason, clean)))
+
+    def disconnect(self, peer: Any) -> None:
+        conn = self._out.get(peer)
+        if conn is not None:
+            self._drop(conn, "closed locally", clean=True)
+            self._events = [e for e in self._events if e[0] != peer or not isinstance(e[1], Disconnected)]
+
+    def close(self) -> None:
+        for conn in list(self._conns):
+            with contextlib.suppress(KeyError, ValueError):
+                self._sel.unregister(conn.sock)
+            conn.sock.close()
+        self._conns.clear()
+        self._out.clear()
+        for sock in list(self._listeners):
+            with contextlib.suppress(KeyError, ValueError):
+                self._sel.unregister(sock)
+            sock.close()
+        self._listeners.clear()
+        self._sel.close()
+
+
+def is_connection_refused(e: OSError) -> bool:
+    return e.errno in (errno.ECONNREFUSED, errno.ENOENT)

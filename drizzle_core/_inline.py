@@ -1,0 +1,90 @@
+"""The ``inline`` transport: workers as objects in the driver's process.
+
+Synchronous and deterministic: ``poll`` runs worker steps until the driver
+has something to read. Messages still go through pickling, so a program that
+works here does not depend on sharing memory with the driver. For debugging
+(set a breakpoint in your function) and for fast scheduler tests.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from typing import Any
+
+from . import _messages as M
+from . import _wire
+from ._transport import Transport
+from ._worker import WorkerRuntime
+from .hookspecs import hookimpl
+
+
+class InlineTransport(Transport):
+    name = "inline"
+
+    def __init__(self, workers: int | None = None, **options: Any) -> None:
+        if options:
+            raise TypeError(f"the inline transport takes no options, got {sorted(options)}")
+        self.num_workers = workers or 1
+        self._inbox: list[deque[tuple[int, Any]]] = []
+        self._to_driver: list[tuple[int, Any]] = []
+        self._runtimes: list[WorkerRuntime] = []
+        self._sent = 0
+
+    def start(self) -> None:
+        self._inbox = [deque() for _ in range(self.num_workers)]
+        self._runtimes = [WorkerRuntime(i, self._sender(i), flush_interval=0.0) for i in range(self.num_workers)]
+
+    def _sender(self, src: int):
+        def send(dest: int, msg: Any) -> None:
+            msg = _wire.roundtrip(msg)
+            if dest == M.DRIVER:
+                self._to_driver.append((src, msg))
+            else:
+                self._inbox[dest].append((src, msg))
+        return send
+
+    @property
+    def worker_names(self) -> list[str]:
+        return [f"inline worker {i}" for i in range(self.num_workers)]
+
+    def send(self, worker: int, message: Any) -> int:
+        self._inbox[worker].append((M.DRIVER, _wire.roundtrip(message)))
+        self._sent += 1
+        return 0
+
+    def poll(self, timeout: float | None) -> list[tuple[int, Any]]:
+        progress = True
+        while progress and not self._to_driver:
+            progress = False
+            for rt, inbox in zip(self._runtimes, self._inbox):
+                while inbox:
+                    src, msg = inbox.popleft()
+                    rt.handle(src, msg)
+                    progress = True
+                if rt.ready:
+                    rt.run_ready(budget=0.0)
+                    progress = True
+                rt.flush_results()
+        out, self._to_driver = self._to_driver, []
+        return out
+
+    def close(self) -> None:
+        self._runtimes = []
+
+    @property
+    def messages_sent(self) -> int:
+        return self._sent
+
+
+class _InlinePlugin:
+    """Registers ``inline`` through the same hook third-party transports use."""
+
+    @hookimpl
+    def drizzle_register_transports(self, register):
+        from . import __version__
+
+        register("inline", InlineTransport, version=__version__,
+                 description="workers as objects in the driver process (synchronous; for debugging)")
+
+
+inline_plugin = _InlinePlugin()

@@ -1,0 +1,41 @@
+"""The messages between driver and workers, and between workers.
+
+Messages are plain tuples whose first item is a tag: they are on the per-task
+path (results, shuffle buckets), where a tuple pickles several times faster
+than an object. This table is the protocol; ``_worker.py`` and
+``_scheduler.py`` are its only readers and writers.
+
+driver → worker
+    (LAUNCH, group, program_id, program_bytes | None, tasks, routes, forwards, drops)
+        One per worker per group. ``program_bytes`` is the cloudpickled
+        ``Program`` (nodes and job functions), sent only when the worker does
+        not hold ``program_id`` yet (both sides keep the same LRU of
+        ``PROGRAM_CACHE`` programs). ``tasks``: the worker's ``Task`` tuples.
+        ``routes``: ``{run: ((dest workers) per reduce partition)}`` for the
+        shuffles this worker maps for. ``forwards``: ``[(block, dest)]`` —
+        send this block to ``dest`` once it exists. ``drops``: cached blocks
+        to forget (unpersisted datasets).
+    (ABORT, group)        forget everything about the group
+    (DROP, [block ...])   forget cached blocks
+    (STOP,)               exit
+
+worker → driver
+    (RESULTS, group, [(task index, attempt, value), ...])   batched
+    (FAILED, group, task index, attempt, traceback text, pickled exception | None)
+    (DONE, group, busy seconds, tasks run)    all of this worker's tasks of the group ran
+
+worker → worker
+    (BLOCKS, group, [(block, value), ...])   shuffle buckets / forwarded cached blocks
+"""
+
+LAUNCH = "launch"
+ABORT = "abort"
+DROP = "drop"
+STOP = "stop"
+RESULTS = "results"
+FAILED = "failed"
+DONE = "done"
+BLOCKS = "blocks"
+
+DRIVER = -1
+PROGRAM_CACHE = 16

@@ -1,0 +1,309 @@
+"""Nodes: the flat, picklable description of how one dataset is computed.
+
+A driver-side :class:`~drizzle_core.Dataset` owns one node. Nodes refer to
+their parents by *id*, never by object, so a group's program is a flat
+``{node_id: node}`` table: pickling it does not recurse down the lineage (a
+10,000-step lineage would blow the pickler's recursion limit otherwise), and a
+worker can evaluate it with an explicit stack.
+
+Kinds of node and what a partition ``p`` of them needs:
+
+* ``SourceNode`` — the data itself (``parallelize``); needs nothing.
+* ``NarrowNode`` — ``fn(p, parent_partition)``; needs parent partition ``p``.
+* ``UnionNode`` — partition ``p`` is one partition of one parent.
+* ``ZipNode`` — ``fn(p, a, b)`` over partition ``p`` of two parents.
+* ``ShuffleReadNode`` — the reduce side of one or more shuffle dependencies;
+  needs bucket ``p`` of every map partition of each dependency.
+
+A partition's value is any iterable: a list, or, for numpy input, the row
+slice itself, so ``map_partitions`` and job functions get the array as is.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from ._partitioner import portable_hash
+
+
+class Node:
+    """Base class: identity, partition count and a human label for errors."""
+
+    __slots__ = ("id", "label", "num_partitions")
+
+    def __init__(self, id: int, num_partitions: int, label: str) -> None:
+        self.id = id
+        self.num_partitions = num_partitions
+        self.label = label
+
+    def narrow_inputs(self, p: int) -> tuple[tuple[int, int], ...]:
+        """(parent node id, parent partition) pairs partition ``p`` reads."""
+        return ()
+
+    def compute(self, p: int, parents: list[Any]) -> Iterable[Any]:
+        raise NotImplementedError
+
+    def user_functions(self) -> list[Any]:
+        """User callables inside this node (to name one that fails to pickle)."""
+        return []
+
+    def __getstate__(self) -> tuple:
+        return tuple(getattr(self, s) for c in type(self).__mro__ for s in getattr(c, "__slots__", ()))
+
+    def __setstate__(self, state: tuple) -> None:
+        names = [s for c in type(self).__mro__ for s in getattr(c, "__slots__", ())]
+        for name, value in zip(names, state):
+            setattr(self, name, value)
+
+
+class SourceNode(Node):
+    __slots__ = ("partitions",)
+
+    def __init__(self, id: int, partitions: list[Any], label: str) -> None:
+        super().__init__(id, len(partitions), label)
+        self.partitions = partitions
+
+    def compute(self, p: int, parents: list[Any]) -> Iterable[Any]:
+        return self.partitions[p]
+
+
+class NarrowNode(Node):
+    """One-to-one: partition ``p`` is ``fn(p, parent partition p)``."""
+
+    __slots__ = ("fn", "parent")
+
+    def __init__(self, id: int, parent: Node, fn: Callable[[int, Any], Iterable[Any]], label: str) -> None:
+        super().__init__(id, parent.num_partitions, label)
+        self.parent = parent.id
+        self.fn = fn
+
+    def narrow_inputs(self, p: int) -> tuple[tuple[int, int], ...]:
+        return ((self.parent, p),)
+
+    def compute(self, p: int, parents: list[Any]) -> Iterable[Any]:
+        return self.fn(p, parents[0])
+
+    def user_functions(self) -> list[Any]:
+        return [self.fn]
+
+
+class UnionNode(Node):
+    __slots__ = ("counts", "parents")
+
+    def __init__(self, id: int, parents: list[Node], label: str) -> None:
+        counts = tuple(n.num_partitions for n in parents)
+        super().__init__(id, sum(counts), label)
+        self.parents = tuple(n.id for n in parents)
+        self.counts = counts
+
+    def narrow_inputs(self, p: int) -> tuple[tuple[int, int], ...]:
+        for parent, count in zip(self.parents, self.counts):
+            if p < count:
+                return ((parent, p),)
+            p -= count
+        raise IndexError(p)
+
+    def compute(self, p: int, parents: list[Any]) -> Iterable[Any]:
+        return parents[0]
+
+
+class ZipNode(Node):
+    """Partition ``p`` is ``fn(p, a_p, b_p)``: co-partitioned state updates."""
+
+    __slots__ = ("fn", "parents")
+
+    def __init__(self, id: int, a: Node, b: Node, fn: Callable[..., Iterable[Any]], label: str) -> None:
+        super().__init__(id, a.num_partitions, label)
+        self.parents = (a.id, b.id)
+        self.fn = fn
+
+    def narrow_inputs(self, p: int) -> tuple[tuple[int, int], ...]:
+        return ((self.parents[0], p), (self.parents[1], p))
+
+    def compute(self, p: int, parents: list[Any]) -> Iterable[Any]:
+        return self.fn(p, parents[0], parents[1])
+
+    def user_functions(self) -> list[Any]:
+        return [self.fn]
+
+
+class ShuffleDep:
+    """A shuffle dependency: the map side splits each parent partition.
+
+    ``split(partition, R)`` returns R buckets, bucket r for reduce partition r.
+    ``shuffle_id`` identifies the dependency for the life of the driver.
+    """
+
+    __slots__ = ("num_map_partitions", "parent", "shuffle_id", "split")
+
+    def __init__(self, shuffle_id: int, parent: Node, split: Callable[[Any, int], list[Any]]) -> None:
+        self.shuffle_id = shuffle_id
+        self.parent = parent.id
+        self.num_map_partitions = parent.num_partitions
+        self.split = split
+
+    def __getstate__(self) -> tuple:
+        return (self.shuffle_id, self.parent, self.num_map_partitions, self.split)
+
+    def __setstate__(self, state: tuple) -> None:
+        self.shuffle_id, self.parent, self.num_map_partitions, self.split = state
+
+
+class ShuffleReadNode(Node):
+    """Reduce side: ``merge(p, [[bucket per map partition] per dependency])``."""
+
+    __slots__ = ("deps", "merge")
+
+    def __init__(self, id: int, deps: tuple[ShuffleDep, ...], merge: Callable[..., Iterable[Any]],
+                 num_partitions: int, label: str) -> None:
+        super().__init__(id, num_partitions, label)
+        self.deps = deps
+        self.merge = merge
+
+    def compute(self, p: int, parents: list[Any]) -> Iterable[Any]:
+        return self.merge(p, parents)
+
+    def user_functions(self) -> list[Any]:
+        return [self.merge] + [d.split for d in self.deps]
+
+
+# ---------------------------------------------------------------- narrow ops
+# Module-level callables (pickled by reference, not by value) wrapping the
+# user's function, so a group's program carries only the user's code.
+
+
+class MapOp:
+    __slots__ = ("f",)
+
+    def __init__(self, f: Callable[[Any], Any]) -> None:
+        self.f = f
+
+    def __call__(self, p: int, it: Iterable[Any]) -> Iterable[Any]:
+        return map(self.f, it)
+
+    def __reduce__(self):
+        return (type(self), (self.f,))
+
+
+class FilterOp(MapOp):
+    __slots__ = ()
+
+    def __call__(self, p: int, it: Iterable[Any]) -> Iterable[Any]:
+        return filter(self.f, it)
+
+
+class FlatMapOp(MapOp):
+    __slots__ = ()
+
+    def __call__(self, p: int, it: Iterable[Any]) -> Iterable[Any]:
+        return itertools.chain.from_iterable(map(self.f, it))
+
+
+class KeyByOp(MapOp):
+    __slots__ = ()
+
+    def __call__(self, p: int, it: Iterable[Any]) -> Iterable[Any]:
+        f = self.f
+        return ((f(x), x) for x in it)
+
+
+class MapPartitionsOp(MapOp):
+    __slots__ = ()
+
+    def __call__(self, p: int, it: Iterable[Any]) -> Iterable[Any]:
+        return self.f(it)
+
+
+class MapPartitionsWithIndexOp(MapOp):
+    __slots__ = ()
+
+    def __call__(self, p: int, it: Iterable[Any]) -> Iterable[Any]:
+        return self.f(p, it)
+
+
+class ZipOp(MapOp):
+    __slots__ = ()
+
+    def __call__(self, p: int, a: Iterable[Any], b: Iterable[Any]) -> Iterable[Any]:
+        return self.f(a, b)
+
+
+# -------------------------------------------------------------- shuffle ops
+
+
+class CombineSplit(MapOp):
+    """Map side of reduce_by_key: combine values per key within each bucket."""
+
+    __slots__ = ()
+
+    def __call__(self, it: Iterable[Any], R: int) -> list[dict]:
+        f = self.f
+        buckets: list[dict] = [{} for _ in range(R)]
+        if R == 1:
+            d = buckets[0]
+            for k, v in it:
+                d[k] = f(d[k], v) if k in d else v
+            return buckets
+        for k, v in it:
+            d = buckets[portable_hash(k) % R]
+            d[k] = f(d[k], v) if k in d else v
+        return buckets
+
+
+class CombineMerge(MapOp):
+    """Reduce side of reduce_by_key: merge the map-side dicts in map order."""
+
+    __slots__ = ()
+
+    def __call__(self, p: int, deps: list[list[dict]]) -> list[tuple[Any, Any]]:
+        f = self.f
+        blocks = deps[0]
+        out = dict(blocks[0]) if blocks else {}
+        for d in blocks[1:]:
+            for k, v in d.items():
+                out[k] = f(out[k], v) if k in out else v
+        return list(out.items())
+
+
+def group_split(it: Iterable[Any], R: int) -> list[dict]:
+    """Map side of group_by_key / join: values listed per key per bucket."""
+    buckets: list[dict] = [{} for _ in range(R)]
+    for k, v in it:
+        d = buckets[portable_hash(k) % R] if R > 1 else buckets[0]
+        lst = d.get(k)
+        if lst is None:
+            d[k] = [v]
+        else:
+            lst.append(v)
+    return buckets
+
+
+def _group_merge_one(blocks: list[dict]) -> dict:
+    out: dict = {}
+    for d in blocks:
+        for k, vs in d.items():
+            lst = out.get(k)
+            if lst is None:
+                out[k] = list(vs)
+            else:
+                lst.extend(vs)
+    return out
+
+
+def group_merge(p: int, deps: list[list[dict]]) -> list[tuple[Any, list]]:
+    return list(_group_merge_one(deps[0]).items())
+
+
+def join_merge(p: int, deps: list[list[dict]]) -> list[tuple[Any, tuple]]:
+    left = _group_merge_one(deps[0])
+    right = _group_merge_one(deps[1])
+    out = []
+    for k, vs in left.items():
+        ws = right.get(k)
+        if ws:
+            for v in vs:
+                for w in ws:
+                    out.append((k, (v, w)))
+    return out

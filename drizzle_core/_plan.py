@@ -1,0 +1,225 @@
+"""Planner: a group of jobs → stages → tasks placed on workers.
+
+For a group of G jobs the planner, in one pass on the driver:
+
+1. cuts each job's lineage into *stages* at shuffle dependencies (a walk with
+   an explicit stack; lineages 10,000 deep are fine), parents first; a
+   shuffle needed by several jobs of the group runs once (one *run*);
+2. plans one *task* per stage partition. A per-partition walk follows narrow
+   dependencies and stops at cached blocks that exist, or that an earlier task
+   of this group will create; those are the task's block inputs, and the task
+   goes where they are (locality), so state carried through a cached dataset
+   stays on one worker. Tasks that must create a cached block record it in
+   ``stores``. Other tasks go to ``workers[p % W]``;
+3. *pre-schedules* reduce tasks: their placement fills ``routes``, which map
+   tasks use to push each bucket straight to the reducer's worker — before
+   any input exists, and with no driver in between.
+
+Block ids (shared with the worker runtime):
+    ("c", node_id, partition)                      a cached partition
+    ("s", group, run, map_partition, reduce_part)  a shuffle bucket
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, NamedTuple
+
+from ._nodes import Node, ShuffleReadNode
+
+if TYPE_CHECKING:
+    from ._dataset import Dataset
+
+MAP = 0
+RESULT = 1
+
+Block = tuple
+
+
+class Task(NamedTuple):
+    """One task of a group, as shipped to its worker (a tuple: cheap to pickle)."""
+
+    index: int                 # position in the group's task list
+    job: int                   # job number within the run_jobs call
+    stage: int                 # stage id (unique per driver)
+    node: int                  # the stage's final node
+    partition: int
+    kind: int                  # MAP or RESULT
+    out: tuple                 # MAP: (reader node, dep index, run, R); RESULT: (func id,)
+    inputs: tuple              # cached block ids to wait for (local or forwarded)
+    shuffle_in: tuple          # ((shuffle_id, run, num_map_partitions), ...)
+    stores: tuple              # ((node id, partition), ...) cached blocks to create
+    attempt: int
+
+
+@dataclass
+class GroupPlan:
+    """Everything the scheduler needs to launch and track one group."""
+
+    group: int
+    tasks: list[Task] = field(default_factory=list)
+    worker_of: list[int] = field(default_factory=list)           # task index -> worker
+    routes: dict[int, list[set[int]]] = field(default_factory=dict)  # run -> dests per reduce partition
+    forwards: dict[int, list[tuple[Block, int]]] = field(default_factory=dict)  # worker -> [(block, dest)]
+    nodes: dict[int, Node] = field(default_factory=dict)
+    funcs: dict[int, Callable[..., Any]] = field(default_factory=dict)
+    new_cache: dict[Block, int] = field(default_factory=dict)    # cached block -> worker, made by this group
+    result_tasks: dict[int, tuple[int, int]] = field(default_factory=dict)  # task -> (job, partition)
+    job_partitions: dict[int, int] = field(default_factory=dict)
+    stage_labels: dict[int, str] = field(default_factory=dict)
+    run_of_worker: dict[int, set[int]] = field(default_factory=dict)  # worker -> runs it maps for
+
+
+class _Stage(NamedTuple):
+    dataset: Any               # the stage's final Dataset
+    reader: Any                # MAP: the ShuffleRead dataset consuming it; RESULT: None
+    dep_index: int
+
+
+class Planner:
+    """Turns groups of jobs into GroupPlans. Keeps only id counters between groups."""
+
+    def __init__(self) -> None:
+        self._stage_ids = itertools.count()
+        self._run_ids = itertools.count()
+        self._group_ids = itertools.count(1)
+
+    def plan(
+        self,
+        jobs: Sequence[tuple[int, Dataset, Callable[[Any], Any]]],
+        workers: Sequence[int],
+        cache_locations: dict[Block, int],
+    ) -> GroupPlan:
+        """Plan ``jobs`` (``(job number, dataset, function)``) on ``workers``.
+
+        ``cache_locations`` maps cached blocks that exist now to their worker;
+        it is not modified (the scheduler commits ``plan.new_cache`` once the
+        group has finished).
+        """
+        if not workers:
+            raise ValueError("no live workers to plan on")
+        plan = GroupPlan(group=next(self._group_ids))
+        located: dict[Block, int] = dict(cache_locations)
+        runs: dict[int, int] = {}  # shuffle_id -> run, for this group
+        for job, ds, func in jobs:
+            plan.funcs.setdefault(id(func), func)
+            plan.job_partitions[job] = ds.num_partitions
+            for stage in self._stages(ds, located, runs):
+                if stage.reader is not None:
+                    dep = stage.reader.node.deps[stage.dep_index]
+                    runs[dep.shuffle_id] = run = next(self._run_ids)
+                    plan.routes[run] = [set() for _ in range(stage.reader.num_partitions)]
+                    plan.nodes[stage.reader.id] = stage.reader.node
+                    out: tuple = (stage.reader.id, stage.dep_index, run, stage.reader.num_partitions)
+                    kind = MAP
+                else:
+                    out = (id(func),)
+                    kind = RESULT
+                self._plan_stage(plan, job, stage.dataset, kind, out, workers, located, runs)
+        return plan
+
+    # ------------------------------------------------------------------ stages
+    def _stages(self, final: Dataset, located: dict[Block, int], runs: dict[int, int]) -> list[_Stage]:
+        """The job's stages that must run, parents before children (explicit stack)."""
+        order: list[_Stage] = []
+        seen_shuffles: set[int] = set()
+        stack: list[tuple[_Stage, bool]] = [(_Stage(final, None, 0), False)]
+        while stack:
+            stage, expanded = stack.pop()
+            if expanded:
+                order.append(stage)
+                continue
+            stack.append((stage, True))
+            for reader, i in _shuffle_reads(stage.dataset, located):
+                dep = reader.node.deps[i]
+                if dep.shuffle_id in runs or dep.shuffle_id in seen_shuffles:
+                    continue
+                seen_shuffles.add(dep.shuffle_id)
+                stack.append((_Stage(reader.parents[i], reader, i), False))
+        return order
+
+    # ------------------------------------------------------------------- tasks
+    def _plan_stage(self, plan: GroupPlan, job: int, ds: Dataset, kind: int, out: tuple,
+                    workers: Sequence[int], located: dict[Block, int], runs: dict[int, int]) -> None:
+        stage_id = next(self._stage_ids)
+        plan.stage_labels[stage_id] = ds.node.label
+        live = set(workers)
+        nw = len(workers)
+        for p in range(ds.num_partitions):
+            inputs: list[tuple[Block, int]] = []
+            stores: list[tuple[int, int]] = []
+            shuffle_in: dict[int, tuple[int, int, int]] = {}
+            prefer = -1
+            stack = [(ds, p)]
+            visited: set[tuple[int, int]] = set()
+            while stack:
+                d, q = stack.pop()
+                key = (d.node.id, q)
+                if key in visited:
+                    continue
+                visited.add(key)
+                node = d.node
+                plan.nodes[node.id] = node
+                if d._cached:
+                    block = ("c", node.id, q)
+                    loc = located.get(block)
+                    if loc is not None and loc in live:
+                        inputs.append((block, loc))
+                        if prefer < 0:
+                            prefer = loc
+                        continue
+                    stores.append(key)
+                if type(node) is ShuffleReadNode:
+                    for dep in node.deps:
+                        run = runs[dep.shuffle_id]
+                        shuffle_in[dep.shuffle_id] = (dep.shuffle_id, run, dep.num_map_partitions)
+                    continue
+                parents = d.parents
+                for parent_id, pq in node.narrow_inputs(q):
+                    for parent in parents:
+                        if parent.node.id == parent_id:
+                            stack.append((parent, pq))
+                            break
+            w = prefer if prefer >= 0 else workers[p % nw]
+            index = len(plan.tasks)
+            for block, loc in inputs:
+                if loc != w:
+                    plan.forwards.setdefault(loc, []).append((block, w))
+            for node_id, q in stores:
+                located[("c", node_id, q)] = w
+                plan.new_cache[("c", node_id, q)] = w
+            for _sid, run, _m in shuffle_in.values():
+                plan.routes[run][p].add(w)
+            if kind == MAP:
+                plan.run_of_worker.setdefault(w, set()).add(out[2])
+            else:
+                plan.result_tasks[index] = (job, p)
+            plan.tasks.append(Task(index, job, stage_id, ds.node.id, p, kind, out,
+                                   tuple(b for b, _ in inputs), tuple(shuffle_in.values()),
+                                   tuple(stores), 0))
+            plan.worker_of.append(w)
+
+
+def _shuffle_reads(ds: Dataset, located: dict[Block, int]) -> list[tuple[Dataset, int]]:
+    """(ShuffleRead dataset, dep index) reachable from ``ds`` through narrow deps.
+
+    The walk stops at cached datasets whose partitions all exist (or will, by
+    an earlier task of the group): nothing behind them needs to run.
+    """
+    found: list[tuple[Dataset, int]] = []
+    stack = [ds]
+    seen: set[int] = set()
+    while stack:
+        d = stack.pop()
+        if d.node.id in seen:
+            continue
+        seen.add(d.node.id)
+        if d._cached and all(("c", d.node.id, q) in located for q in range(d.num_partitions)):
+            continue
+        if type(d.node) is ShuffleReadNode:
+            found.extend((d, i) for i in range(len(d.node.deps)))
+            continue
+        stack.extend(d.parents)
+    return found

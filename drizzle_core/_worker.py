@@ -1,0 +1,405 @@
+"""Worker runtime: the local scheduler and block store (shared by every transport).
+
+A transport delivers messages to :meth:`WorkerRuntime.handle` and gives the
+runtime a ``send(dest, message)`` function; the runtime decides what runs.
+
+State (all keyed by group, so a late message of an aborted group is
+recognised and dropped):
+
+``blocks: {block: value}``
+    The block store: cached partitions, shuffle buckets, forwarded copies.
+``transient: {block: local consumers left}``
+    Blocks that are freed when their last local consumer has run (shuffle
+    buckets, copies of another worker's cached block). Cached partitions made
+    here are not transient; ``DROP`` frees them.
+``waiting: {(group, task index): {missing blocks}}`` and
+``waiters: {block: [(group, task index)]}``
+    Dependency counting. A task is launched with its inputs possibly missing
+    (pre-scheduling); each arriving block removes itself from the sets of its
+    waiters, and a task whose set empties becomes ready.
+``ready: deque[(GroupState, Task)]``
+``pending_forwards: {block: [dest]}``
+    Blocks other workers will need; sent the moment they exist.
+
+When a map task finishes, its buckets go straight to the workers of the
+reduce tasks (``routes`` from the launch): no driver between stages. Results
+are batched to the driver and flushed whenever the ready queue runs dry or
+the oldest has waited ``flush_interval`` seconds, so the first job of a
+group reaches the driver while the rest still run.
+"""
+
+from __future__ import annotations
+
+import logging
+import pickle
+import time
+import traceback
+from collections import OrderedDict, deque
+from collections.abc import Callable
+from typing import Any
+
+import cloudpickle
+import numpy as np
+
+from . import _messages as M
+from ._nodes import ShuffleReadNode
+from ._plan import MAP, Task
+
+log = logging.getLogger("drizzle.worker")
+
+# Materialize a narrow pipeline every this many nodes, so that generator chains
+# (each next() recursing through every level in C) stay shallow.
+_MATERIALIZE_EVERY = 200
+
+
+class Program:
+    """What a group's tasks execute: flat ``{node_id: node}`` and ``{func_id: func}``."""
+
+    __slots__ = ("funcs", "nodes")
+
+    def __init__(self, nodes: dict, funcs: dict) -> None:
+        self.nodes = nodes
+        self.funcs = funcs
+
+    def __reduce__(self):
+        return (Program, (self.nodes, self.funcs))
+
+
+class GroupState:
+    __slots__ = ("busy", "failed", "group", "program", "ran", "remaining", "routes", "stored")
+
+    def __init__(self, group: int, program: Program, routes: dict, remaining: int) -> None:
+        self.group = group
+        self.program = program
+        self.routes = routes
+        self.remaining = remaining
+        self.busy = 0.0
+        self.ran = 0
+        self.stored: list[tuple] = []
+        self.failed = False
+
+
+def _materialize(v: Any) -> Any:
+    t = type(v)
+    if t is list or t is tuple or t is np.ndarray:
+        return v
+    return list(v)
+
+
+class WorkerRuntime:
+    """Executes launched groups; see the module docstring for its state."""
+
+    def __init__(self, index: int, send: Callable[[int, Any], Any], *, flush_interval: float = 0.002) -> None:
+        self.index = index
+        self._send = send
+        self.flush_interval = flush_interval
+        self.blocks: dict[tuple, Any] = {}
+        self.transient: dict[tuple, int] = {}
+        self.waiting: dict[tuple[int, int], set[tuple]] = {}
+        self.waiters: dict[tuple, list[tuple[int, int]]] = {}
+        self.ready: deque[tuple[GroupState, Task]] = deque()
+        self.pending_forwards: dict[tuple, list[int]] = {}
+        self.groups: dict[int, GroupState] = {}
+        self.tasks: dict[tuple[int, int], Task] = {}
+        self.programs: OrderedDict[int, Program] = OrderedDict()
+        self.dead_below = 0           # groups below this id are finished or aborted
+        self.dead_groups: set[int] = set()
+        self.max_closed = -1          # highest group id finished or aborted here
+        self.results: list[tuple[int, int, Any]] = []
+        self.results_group = -1
+        self.results_since = 0.0
+        self.stopped = False
+
+    # ------------------------------------------------------------- messages
+    def handle(self, src: int, msg: tuple) -> None:
+        tag = msg[0]
+        if tag == M.BLOCKS:
+            self._on_blocks(msg[1], msg[2])
+        elif tag == M.LAUNCH:
+            self._on_launch(*msg[1:])
+        elif tag == M.ABORT:
+            self._abort(msg[1])
+        elif tag == M.DROP:
+            self._drop(msg[1])
+        elif tag == M.STOP:
+            self.stopped = True
+        else:
+            log.warning("worker %d: unknown message %r from %r", self.index, tag, src)
+
+    def _is_dead(self, group: int) -> bool:
+        return group < self.dead_below or group in self.dead_groups
+
+    def _on_launch(self, group: int, program_id: int, program_bytes: bytes | None, tasks: list[Task],
+                   routes: dict, forwards: list, drops: list) -> None:
+        if drops:
+            self._drop(drops)
+        if program_bytes is not None:
+            program = pickle.loads(program_bytes)
+            self.programs[program_id] = program
+            if len(self.programs) > M.PROGRAM_CACHE:
+                self.programs.popitem(last=False)
+        else:
+            program = self.programs[program_id]
+        self.programs.move_to_end(program_id)
+        gs = GroupState(group, program, routes, len(tasks))
+        self.groups[group] = gs
+        blocks = self.blocks
+        transient = self.transient
+        for task in tasks:
+            need: list[tuple] = list(task.inputs)
+            p = task.partition
+            for _sid, run, nmaps in task.shuffle_in:
+                need.extend(("s", group, run, m, p) for m in range(nmaps))
+            key = (group, task.index)
+            self.tasks[key] = task
+            missing = set()
+            for b in need:
+                if b[0] == "s" or b not in blocks or b in transient:
+                    transient[b] = transient.get(b, 0) + 1
+                if b not in blocks:
+                    missing.add(b)
+                    self.waiters.setdefault(b, []).append(key)
+            if missing:
+                self.waiting[key] = missing
+            else:
+                self.ready.append((gs, task))
+        for block, dest in forwards:
+            if block in blocks:
+                self._send(dest, (M.BLOCKS, group, [(block, blocks[block])]))
+            else:
+                self.pending_forwards.setdefault(block, []).append((dest, group))
+        if not tasks:
+            self._group_finished(gs)
+
+    def _on_blocks(self, group: int, items: list) -> None:
+        if self._is_dead(group):
+            return
+        for block, value in items:
+            self._add_block(block, value, transient=True)
+
+    def _add_block(self, block: tuple, value: Any, *, transient: bool) -> None:
+        self.blocks[block] = value
+        if transient:
+            self.transient.setdefault(block, 0)
+        else:
+            self.transient.pop(block, None)
+        dests = self.pending_forwards.pop(block, None)
+        if dests:
+            for d, group in dests:
+                self._send(d, (M.BLOCKS, group, [(block, value)]))
+        keys = self.waiters.pop(block, None)
+        if keys:
+            for key in keys:
+                missing = self.waiting.get(key)
+                if missing is None:
+                    continue
+                missing.discard(block)
+                if not missing:
+                    del self.waiting[key]
+                    self.ready.append((self.groups[key[0]], self.tasks[key]))
+
+    def _release(self, block: tuple) -> None:
+        left = self.transient.get(block)
+        if left is None:
+            return
+        if left <= 1:
+            del self.transient[block]
+            self.blocks.pop(block, None)
+        else:
+            self.transient[block] = left - 1
+
+    def _drop(self, blocks: list) -> None:
+        for b in blocks:
+            if b not in self.transient:
+                self.blocks.pop(b, None)
+
+    def _abort(self, group: int) -> None:
+        self.dead_groups.add(group)
+        gs = self.groups.pop(group, None)
+        for key in [k for k in self.tasks if k[0] == group]:
+            del self.tasks[key]
+            self.waiting.pop(key, None)
+        self.ready = deque(item for item in self.ready if item[0].group != group)
+        for b in [b for b in self.blocks if b[0] == "s" and b[1] == group]:
+            del self.blocks[b]
+            self.transient.pop(b, None)
+        for b in [b for b, keys in self.waiters.items() if all(k[0] == group for k in keys)]:
+            del self.waiters[b]
+        if gs is not None:
+            for b in gs.stored:
+                self.blocks.pop(b, None)
+        self.pending_forwards = {b: [d for d in ds if d[1] != group] for b, ds in self.pending_forwards.items()}
+        if self.results_group == group:
+            self.results = []
+        self._closed(group)
+
+    def _closed(self, group: int) -> None:
+        """``group`` is over here: late messages for it (or older ones) are dropped."""
+        self.max_closed = max(self.max_closed, group)
+        low = min(self.groups) if self.groups else self.max_closed + 1
+        self.dead_below = max(self.dead_below, low)
+        self.dead_groups = {g for g in self.dead_groups if g >= self.dead_below}
+
+    # ------------------------------------------------------------- running
+    def run_ready(self, budget: float = 0.001) -> int:
+        """Run ready tasks for about ``budget`` seconds; returns how many ran."""
+        ran = 0
+        deadline = time.perf_counter() + budget
+        ready = self.ready
+        while ready:
+            gs, task = ready.popleft()
+            self._run(gs, task)
+            ran += 1
+            if time.perf_counter() > deadline:
+                break
+        if self.results and (not ready or time.perf_counter() - self.results_since > self.flush_interval):
+            self.flush_results()
+        return ran
+
+    def flush_results(self) -> None:
+        if self.results:
+            self._send(M.DRIVER, (M.RESULTS, self.results_group, self.results))
+            self.results = []
+
+    def _run(self, gs: GroupState, task: Task) -> None:
+        if gs.failed:
+            return
+        t0 = time.perf_counter()
+        group = gs.group
+        try:
+            value = self._evaluate(gs, task)
+            if task.kind == MAP:
+                self._shuffle_write(gs, task, value)
+            else:
+                out = gs.program.funcs[task.out[0]](value)
+                if self.results_group != group:
+                    self.flush_results()
+                    self.results_group = group
+                if not self.results:
+                    self.results_since = t0
+                self.results.append((task.index, task.attempt, out))
+        except Exception as e:
+            gs.failed = True
+            self.flush_results()
+            tb = traceback.format_exc()
+            try:
+                exc_bytes = cloudpickle.dumps(e)
+                pickle.loads(exc_bytes)
+            except Exception:
+                exc_bytes = None
+            self._send(M.DRIVER, (M.FAILED, group, task.index, task.attempt, tb, exc_bytes))
+            return
+        finally:
+            gs.busy += time.perf_counter() - t0
+        for b in task.inputs:
+            self._release(b)
+        p = task.partition
+        for _sid, run, nmaps in task.shuffle_in:
+            for m in range(nmaps):
+                self._release(("s", group, run, m, p))
+        del self.tasks[(group, task.index)]
+        gs.ran += 1
+        gs.remaining -= 1
+        if gs.remaining == 0:
+            self._group_finished(gs)
+
+    def _group_finished(self, gs: GroupState) -> None:
+        self.flush_results()
+        self._send(M.DRIVER, (M.DONE, gs.group, gs.busy, gs.ran))
+        del self.groups[gs.group]
+        self._closed(gs.group)
+
+    def _shuffle_write(self, gs: GroupState, task: Task, value: Any) -> None:
+        reader_id, dep_index, run, R = task.out
+        dep = gs.program.nodes[reader_id].deps[dep_index]
+        buckets = dep.split(value, R)
+        dests = gs.routes[run]
+        group = gs.group
+        m = task.partition
+        by_dest: dict[int, list] = {}
+        for r in range(R):
+            for d in dests[r]:
+                by_dest.setdefault(d, []).append((("s", group, run, m, r), buckets[r]))
+        for d, items in by_dest.items():
+            if d == self.index:
+                for block, bucket in items:
+                    self._add_block(block, bucket, transient=True)
+            else:
+                self._send(d, (M.BLOCKS, group, items))
+
+    def _evaluate(self, gs: GroupState, task: Task) -> Any:
+        """The partition of the stage's final node (explicit-stack post-order walk)."""
+        nodes = gs.program.nodes
+        blocks = self.blocks
+        root = (task.node, task.partition)
+        node = nodes[task.node]
+        if not node.narrow_inputs(task.partition) and not task.stores:
+            # A stage that is one source, shuffle read or cached block: no walk.
+            b = blocks.get(("c", task.node, task.partition))
+            if b is not None:
+                return b
+            return self._compute(gs, task, node, task.partition, [])
+        order: list[tuple[int, int]] = []
+        uses: dict[tuple[int, int], int] = {}
+        stack: list[tuple[tuple[int, int], bool]] = [(root, False)]
+        while stack:
+            key, done = stack.pop()
+            if done:
+                order.append(key)
+                continue
+            if key in uses:
+                uses[key] += 1
+                continue
+            uses[key] = 1
+            stack.append((key, True))
+            if ("c", *key) in blocks:
+                continue
+            for pk in nodes[key[0]].narrow_inputs(key[1]):
+                stack.append((pk, False))
+        stores = set(task.stores)
+        values: dict[tuple[int, int], Any] = {}
+        for i, key in enumerate(order):
+            nid, q = key
+            block = ("c", nid, q)
+            v = blocks.get(block)
+            if v is None:
+                node = nodes[nid]
+                v = self._compute(gs, task, node, q, [values[pk] for pk in node.narrow_inputs(q)])
+                if key in stores:
+                    v = _materialize(v)
+                    self._add_block(block, v, transient=False)
+                    gs.stored.append(block)
+                elif uses[key] > 1 or i % _MATERIALIZE_EVERY == _MATERIALIZE_EVERY - 1:
+                    v = _materialize(v)
+            values[key] = v
+        return values[root]
+
+    def _compute(self, gs: GroupState, task: Task, node: Any, q: int, parents: list) -> Any:
+        if type(node) is ShuffleReadNode:
+            runs = {sid: (run, nmaps) for sid, run, nmaps in task.shuffle_in}
+            blocks = self.blocks
+            group = gs.group
+            parents = []
+            for dep in node.deps:
+                run, nmaps = runs[dep.shuffle_id]
+                parents.append([blocks[("s", group, run, m, q)] for m in range(nmaps)])
+        return node.compute(q, parents)
+
+    # ---------------------------------------------------------------- serve
+    def serve(self, poll: Callable[[float | None], list], on_event: Callable[[Any, Any], bool] | None = None) -> None:
+        """The worker loop for process transports: poll messages, run tasks, repeat.
+
+        ``poll(timeout)`` returns ``(src, message)`` pairs; ``on_event`` sees
+        each first and returns True when it consumed it (transport events such
+        as a peer list or a disconnection).
+        """
+        while not self.stopped:
+            timeout = 0.0 if self.ready else (self.flush_interval if self.results else None)
+            for src, msg in poll(timeout):
+                if on_event is not None and on_event(src, msg):
+                    continue
+                self.handle(src, msg)
+            if self.ready:
+                self.run_ready()
+            elif self.results:
+                self.flush_results()

@@ -1,0 +1,155 @@
+"""Driver side of the ``local`` transport: start worker processes, talk over Unix sockets."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from typing import Any
+
+from drizzle_core.transport import (
+    DRIVER,
+    STOP,
+    Disconnected,
+    Hub,
+    Transport,
+    TransportError,
+    WorkerLost,
+)
+
+from . import _hello
+
+log = logging.getLogger("drizzle.local")
+
+START_TIMEOUT = 60.0
+# One BLAS thread per worker: the workers are the parallelism, and N workers
+# each running N BLAS threads on N cores would oversubscribe them.
+_THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "VECLIB_MAXIMUM_THREADS",
+                "NUMEXPR_NUM_THREADS")
+
+
+class LocalTransport(Transport):
+    """``workers`` processes on this host; see the package docstring."""
+
+    name = "local"
+
+    def __init__(self, workers: int | None = None, *, start_timeout: float = START_TIMEOUT,
+                 max_frame: int | None = None) -> None:
+        if workers is None:
+            workers = os.cpu_count() or 1
+        if isinstance(workers, bool) or not isinstance(workers, int) or workers <= 0:
+            raise ValueError(f"the local transport needs a positive number of workers, got {workers!r}")
+        self.num_workers = workers
+        self.start_timeout = start_timeout
+        self._hub = Hub() if max_frame is None else Hub(max_frame=max_frame)
+        self._procs: list[subprocess.Popen] = []
+        self._dir: str | None = None
+        self._lost: set[int] = set()
+        self._closed = False
+
+    # ---------------------------------------------------------------- start
+    def start(self) -> None:
+        self._dir = tempfile.mkdtemp(prefix="drizzle-local-")
+        env = dict(os.environ)
+        for var in _THREAD_VARS:
+            env.setdefault(var, "1")
+        try:
+            for i in range(self.num_workers):
+                self._procs.append(subprocess.Popen(
+                    [sys.executable, "-m", "drizzle_local._worker_main", str(i), self._dir, str(os.getpid())],
+                    stdin=subprocess.DEVNULL, env=env, start_new_session=True,
+                ))
+            deadline = time.monotonic() + self.start_timeout
+            for i in range(self.num_workers):
+                self._hub.add(self._connect(i, deadline), i)
+        except BaseException:
+            self.close()
+            raise
+
+    def _connect(self, i: int, deadline: float):
+        path = os.path.join(self._dir or "", f"w{i}.sock")
+        while True:
+            code = self._procs[i].poll()
+            if code is not None:
+                raise TransportError(f"local worker {i} (pid {self._procs[i].pid}) exited while starting "
+                                     f"({_describe_exit(code)}); its error output is above")
+            if os.path.exists(path):
+                try:
+                    return _hello.connect(path, DRIVER)
+                except OSError:
+                    pass
+            if time.monotonic() > deadline:
+                raise TransportError(f"local worker {i} (pid {self._procs[i].pid}) did not start within "
+                                     f"{self.start_timeout:.0f}s")
+            time.sleep(0.005)
+
+    @property
+    def worker_names(self) -> list[str]:
+        return [f"local worker {i} (pid {p.pid})" for i, p in enumerate(self._procs)]
+
+    # ------------------------------------------------------------ messages
+    def send(self, worker: int, message: Any) -> int:
+        if worker in self._lost:
+            return 0
+        return self._hub.send(worker, message)
+
+    def poll(self, timeout: float | None) -> list[tuple[int, Any]]:
+        events = self._hub.poll(timeout)
+        for k, (worker, msg) in enumerate(events):
+            if isinstance(msg, Disconnected):
+                events[k] = (worker, WorkerLost(self._why_lost(worker, msg)))
+                self._lost.add(worker)
+        return events
+
+    def _why_lost(self, worker: int, msg: Disconnected) -> str:
+        proc = self._procs[worker]
+        try:
+            code = proc.wait(timeout=1.0)
+        except subprocess.TimeoutExpired:
+            return f"its connection ended ({msg.reason}) but the process is still running"
+        return f"the process {_describe_exit(code)}"
+
+    @property
+    def messages_sent(self) -> int:
+        return self._hub.messages_sent
+
+    @property
+    def bytes_sent(self) -> int:
+        return self._hub.bytes_sent
+
+    # ---------------------------------------------------------------- close
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        for i in range(len(self._procs)):
+            if i not in self._lost:
+                with contextlib.suppress(OSError, KeyError):
+                    self._hub.send(i, (STOP,))
+        with contextlib.suppress(Exception):
+            self._hub.flush(timeout=1.0)
+        deadline = time.monotonic() + 2.0
+        for proc in self._procs:
+            try:
+                proc.wait(timeout=max(0.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        self._hub.close()
+        if self._dir:
+            shutil.rmtree(self._dir, ignore_errors=True)
+
+
+def _describe_exit(code: int) -> str:
+    if code < 0:
+        try:
+            return f"was killed by signal {-code} ({signal.Signals(-code).name})"
+        except ValueError:
+            return f"was killed by signal {-code}"
+    return f"exited with status {code}"

@@ -1,0 +1,81 @@
+"""A local worker process: ``python -m drizzle_local._worker_main INDEX DIR PARENT_PID``.
+
+Listens on ``DIR/w{INDEX}.sock``; the driver and the other workers connect
+to it. Exits when the driver says STOP, when the driver's connection drops,
+or (Linux) the moment its parent dies (PR_SET_PDEATHSIG), so that no worker
+outlives a driver killed with kill -9.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import os
+import signal
+import socket
+import sys
+
+from drizzle_core.transport import DRIVER, Disconnected, Hub, WorkerRuntime
+
+from . import _hello
+
+log = logging.getLogger("drizzle.local.worker")
+
+
+def _die_with_parent(parent_pid: int) -> None:
+    if sys.platform.startswith("linux"):
+        try:
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG
+        except OSError:
+            pass
+    if os.getppid() != parent_pid:  # the parent died before prctl took effect
+        os._exit(0)
+
+
+def main(argv: list[str] | None = None) -> int:
+    index_s, directory, parent_s = (argv if argv is not None else sys.argv[1:])[:3]
+    index, parent_pid = int(index_s), int(parent_s)
+    _die_with_parent(parent_pid)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the driver's to handle
+    logging.basicConfig(level=os.environ.get("DRIZZLE_LOG_LEVEL", "WARNING"),
+                        format=f"%(asctime)s worker {index} %(levelname)s %(name)s: %(message)s")
+
+    def connect_peer(peer: int) -> socket.socket:
+        return _hello.connect(os.path.join(directory, f"w{peer}.sock"), index)
+
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    path = os.path.join(directory, f"w{index}.sock")
+    listener.bind(path + ".tmp")
+    os.rename(path + ".tmp", path)  # appears only once bound: the driver never sees a half-made socket
+    listener.listen(64)
+    hub = Hub(connector=connect_peer)
+    hub.listen(listener, _hello.read_hello)
+
+    def send(dest: int, msg: object) -> None:
+        try:
+            hub.send(dest, msg)
+        except OSError as e:  # a dead peer: the driver hears of it and aborts the group
+            log.warning("could not send to %s: %s", "driver" if dest == DRIVER else f"worker {dest}", e)
+
+    runtime = WorkerRuntime(index, send)
+
+    def on_event(src: int, msg: object) -> bool:
+        if isinstance(msg, Disconnected):
+            if src == DRIVER:
+                runtime.stopped = True
+            else:
+                log.info("connection to worker %s ended: %s", src, msg.reason)
+            return True
+        return False
+
+    try:
+        runtime.serve(hub.poll, on_event)
+        hub.flush(timeout=2.0)
+    finally:
+        hub.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
