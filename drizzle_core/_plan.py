@@ -23,7 +23,7 @@ Block ids (shared with the worker runtime):
 from __future__ import annotations
 
 import itertools
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, NamedTuple
 
@@ -59,6 +59,7 @@ class GroupPlan:
     """Everything the scheduler needs to launch and track one group."""
 
     group: int
+    jobs: list[tuple[int, Any, Any]] = field(default_factory=list)  # (job number, dataset, function)
     tasks: list[Task] = field(default_factory=list)
     worker_of: list[int] = field(default_factory=list)           # task index -> worker
     routes: dict[int, list[set[int]]] = field(default_factory=dict)  # run -> dests per reduce partition
@@ -88,11 +89,13 @@ class Planner:
 
     def plan(
         self,
-        jobs: Sequence[tuple[int, Dataset, Callable[[Any], Any]]],
+        jobs: Iterable[tuple[int, Dataset, Callable[[Any], Any]]],
         workers: Sequence[int],
         cache_locations: dict[Block, int],
     ) -> GroupPlan:
         """Plan ``jobs`` (``(job number, dataset, function)``) on ``workers``.
+
+        ``jobs`` is consumed lazily, one job planned before the next is pulled.
 
         ``cache_locations`` maps cached blocks that exist now to their worker;
         it is not modified (the scheduler commits ``plan.new_cache`` once the
@@ -104,6 +107,7 @@ class Planner:
         located: dict[Block, int] = dict(cache_locations)
         runs: dict[int, int] = {}  # shuffle_id -> run, for this group
         for job, ds, func in jobs:
+            plan.jobs.append((job, ds, func))
             plan.funcs.setdefault(id(func), func)
             plan.job_partitions[job] = ds.num_partitions
             for stage in self._stages(ds, located, runs):
@@ -177,7 +181,8 @@ class Planner:
                         shuffle_in[dep.shuffle_id] = (dep.shuffle_id, run, dep.num_map_partitions)
                     continue
                 parents = d.parents
-                for parent_id, pq in node.narrow_inputs(q):
+                # Reversed: the first input is walked first, so its block decides locality.
+                for parent_id, pq in reversed(node.narrow_inputs(q)):
                     for parent in parents:
                         if parent.node.id == parent_id:
                             stack.append((parent, pq))
@@ -186,7 +191,9 @@ class Planner:
             index = len(plan.tasks)
             for block, loc in inputs:
                 if loc != w:
-                    plan.forwards.setdefault(loc, []).append((block, w))
+                    fw = plan.forwards.setdefault(loc, [])
+                    if (block, w) not in fw:
+                        fw.append((block, w))
             for node_id, q in stores:
                 located[("c", node_id, q)] = w
                 plan.new_cache[("c", node_id, q)] = w

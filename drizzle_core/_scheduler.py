@@ -92,15 +92,39 @@ class GroupScheduler:
         self.programs: OrderedDict[tuple, tuple[int, bytes, Program]] = OrderedDict()
         self._program_ids = itertools.count(1)
         self.pending_drops: dict[int, list[tuple]] = {}
+        self._dropped_nodes: set[int] = set()  # unpersisted during the group in flight
+        self._deferred_drops: dict[int, list[tuple]] = {}  # worker -> blocks to drop after it
+        self._in_group = False
         self.metrics: list[GroupMetrics] = []
         self._run: _Run | None = None
 
     # ------------------------------------------------------------- caching
     def drop_cached(self, node_id: int) -> None:
-        """Forget a dataset's cached blocks; workers drop them with the next launch."""
+        """Forget a dataset's cached blocks; workers drop them with a later launch.
+
+        Called while a group is planned or running (a job generator may
+        unpersist the state the job it just yielded reads), the drop waits for
+        the group's end: its tasks were planned against those blocks.
+        """
+        self._dropped_nodes.add(node_id)
+        drops = self._deferred_drops if self._in_group else self.pending_drops
         for block in [b for b in self.cache_locations if b[1] == node_id]:
             w = self.cache_locations.pop(block)
-            self.pending_drops.setdefault(w, []).append(block)
+            drops.setdefault(w, []).append(block)
+
+    def _end_group(self, plan: GroupPlan | None) -> None:
+        """Commit the cached blocks the group made (unless dropped meanwhile), release deferred drops."""
+        if plan is not None:
+            for block, w in plan.new_cache.items():
+                if block[1] in self._dropped_nodes:
+                    self.pending_drops.setdefault(w, []).append(block)
+                else:
+                    self.cache_locations[block] = w
+        for w, blocks in self._deferred_drops.items():
+            self.pending_drops.setdefault(w, []).extend(blocks)
+        self._deferred_drops.clear()
+        self._dropped_nodes.clear()
+        self._in_group = False
 
     # ---------------------------------------------------------------- run
     def run(self, jobs: Iterable[tuple[Any, Callable[[Any], Any]]],
@@ -111,14 +135,24 @@ class GroupScheduler:
         job_numbers = itertools.count()
         while True:
             g = next_group_size()
-            batch = [(next(job_numbers), ds, f) for ds, f in itertools.islice(it, g)]
-            if not batch:
+            # Lazy: the planner pulls (and plans) one job at a time, so a job
+            # generator may unpersist what the job it yielded last has read.
+            pulled = ((next(job_numbers), ds, f) for ds, f in itertools.islice(it, g))
+            t0 = time.perf_counter()
+            self._in_group = True
+            try:
+                plan = self.planner.plan(pulled, self.live, self.cache_locations)
+            except BaseException:
+                self._end_group(None)
+                raise
+            if not plan.jobs:
+                self._end_group(None)
                 return
-            yield from self._run_group(batch, on_group)
+            yield from self._run_group(plan, t0, on_group)
 
-    def _run_group(self, batch: list, on_group: Callable[[GroupMetrics], None] | None) -> Iterator[list[Any]]:
-        t0 = time.perf_counter()
-        plan = self.planner.plan(batch, self.live, self.cache_locations)
+    def _run_group(self, plan: GroupPlan, t0: float,
+                   on_group: Callable[[GroupMetrics], None] | None) -> Iterator[list[Any]]:
+        batch = plan.jobs
         t1 = time.perf_counter()
         program_id, program_bytes = self._serialize(plan, batch)
         t2 = time.perf_counter()
@@ -141,11 +175,14 @@ class GroupScheduler:
                 while next_job <= last_job and next_job not in run.remaining:
                     yield run.results.pop(next_job)
                     next_job += 1
-        finally:
-            if self._run is run and (run.remaining or run.awaiting_done):
+        except BaseException:
+            if run.remaining or run.awaiting_done:
                 self._abort(run)
             self._run = None
-        self.cache_locations.update(plan.new_cache)
+            self._end_group(None)
+            raise
+        self._run = None
+        self._end_group(plan)
         wall = time.perf_counter() - t0
         nw = max(1, len(launched))
         m = GroupMetrics(
