@@ -280,6 +280,8 @@ class GroupScheduler:
 
     def _on_failed(self, run: _Run, worker: int, index: int, attempt: int, tb: str,
                    exc_bytes: bytes | None) -> None:
+        if index < 0:  # a launch with no task failed (program load); blame the group
+            index = 0
         task = run.plan.tasks[index]
         exc = None
         if exc_bytes is not None:

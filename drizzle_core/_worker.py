@@ -79,6 +79,16 @@ class GroupState:
         self.failed = False
 
 
+def _picklable(e: BaseException) -> bytes | None:
+    """The exception pickled, if it survives the trip (the traceback text always goes)."""
+    try:
+        data = cloudpickle.dumps(e)
+        pickle.loads(data)
+        return data
+    except Exception:
+        return None
+
+
 def _materialize(v: Any) -> Any:
     t = type(v)
     if t is list or t is tuple or t is np.ndarray:
@@ -108,6 +118,7 @@ class WorkerRuntime:
         self.results: list[tuple[int, int, Any]] = []
         self.results_group = -1
         self.results_since = 0.0
+        self._durations: dict[tuple[int, int], float] = {}  # (stage node, kind) -> EMA of task seconds
         self.stopped = False
 
     # ------------------------------------------------------------- messages
@@ -134,7 +145,17 @@ class WorkerRuntime:
         if drops:
             self._drop(drops)
         if program_bytes is not None:
-            program = pickle.loads(program_bytes)
+            try:
+                program = pickle.loads(program_bytes)
+            except Exception as e:
+                # e.g. a function from a module this worker cannot import: the
+                # group fails with the reason; the worker keeps serving.
+                first = tasks[0] if tasks else None
+                self._send(M.DRIVER, (M.FAILED, group, first.index if first else -1, first.attempt if first else 0,
+                                      "could not load the group's program on this worker:\n" + traceback.format_exc(),
+                                      _picklable(e)))
+                self.dead_groups.add(group)
+                return
             self.programs[program_id] = program
             if len(self.programs) > M.PROGRAM_CACHE:
                 self.programs.popitem(last=False)
@@ -246,8 +267,16 @@ class WorkerRuntime:
         ran = 0
         deadline = time.perf_counter() + budget
         ready = self.ready
+        durations = self._durations
         while ready:
             gs, task = ready.popleft()
+            if self.results:
+                # Results wait for the next flush only behind tasks known to be
+                # short: a task of a stage not seen yet, or a slow one, could
+                # hold a finished job back.
+                expected = durations.get((task.node, task.kind))
+                if expected is None or expected > self.flush_interval / 4:
+                    self.flush_results()
             self._run(gs, task)
             ran += 1
             if time.perf_counter() > deadline:
@@ -282,15 +311,14 @@ class WorkerRuntime:
             gs.failed = True
             self.flush_results()
             tb = traceback.format_exc()
-            try:
-                exc_bytes = cloudpickle.dumps(e)
-                pickle.loads(exc_bytes)
-            except Exception:
-                exc_bytes = None
-            self._send(M.DRIVER, (M.FAILED, group, task.index, task.attempt, tb, exc_bytes))
+            self._send(M.DRIVER, (M.FAILED, group, task.index, task.attempt, tb, _picklable(e)))
             return
         finally:
-            gs.busy += time.perf_counter() - t0
+            took = time.perf_counter() - t0
+            gs.busy += took
+            key = (task.node, task.kind)
+            old = self._durations.get(key)
+            self._durations[key] = took if old is None else 0.8 * old + 0.2 * took
         for b in task.inputs:
             self._release(b)
         p = task.partition

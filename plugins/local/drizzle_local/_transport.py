@@ -59,6 +59,10 @@ class LocalTransport(Transport):
         env = dict(os.environ)
         for var in _THREAD_VARS:
             env.setdefault(var, "1")
+        # The driver's import path, as multiprocessing's spawn passes it: functions
+        # from the user's own modules (a script's neighbours, tests) pickle by
+        # reference and must import on the workers too.
+        env["PYTHONPATH"] = os.pathsep.join(p or os.getcwd() for p in sys.path)
         try:
             for i in range(self.num_workers):
                 self._procs.append(subprocess.Popen(

@@ -1,0 +1,23 @@
+"""The built-in transports against the conformance suite."""
+
+from __future__ import annotations
+
+import pytest
+from conformance import ProcessConformance, TransportConformance
+
+pytestmark = pytest.mark.timeout(120)
+
+
+class TestInline(TransportConformance):
+    transport = "inline"
+
+    def test_iter_jobs_yields_first_job_before_the_group_ends(self, ctx):
+        # inline is synchronous (no timing to check), but still yields job by job, in order
+        ds = ctx.parallelize(range(4), 2)
+        it = ctx.iter_jobs([(ds.map(lambda x, i=i: x + i), sum) for i in range(3)], group_size=3)
+        assert next(it) == [1, 5]
+        assert list(it) == [[3, 7], [5, 9]]
+
+
+class TestLocal(TransportConformance, ProcessConformance):
+    transport = "local"
