@@ -21,6 +21,7 @@ from ._errors import (
     TransportError,
     WorkerLostError,
 )
+from ._iterate import IterateResult
 from ._partitioner import portable_hash
 from ._plugins import TransportInfo
 from ._scheduler import GroupMetrics
@@ -40,6 +41,7 @@ __all__ = [
     "Dataset",
     "DrizzleError",
     "GroupMetrics",
+    "IterateResult",
     "RemoteTraceback",
     "SerializationError",
     "TaskError",

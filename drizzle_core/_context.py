@@ -9,8 +9,10 @@ thread on the driver.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import logging
 import os
+import sys
 import weakref
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
@@ -20,6 +22,8 @@ import numpy as np
 from . import _dataset as D
 from . import _nodes as N
 from ._adaptive import AIMD
+from ._iterate import IterateResult
+from ._iterate import iterate as _iterate
 from ._plugins import get_transport
 from ._scheduler import GroupMetrics, GroupScheduler
 from ._transport import Transport
@@ -106,7 +110,8 @@ class Context:
         """Distribute ``data`` in ``num_partitions`` contiguous partitions.
 
         A numpy array is split by rows and each partition is its row slice (an
-        ndarray), so partition functions can stay vectorized. Anything else is
+        ndarray), so partition functions can stay vectorized; a scipy.sparse
+        matrix is split by rows into CSR slices. Anything else is
         listed and split into lists. The default partition count is the
         number of workers.
         """
@@ -118,6 +123,10 @@ class Context:
             if data.ndim == 0:
                 raise ValueError("parallelize: a 0-d array has no rows to split")
             parts: list[Any] = [np.ascontiguousarray(p) for p in np.array_split(data, n, axis=0)]
+        elif _is_sparse(data):
+            csr = data.tocsr()
+            bounds = np.cumsum([0] + [len(c) for c in np.array_split(np.arange(csr.shape[0]), n)])
+            parts = [csr[a:b] for a, b in itertools.pairwise(bounds)]
         else:
             if isinstance(data, (str, bytes)) or not isinstance(data, Iterable):
                 raise TypeError(f"parallelize needs an iterable or a numpy array, got {type(data).__name__}")
@@ -181,6 +190,25 @@ class Context:
                 raise TypeError(f"job {i}: the second item must be callable, got {type(f).__name__}")
             yield ds, f
 
+    def iterate(self, data: D.Dataset, init: Any, *, local: Callable[[Any, Any], Any],
+                combine: Callable[[Any, Any], Any], update: Callable[[Any, Any], Any], iterations: int,
+                group_size: GroupSize | None = None, until: Callable[[Any], bool] | None = None,
+                on_iteration: Callable[[int, Any], None] | None = None) -> IterateResult:
+        """Run dependent iterations on cached ``data`` with no driver round trip inside a group.
+
+        Each iteration: ``local(partition, state)`` on every partition where it
+        lives; each worker folds its partials with ``combine``; one reducer
+        folds the workers' partials and computes ``update(state, total)``, the
+        next state, which goes straight to the workers for the next iteration.
+        ``until(state)`` (checked on the reducer) ends the loop early;
+        ``on_iteration(i, state)`` sees every state on the driver as it
+        arrives. Returns an :class:`IterateResult` (``state``, ``history``,
+        ``iterations``, ``converged``).
+        """
+        self._check_open()
+        return _iterate(self, data, init, local=local, combine=combine, update=update, iterations=iterations,
+                        group_size=group_size, until=until, on_iteration=on_iteration)
+
     # ----------------------------------------------------------- caching
     def _register_cached(self, ds: D.Dataset) -> None:
         self._cached[ds.id] = weakref.finalize(ds, D._finalizer, weakref.ref(self), ds.id)
@@ -195,6 +223,14 @@ class Context:
     def _check_open(self) -> None:
         if self._closed:
             raise RuntimeError("this Context is stopped")
+
+
+def _is_sparse(data: Any) -> bool:
+    if "scipy.sparse" not in sys.modules and not type(data).__module__.startswith("scipy.sparse"):
+        return False
+    import scipy.sparse
+
+    return scipy.sparse.issparse(data)
 
 
 def _close_transport(transport: Transport) -> None:

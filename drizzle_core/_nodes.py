@@ -129,26 +129,53 @@ class ZipNode(Node):
         return [self.fn]
 
 
+class BroadcastZipNode(Node):
+    """Partition ``p`` is ``fn(p, data_p, state_0)``: every partition reads one small
+    single-partition dataset (a model, a state), which the planner forwards to
+    each worker once per iteration."""
+
+    __slots__ = ("fn", "parents")
+
+    def __init__(self, id: int, data: Node, state: Node, fn: Callable[..., Iterable[Any]], label: str) -> None:
+        super().__init__(id, data.num_partitions, label)
+        self.parents = (data.id, state.id)
+        self.fn = fn
+
+    def narrow_inputs(self, p: int) -> tuple[tuple[int, int], ...]:
+        return ((self.parents[0], p), (self.parents[1], 0))
+
+    def compute(self, p: int, parents: list[Any]) -> Iterable[Any]:
+        return self.fn(p, parents[0], parents[1])
+
+    def user_functions(self) -> list[Any]:
+        return [self.fn]
+
+
 class ShuffleDep:
     """A shuffle dependency: the map side splits each parent partition.
 
     ``split(partition, R)`` returns R buckets, bucket r for reduce partition r.
     ``shuffle_id`` identifies the dependency for the life of the driver.
+    With ``local_combine(a, b)``, each worker first folds the buckets of all
+    its map tasks (in partition order) and sends one block per reduce
+    partition instead of one per map task: a per-worker tree reduction.
     """
 
-    __slots__ = ("num_map_partitions", "parent", "shuffle_id", "split")
+    __slots__ = ("local_combine", "num_map_partitions", "parent", "shuffle_id", "split")
 
-    def __init__(self, shuffle_id: int, parent: Node, split: Callable[[Any, int], list[Any]]) -> None:
+    def __init__(self, shuffle_id: int, parent: Node, split: Callable[[Any, int], list[Any]],
+                 local_combine: Callable[[Any, Any], Any] | None = None) -> None:
         self.shuffle_id = shuffle_id
         self.parent = parent.id
         self.num_map_partitions = parent.num_partitions
         self.split = split
+        self.local_combine = local_combine
 
     def __getstate__(self) -> tuple:
-        return (self.shuffle_id, self.parent, self.num_map_partitions, self.split)
+        return (self.shuffle_id, self.parent, self.num_map_partitions, self.split, self.local_combine)
 
     def __setstate__(self, state: tuple) -> None:
-        self.shuffle_id, self.parent, self.num_map_partitions, self.split = state
+        self.shuffle_id, self.parent, self.num_map_partitions, self.split, self.local_combine = state
 
 
 class ShuffleReadNode(Node):

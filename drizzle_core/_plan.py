@@ -49,7 +49,7 @@ class Task(NamedTuple):
     kind: int                  # MAP or RESULT
     out: tuple                 # MAP: (reader node, dep index, run, R); RESULT: (func id,)
     inputs: tuple              # cached block ids to wait for (local or forwarded)
-    shuffle_in: tuple          # ((shuffle_id, run, num_map_partitions), ...)
+    shuffle_in: tuple          # ((shuffle_id, run, num_map_partitions, mapping workers | None), ...)
     stores: tuple              # ((node id, partition), ...) cached blocks to create
     attempt: int
 
@@ -71,6 +71,7 @@ class GroupPlan:
     job_partitions: dict[int, int] = field(default_factory=dict)
     stage_labels: dict[int, str] = field(default_factory=dict)
     run_of_worker: dict[int, set[int]] = field(default_factory=dict)  # worker -> runs it maps for
+    mappers: dict[int, set[int]] = field(default_factory=dict)   # run -> workers that map for it
 
 
 class _Stage(NamedTuple):
@@ -154,7 +155,7 @@ class Planner:
         for p in range(ds.num_partitions):
             inputs: list[tuple[Block, int]] = []
             stores: list[tuple[int, int]] = []
-            shuffle_in: dict[int, tuple[int, int, int]] = {}
+            shuffle_in: dict[int, tuple] = {}
             prefer = -1
             stack = [(ds, p)]
             visited: set[tuple[int, int]] = set()
@@ -178,7 +179,9 @@ class Planner:
                 if type(node) is ShuffleReadNode:
                     for dep in node.deps:
                         run = runs[dep.shuffle_id]
-                        shuffle_in[dep.shuffle_id] = (dep.shuffle_id, run, dep.num_map_partitions)
+                        # pre-combined per worker: one block from each mapping worker
+                        by = tuple(sorted(plan.mappers.get(run, ()))) if dep.local_combine is not None else None
+                        shuffle_in[dep.shuffle_id] = (dep.shuffle_id, run, dep.num_map_partitions, by)
                     continue
                 parents = d.parents
                 # Reversed: the first input is walked first, so its block decides locality.
@@ -197,10 +200,11 @@ class Planner:
             for node_id, q in stores:
                 located[("c", node_id, q)] = w
                 plan.new_cache[("c", node_id, q)] = w
-            for _sid, run, _m in shuffle_in.values():
-                plan.routes[run][p].add(w)
+            for entry in shuffle_in.values():
+                plan.routes[entry[1]][p].add(w)
             if kind == MAP:
                 plan.run_of_worker.setdefault(w, set()).add(out[2])
+                plan.mappers.setdefault(out[2], set()).add(w)
             else:
                 plan.result_tasks[index] = (job, p)
             plan.tasks.append(Task(index, job, stage_id, ds.node.id, p, kind, out,

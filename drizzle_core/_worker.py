@@ -79,6 +79,19 @@ class GroupState:
         self.failed = False
 
 
+def shuffle_blocks(group: int, entry: tuple, p: int) -> list[tuple]:
+    """The blocks a task reads for one shuffle input, in combination order.
+
+    ``entry`` is ``(shuffle_id, run, map partitions, mapping workers | None)``:
+    one block per map partition, or one per mapping worker when the shuffle is
+    pre-combined on each worker (block ``m = -1 - worker``).
+    """
+    _sid, run, nmaps, by = entry
+    if by is None:
+        return [("s", group, run, m, p) for m in range(nmaps)]
+    return [("s", group, run, -1 - w, p) for w in by]
+
+
 def _picklable(e: BaseException) -> bytes | None:
     """The exception pickled, if it survives the trip (the traceback text always goes)."""
     try:
@@ -108,7 +121,9 @@ class WorkerRuntime:
         self.waiting: dict[tuple[int, int], set[tuple]] = {}
         self.waiters: dict[tuple, list[tuple[int, int]]] = {}
         self.ready: deque[tuple[GroupState, Task]] = deque()
-        self.pending_forwards: dict[tuple, list[int]] = {}
+        self.pending_forwards: dict[tuple, list[tuple[int, int]]] = {}
+        self.combine_left: dict[tuple[int, int], int] = {}   # (group, run) -> local map tasks still to run
+        self.combine_acc: dict[tuple[int, int], dict[int, list]] = {}  # (group, run) -> {map partition: buckets}
         self.groups: dict[int, GroupState] = {}
         self.tasks: dict[tuple[int, int], Task] = {}
         self.programs: OrderedDict[int, Program] = OrderedDict()
@@ -166,11 +181,15 @@ class WorkerRuntime:
         self.groups[group] = gs
         blocks = self.blocks
         transient = self.transient
+        nodes = program.nodes
         for task in tasks:
             need: list[tuple] = list(task.inputs)
             p = task.partition
-            for _sid, run, nmaps in task.shuffle_in:
-                need.extend(("s", group, run, m, p) for m in range(nmaps))
+            for entry in task.shuffle_in:
+                need.extend(shuffle_blocks(group, entry, p))
+            if task.kind == MAP and nodes[task.out[0]].deps[task.out[1]].local_combine is not None:
+                ck = (group, task.out[2])
+                self.combine_left[ck] = self.combine_left.get(ck, 0) + 1
             key = (group, task.index)
             self.tasks[key] = task
             missing = set()
@@ -241,6 +260,9 @@ class WorkerRuntime:
             del self.tasks[key]
             self.waiting.pop(key, None)
         self.ready = deque(item for item in self.ready if item[0].group != group)
+        for k in [k for k in self.combine_left if k[0] == group]:
+            del self.combine_left[k]
+            self.combine_acc.pop(k, None)
         for b in [b for b in self.blocks if b[0] == "s" and b[1] == group]:
             del self.blocks[b]
             self.transient.pop(b, None)
@@ -322,9 +344,9 @@ class WorkerRuntime:
         for b in task.inputs:
             self._release(b)
         p = task.partition
-        for _sid, run, nmaps in task.shuffle_in:
-            for m in range(nmaps):
-                self._release(("s", group, run, m, p))
+        for entry in task.shuffle_in:
+            for b in shuffle_blocks(group, entry, p):
+                self._release(b)
         del self.tasks[(group, task.index)]
         gs.ran += 1
         gs.remaining -= 1
@@ -344,6 +366,25 @@ class WorkerRuntime:
         dests = gs.routes[run]
         group = gs.group
         m = task.partition
+        if dep.local_combine is not None:
+            key = (group, run)
+            acc = self.combine_acc.setdefault(key, {})
+            acc[m] = buckets
+            left = self.combine_left[key] - 1
+            if left:
+                self.combine_left[key] = left
+                return
+            del self.combine_left[key]
+            del self.combine_acc[key]
+            # fold in partition order, so the result does not depend on task timing
+            parts = [acc[k] for k in sorted(acc)]
+            buckets = []
+            for r in range(R):
+                total = parts[0][r]
+                for other in parts[1:]:
+                    total = dep.local_combine(total, other[r])
+                buckets.append(total)
+            m = -1 - self.index  # one block from this worker
         by_dest: dict[int, list] = {}
         for r in range(R):
             for d in dests[r]:
@@ -404,13 +445,10 @@ class WorkerRuntime:
 
     def _compute(self, gs: GroupState, task: Task, node: Any, q: int, parents: list) -> Any:
         if type(node) is ShuffleReadNode:
-            runs = {sid: (run, nmaps) for sid, run, nmaps in task.shuffle_in}
+            entries = {entry[0]: entry for entry in task.shuffle_in}
             blocks = self.blocks
-            group = gs.group
-            parents = []
-            for dep in node.deps:
-                run, nmaps = runs[dep.shuffle_id]
-                parents.append([blocks[("s", group, run, m, q)] for m in range(nmaps)])
+            parents = [[blocks[b] for b in shuffle_blocks(gs.group, entries[dep.shuffle_id], q)]
+                       for dep in node.deps]
         return node.compute(q, parents)
 
     # ---------------------------------------------------------------- serve

@@ -1,0 +1,179 @@
+"""``Context.iterate``: dependent iterations with no driver round trip inside a group.
+
+Iteration i is one job over three datasets::
+
+    partials_i = BroadcastZip(data, state_{i-1}, local)     # on each cached partition
+    reduced_i  = shuffle of partials_i into 1 partition,   # each worker folds its own
+                 pre-combined on each worker               # partials first (local_combine)
+    state_i    = Zip(reduced_i, state_{i-1}, update).cache()   # on one reducer
+
+``state_i`` is a cached single-partition dataset; the planner keeps it on the
+same worker every iteration (locality) and forwards it to every other worker
+that holds data partitions: the new state reaches the workers for the next
+iteration worker to worker. The job's result is the state itself, so the
+driver sees every iteration as it completes.
+
+Convergence: the state travels as ``(converged, state)``. The reducer
+evaluates ``until`` after each update; once true, later iterations of the
+same group pass the state through without calling ``local`` or ``update``,
+and the driver starts no new group.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from . import _dataset as D
+from . import _nodes as N
+
+if TYPE_CHECKING:
+    from ._context import Context
+
+_SKIP = None
+
+
+@dataclass
+class IterateResult:
+    """What :meth:`Context.iterate` returns."""
+
+    state: Any                                    # the last state
+    history: list[Any] = field(default_factory=list)  # every iteration's state, in order
+    iterations: int = 0                           # iterations that ran
+    converged: bool = False                       # ``until`` became true
+
+
+class _Local:
+    __slots__ = ("f",)
+
+    def __init__(self, f: Callable[[Any, Any], Any]) -> None:
+        self.f = f
+
+    def __call__(self, p: int, part: Any, state_part: Any) -> list[Any]:
+        converged, state = state_part[0]
+        return [_SKIP if converged else self.f(part, state)]
+
+    def __reduce__(self):
+        return (_Local, (self.f,))
+
+
+class _Split:
+    """Map side of the reduction: the task's one partial is its only bucket."""
+
+    __slots__ = ()
+
+    def __call__(self, part: Any, R: int) -> list[Any]:
+        return [part[0]]
+
+
+class _Combine:
+    __slots__ = ("f",)
+
+    def __init__(self, f: Callable[[Any, Any], Any]) -> None:
+        self.f = f
+
+    def __call__(self, a: Any, b: Any) -> Any:
+        if a is _SKIP:
+            return b
+        if b is _SKIP:
+            return a
+        return self.f(a, b)
+
+    def __reduce__(self):
+        return (_Combine, (self.f,))
+
+
+class _Merge:
+    """Reduce side: fold the workers' pre-combined partials (in worker order)."""
+
+    __slots__ = ("combine",)
+
+    def __init__(self, combine: _Combine) -> None:
+        self.combine = combine
+
+    def __call__(self, p: int, deps: list[list[Any]]) -> list[Any]:
+        blocks = deps[0]
+        total = blocks[0] if blocks else _SKIP
+        for b in blocks[1:]:
+            total = self.combine(total, b)
+        return [total]
+
+    def __reduce__(self):
+        return (_Merge, (self.combine,))
+
+
+class _Update:
+    __slots__ = ("until", "update")
+
+    def __init__(self, update: Callable[[Any, Any], Any], until: Callable[[Any], bool] | None) -> None:
+        self.update = update
+        self.until = until
+
+    def __call__(self, p: int, reduced: Any, prev: Any) -> list[Any]:
+        converged, state = prev[0]
+        if converged:
+            return [(True, state)]
+        new = self.update(state, reduced[0])
+        return [(bool(self.until(new)) if self.until is not None else False, new)]
+
+    def __reduce__(self):
+        return (_Update, (self.update, self.until))
+
+
+def _first(part: Any) -> Any:
+    return part[0] if type(part) is list else next(iter(part))
+
+
+def iterate(ctx: Context, data: D.Dataset, init: Any, *, local: Callable[[Any, Any], Any],
+            combine: Callable[[Any, Any], Any], update: Callable[[Any, Any], Any], iterations: int,
+            group_size: Any = None, until: Callable[[Any], bool] | None = None,
+            on_iteration: Callable[[int, Any], None] | None = None) -> IterateResult:
+    for name, f in (("local", local), ("combine", combine), ("update", update)):
+        if not callable(f):
+            raise TypeError(f"iterate: {name} must be callable, got {type(f).__name__}")
+    if until is not None and not callable(until):
+        raise TypeError(f"iterate: until must be callable or None, got {type(until).__name__}")
+    if not isinstance(data, D.Dataset) or data.ctx is not ctx:
+        raise ValueError("iterate: data must be a Dataset of this Context")
+    if isinstance(iterations, bool) or not isinstance(iterations, int) or iterations < 0:
+        raise ValueError(f"iterate: iterations must be a non-negative int, got {iterations!r}")
+    data.cache()
+    label = D._call_site()
+    local_op, comb = _Local(local), _Combine(combine)
+    merge, upd = _Merge(comb), _Update(update, until)
+    result = IterateResult(state=init)
+    state0 = ctx.parallelize([(False, init)], 1).cache()
+    stop = [False]
+
+    def jobs() -> Iterator[tuple[D.Dataset, Any]]:
+        state = state0
+        for _ in range(iterations):
+            if stop[0]:
+                return
+            node = N.BroadcastZipNode(next(D._ids), data.node, state.node, local_op, f"iterate local at {label}")
+            partials = D.Dataset(ctx, node, (data, state))
+            dep = N.ShuffleDep(next(D._shuffle_ids), partials.node, _Split(), local_combine=comb)
+            rnode = N.ShuffleReadNode(next(D._ids), (dep,), merge, 1, f"iterate combine at {label}")
+            reduced = D.Dataset(ctx, rnode, (partials,))
+            znode = N.ZipNode(next(D._ids), reduced.node, state.node, upd, f"iterate update at {label}")
+            new = D.Dataset(ctx, znode, (reduced, state)).cache()
+            yield new, _first
+            state.unpersist()  # the job just yielded is planned: its input can go after the group
+            state = new
+
+    try:
+        for i, [(converged, state)] in enumerate(ctx.iter_jobs(jobs(), group_size), start=1):
+            if result.converged:
+                continue  # the rest of a group after convergence: passed through, not new
+            result.history.append(state)
+            result.state = state
+            result.iterations = i
+            if on_iteration is not None:
+                on_iteration(i, state)
+            if converged:
+                result.converged = True
+                stop[0] = True
+    finally:
+        state0.unpersist()
+    return result
