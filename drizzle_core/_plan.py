@@ -49,7 +49,7 @@ class Task(NamedTuple):
     kind: int                  # MAP or RESULT
     out: tuple                 # MAP: (reader node, dep index, run, R); RESULT: (func id,)
     inputs: tuple              # cached block ids to wait for (local or forwarded)
-    shuffle_in: tuple          # ((shuffle_id, run, num_map_partitions, mapping workers | None), ...)
+    shuffle_in: tuple          # ((shuffle_id, run, map partitions, mapping workers | None, reduce partition), ...)
     stores: tuple              # ((node id, partition), ...) cached blocks to create
     attempt: int
 
@@ -155,7 +155,7 @@ class Planner:
         for p in range(ds.num_partitions):
             inputs: list[tuple[Block, int]] = []
             stores: list[tuple[int, int]] = []
-            shuffle_in: dict[int, tuple] = {}
+            shuffle_in: dict[tuple[int, int], tuple] = {}
             prefer = -1
             stack = [(ds, p)]
             visited: set[tuple[int, int]] = set()
@@ -181,7 +181,7 @@ class Planner:
                         run = runs[dep.shuffle_id]
                         # pre-combined per worker: one block from each mapping worker
                         by = tuple(sorted(plan.mappers.get(run, ()))) if dep.local_combine is not None else None
-                        shuffle_in[dep.shuffle_id] = (dep.shuffle_id, run, dep.num_map_partitions, by)
+                        shuffle_in[(dep.shuffle_id, q)] = (dep.shuffle_id, run, dep.num_map_partitions, by, q)
                     continue
                 parents = d.parents
                 # Reversed: the first input is walked first, so its block decides locality.
@@ -201,7 +201,7 @@ class Planner:
                 located[("c", node_id, q)] = w
                 plan.new_cache[("c", node_id, q)] = w
             for entry in shuffle_in.values():
-                plan.routes[entry[1]][p].add(w)
+                plan.routes[entry[1]][entry[4]].add(w)
             if kind == MAP:
                 plan.run_of_worker.setdefault(w, set()).add(out[2])
                 plan.mappers.setdefault(out[2], set()).add(w)

@@ -79,14 +79,14 @@ class GroupState:
         self.failed = False
 
 
-def shuffle_blocks(group: int, entry: tuple, p: int) -> list[tuple]:
+def shuffle_blocks(group: int, entry: tuple) -> list[tuple]:
     """The blocks a task reads for one shuffle input, in combination order.
 
-    ``entry`` is ``(shuffle_id, run, map partitions, mapping workers | None)``:
-    one block per map partition, or one per mapping worker when the shuffle is
-    pre-combined on each worker (block ``m = -1 - worker``).
+    ``entry`` is ``(shuffle_id, run, map partitions, mapping workers | None,
+    reduce partition)``: one block per map partition, or one per mapping
+    worker when the shuffle is pre-combined on each worker (``m = -1 - worker``).
     """
-    _sid, run, nmaps, by = entry
+    _sid, run, nmaps, by, p = entry
     if by is None:
         return [("s", group, run, m, p) for m in range(nmaps)]
     return [("s", group, run, -1 - w, p) for w in by]
@@ -184,9 +184,8 @@ class WorkerRuntime:
         nodes = program.nodes
         for task in tasks:
             need: list[tuple] = list(task.inputs)
-            p = task.partition
             for entry in task.shuffle_in:
-                need.extend(shuffle_blocks(group, entry, p))
+                need.extend(shuffle_blocks(group, entry))
             if task.kind == MAP and nodes[task.out[0]].deps[task.out[1]].local_combine is not None:
                 ck = (group, task.out[2])
                 self.combine_left[ck] = self.combine_left.get(ck, 0) + 1
@@ -343,9 +342,8 @@ class WorkerRuntime:
             self._durations[key] = took if old is None else 0.8 * old + 0.2 * took
         for b in task.inputs:
             self._release(b)
-        p = task.partition
         for entry in task.shuffle_in:
-            for b in shuffle_blocks(group, entry, p):
+            for b in shuffle_blocks(group, entry):
                 self._release(b)
         del self.tasks[(group, task.index)]
         gs.ran += 1
@@ -445,9 +443,9 @@ class WorkerRuntime:
 
     def _compute(self, gs: GroupState, task: Task, node: Any, q: int, parents: list) -> Any:
         if type(node) is ShuffleReadNode:
-            entries = {entry[0]: entry for entry in task.shuffle_in}
+            entries = {(entry[0], entry[4]): entry for entry in task.shuffle_in}
             blocks = self.blocks
-            parents = [[blocks[b] for b in shuffle_blocks(gs.group, entries[dep.shuffle_id], q)]
+            parents = [[blocks[b] for b in shuffle_blocks(gs.group, entries[(dep.shuffle_id, q)])]
                        for dep in node.deps]
         return node.compute(q, parents)
 
