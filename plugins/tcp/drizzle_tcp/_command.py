@@ -1,0 +1,90 @@
+"""``drizzle worker``: run a TCP worker daemon (registered through ``drizzle_register_commands``)."""
+
+from __future__ import annotations
+
+import argparse
+import ctypes
+import logging
+import os
+import signal
+import sys
+
+from drizzle_core.transport import DEFAULT_MAX_FRAME
+
+from . import _net
+
+log = logging.getLogger("drizzle.tcp.worker")
+
+HELP = "run a TCP worker daemon that serves one driver at a time"
+DESCRIPTION = """\
+Run a Drizzle worker daemon for the tcp transport. It listens on HOST:PORT
+(127.0.0.1:7078 by default) and serves one driver at a time; when that
+driver disconnects, the worker drops its cached data and waits for the next.
+Drive it with
+
+    dz.Context(transport="tcp", workers=["host1:7078", "host2:7078"], secret=...)
+
+Every connection is authenticated by an HMAC challenge both ways on a
+shared secret before anything is unpickled: give the secret in a file
+(--secret-file) or in $DRIZZLE_SECRET. Listening on anything but loopback
+requires a secret. Optional TLS: --tls-cert, --tls-key and --tls-ca.
+"""
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.description = DESCRIPTION
+    parser.formatter_class = argparse.RawDescriptionHelpFormatter
+    parser.add_argument("--listen", default="127.0.0.1:7078", metavar="HOST:PORT",
+                        help="address to listen on (default 127.0.0.1:7078; port 0 picks a free port)")
+    parser.add_argument("--secret-file", metavar="PATH",
+                        help="file holding the shared secret (default: $DRIZZLE_SECRET)")
+    parser.add_argument("--max-frame", type=int, default=DEFAULT_MAX_FRAME, metavar="BYTES",
+                        help=f"largest message accepted, in bytes (default {DEFAULT_MAX_FRAME})")
+    parser.add_argument("--handshake-timeout", type=float, default=_net.HANDSHAKE_TIMEOUT, metavar="SECONDS",
+                        help=f"drop a client that has not finished its handshake by then "
+                             f"(default {_net.HANDSHAKE_TIMEOUT:g})")
+    parser.add_argument("--tls-cert", metavar="PATH", help="TLS certificate (PEM) of this worker")
+    parser.add_argument("--tls-key", metavar="PATH", help="TLS private key (PEM) of this worker")
+    parser.add_argument("--tls-ca", metavar="PATH", help="CA certificate (PEM) that signs the drivers' and workers'")
+    parser.add_argument("--log-level", dest="worker_log_level", default=None, metavar="LEVEL",
+                        help="logging level of the worker (default WARNING; INFO shows sessions)")
+    parser.add_argument("--parent-pid", type=int, default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--one-session", action="store_true", help=argparse.SUPPRESS)
+
+
+def _die_with_parent(parent_pid: int) -> None:
+    """Daemons a driver starts itself die with it, even after kill -9 (as drizzle_local's workers)."""
+    if sys.platform.startswith("linux"):
+        try:
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG
+        except OSError:
+            pass
+    if os.getppid() != parent_pid:  # the parent died before prctl took effect
+        os._exit(0)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ._daemon import WorkerDaemon
+
+    level = args.worker_log_level or getattr(args, "log_level", None) or "WARNING"
+    logging.getLogger("drizzle").setLevel(level.upper())
+    if args.parent_pid is not None:
+        _die_with_parent(args.parent_pid)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the driver's to handle
+    try:
+        secret = _net.read_secret(secret_file=args.secret_file)
+        tls = _net.make_tls(args.tls_cert, args.tls_key, args.tls_ca)
+        daemon = WorkerDaemon(args.listen, secret, max_frame=args.max_frame,
+                              handshake_timeout=args.handshake_timeout, tls=tls, one_session=args.one_session)
+        address = daemon.bind()
+    except (OSError, ValueError) as e:
+        print(f"drizzle worker: {e}", file=sys.stderr)
+        return 2
+    # The one line on stdout: a driver that started this daemon reads the port from it.
+    print(f"drizzle worker listening on {address}", flush=True)
+    try:
+        daemon.serve_forever()
+    except KeyboardInterrupt:
+        log.info("interrupted; exiting")
+    return 0

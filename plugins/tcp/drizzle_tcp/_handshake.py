@@ -1,0 +1,178 @@
+"""The handshake that opens every TCP connection, before any frame is unpickled.
+
+Every connection (driver to worker, worker to worker) starts with this
+exchange; only when it succeeds is the socket handed to a
+:class:`drizzle_core.transport.Hub`, which speaks length-prefixed pickle-5
+frames (``drizzle_core._wire``) from then on. S is the side that accepted
+(a worker daemon), C the side that connected (the driver or another worker).
+
+Step table (all integers little-endian; steps 1-3 are fixed-size structs,
+steps 4-5 are length-prefixed JSON capped at ``MAX_HELLO`` bytes; nothing in
+the handshake is ever unpickled)::
+
+  step  dir   bytes                                             the receiver checks
+  ----  ----  ------------------------------------------------  -------------------------------------------
+  0     C→S   (TLS handshake first, when TLS is configured)     certificates, against the CA file
+  1     S→C   MAGIC(8) | u16 version_s | nonce_s(32)            MAGIC, else "not a drizzle worker"
+  2     C→S   MAGIC(8) | u16 version_c | nonce_c(32) | mac_c(32)
+                mac_c = HMAC-SHA256(secret, "client" | nonce_s | nonce_c | version_c)
+                                                                MAGIC, else drop ("garbage");
+                                                                mac_c (compare_digest), else status AUTH;
+                                                                then version_c == VERSION, else status VERSION
+  3     S→C   u8 status | u16 version_s | mac_s(32)             mac_s, else "worker failed authentication";
+                mac_s = HMAC-SHA256(secret, "server" | nonce_c | nonce_s | version_s | status)
+                (all zeros when status is AUTH: S cannot prove anything to a client it could not verify)
+                                                                status OK and version_s == VERSION
+  4     C→S   u32 n | JSON(n) hello                             size cap, JSON object, role known
+                driver: {"role": "driver", "index": i, "peers": ["host:port", ...], "session": s}
+                worker: {"role": "worker", "index": i, "session": s}
+  5     S→C   u32 n | JSON(n) reply                             size cap
+                {"ok": true, "pid": p} or {"ok": false, "error": "busy" | "session" | ..., "message": m}
+  then  both  drizzle_core frames (pickle 5, out-of-band buffers), via Hub
+
+The nonces are fresh random bytes (``secrets.token_bytes``) from each side,
+so a recorded exchange cannot be replayed, and the "client"/"server" labels
+stop a MAC from being reflected back to its maker. Every read has a
+deadline (``timeout``) and a size cap, so a silent or garbage-sending client
+costs the worker one thread for at most ``timeout`` seconds.
+
+A worker without a secret (allowed on loopback only) uses the empty key:
+the same exchange, proving only that both ends speak this protocol.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import secrets
+import socket
+import struct
+import time
+from typing import Any
+
+MAGIC = b"DRIZZLE\x01"
+VERSION = 1
+MAX_HELLO = 1 << 20   # a hello lists every worker's address; a million bytes is plenty
+NONCE = 32
+
+OK, AUTH, VERSION_MISMATCH = 0, 1, 2
+
+_STEP1 = struct.Struct("<8sH32s")
+_STEP2 = struct.Struct("<8sH32s32s")
+_STEP3 = struct.Struct("<BH32s")
+_LEN = struct.Struct("<I")
+
+
+class HandshakeError(Exception):
+    """The handshake failed; ``kind`` is one of: garbage, auth, version, busy, refused, closed, timeout."""
+
+    def __init__(self, kind: str, message: str) -> None:
+        super().__init__(message)
+        self.kind = kind
+
+
+def _mac(secret: bytes, *parts: bytes) -> bytes:
+    return hmac.new(secret, b"".join(parts), hashlib.sha256).digest()
+
+
+def _recv_exact(sock: socket.socket, n: int, deadline: float, during: str) -> bytes:
+    """Exactly ``n`` bytes before ``deadline`` (monotonic), or HandshakeError."""
+    buf = bytearray()
+    while len(buf) < n:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise HandshakeError("timeout", f"timed out waiting for {during}")
+        sock.settimeout(left)
+        try:
+            chunk = sock.recv(n - len(buf))
+        except TimeoutError:
+            raise HandshakeError("timeout", f"timed out waiting for {during}") from None
+        if not chunk:
+            if buf:
+                raise HandshakeError("closed", f"connection closed in the middle of {during} "
+                                               f"({len(buf)} of {n} bytes)")
+            raise HandshakeError("closed", f"connection closed before {during}")
+        buf += chunk
+    return bytes(buf)
+
+
+def _send_json(sock: socket.socket, obj: dict) -> None:
+    data = json.dumps(obj).encode()
+    sock.sendall(_LEN.pack(len(data)) + data)
+
+
+def _recv_json(sock: socket.socket, deadline: float, during: str) -> dict:
+    (n,) = _LEN.unpack(_recv_exact(sock, _LEN.size, deadline, during))
+    if n > MAX_HELLO:
+        raise HandshakeError("garbage", f"{during} claims {n} bytes, over the cap of {MAX_HELLO}")
+    try:
+        obj = json.loads(_recv_exact(sock, n, deadline, during))
+    except ValueError as e:
+        raise HandshakeError("garbage", f"{during} is not JSON: {e}") from None
+    if not isinstance(obj, dict):
+        raise HandshakeError("garbage", f"{during} is not a JSON object")
+    return obj
+
+
+# ------------------------------------------------------------------ server side
+def accept(sock: socket.socket, secret: bytes, timeout: float, decide: Any) -> dict:
+    """Run steps 1-5 as S. ``decide(hello) -> reply`` admits or refuses the caller.
+
+    Returns the caller's hello when admitted; raises HandshakeError otherwise
+    (after telling the caller why, where the protocol allows).
+    """
+    deadline = time.monotonic() + timeout
+    nonce_s = secrets.token_bytes(NONCE)
+    sock.sendall(_STEP1.pack(MAGIC, VERSION, nonce_s))
+    magic, version_c, nonce_c, mac_c = _STEP2.unpack(_recv_exact(sock, _STEP2.size, deadline, "the client's answer"))
+    if magic != MAGIC:
+        raise HandshakeError("garbage", f"not a drizzle client (its first bytes are {magic!r})")
+    if not hmac.compare_digest(mac_c, _mac(secret, b"client", nonce_s, nonce_c, struct.pack("<H", version_c))):
+        sock.sendall(_STEP3.pack(AUTH, VERSION, bytes(32)))
+        raise HandshakeError("auth", "authentication failed (wrong or missing secret)")
+    status = OK if version_c == VERSION else VERSION_MISMATCH
+    mac_s = _mac(secret, b"server", nonce_c, nonce_s, struct.pack("<HB", VERSION, status))
+    sock.sendall(_STEP3.pack(status, VERSION, mac_s))
+    if status != OK:
+        raise HandshakeError("version", f"protocol version mismatch: the client speaks {version_c}, "
+                                        f"this worker {VERSION}")
+    hello = _recv_json(sock, deadline, "the hello")
+    if hello.get("role") not in ("driver", "worker") or not isinstance(hello.get("index"), int):
+        _send_json(sock, {"ok": False, "error": "hello", "message": "malformed hello"})
+        raise HandshakeError("garbage", f"malformed hello {str(hello)[:200]}")
+    reply = decide(hello)
+    _send_json(sock, reply)
+    if not reply.get("ok"):
+        raise HandshakeError(reply.get("error", "refused"), reply.get("message", "refused"))
+    return hello
+
+
+# ------------------------------------------------------------------ client side
+def connect(sock: socket.socket, secret: bytes, timeout: float, hello: dict) -> dict:
+    """Run steps 1-5 as C on a connected socket; return S's reply (``ok`` is true)."""
+    deadline = time.monotonic() + timeout
+    magic, version_s, nonce_s = _STEP1.unpack(_recv_exact(sock, _STEP1.size, deadline, "the worker's greeting"))
+    if magic != MAGIC:
+        raise HandshakeError("garbage", f"not a drizzle worker (its first bytes are {magic!r})")
+    nonce_c = secrets.token_bytes(NONCE)
+    mac_c = _mac(secret, b"client", nonce_s, nonce_c, struct.pack("<H", VERSION))
+    sock.sendall(_STEP2.pack(MAGIC, VERSION, nonce_c, mac_c))
+    status, version_s, mac_s = _STEP3.unpack(_recv_exact(sock, _STEP3.size, deadline, "the worker's answer"))
+    if status == AUTH:
+        raise HandshakeError("auth", "authentication failed: the worker rejected our secret "
+                                     "(pass the worker's secret= or set DRIZZLE_SECRET)")
+    expected = _mac(secret, b"server", nonce_c, nonce_s, struct.pack("<HB", version_s, status))
+    if not hmac.compare_digest(mac_s, expected):
+        raise HandshakeError("auth", "authentication failed: the worker could not prove it knows the secret")
+    if status == VERSION_MISMATCH or version_s != VERSION:
+        raise HandshakeError("version", f"protocol version mismatch: the worker speaks {version_s}, "
+                                        f"this side {VERSION} (install the same drizzle-tcp on both)")
+    if status != OK:
+        raise HandshakeError("garbage", f"unknown handshake status {status}")
+    _send_json(sock, hello)
+    reply = _recv_json(sock, deadline, "the worker's reply to our hello")
+    if not reply.get("ok"):
+        raise HandshakeError(str(reply.get("error", "refused")), str(reply.get("message", "refused")))
+    sock.settimeout(None)
+    return reply

@@ -1,0 +1,144 @@
+"""Addresses, TLS contexts, and the authenticated connect used by the driver and the workers."""
+
+from __future__ import annotations
+
+import contextlib
+import ipaddress
+import os
+import socket
+import ssl
+from dataclasses import dataclass
+
+from drizzle_core.transport import TransportError
+
+from . import _handshake
+from ._handshake import HandshakeError
+
+CONNECT_TIMEOUT = 10.0
+HANDSHAKE_TIMEOUT = 5.0
+
+
+def parse_address(text: str, *, default_host: str = "127.0.0.1") -> tuple[str, int]:
+    """``"host:port"``, ``"[v6]:port"`` or ``":port"`` → ``(host, port)``."""
+    if not isinstance(text, str) or ":" not in text:
+        raise ValueError(f"a worker address is HOST:PORT, got {text!r}")
+    host, _, port_s = text.rpartition(":")
+    host = host.strip("[]") or default_host
+    try:
+        port = int(port_s)
+    except ValueError:
+        raise ValueError(f"a worker address is HOST:PORT, got {text!r} (the port is not a number)") from None
+    if not 0 <= port <= 65535:
+        raise ValueError(f"port out of range in {text!r}")
+    return host, port
+
+
+def format_address(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def read_secret(secret: str | bytes | None = None, secret_file: str | None = None) -> bytes:
+    """The shared secret: given, else from ``secret_file``, else ``$DRIZZLE_SECRET``, else empty."""
+    if secret is not None:
+        return secret.encode() if isinstance(secret, str) else bytes(secret)
+    if secret_file is not None:
+        with open(secret_file, "rb") as f:
+            return f.read().strip()
+    return os.environ.get("DRIZZLE_SECRET", "").encode()
+
+
+@dataclass(frozen=True)
+class TLS:
+    """TLS settings shared by every node: its certificate and key, and the CA that signs its peers'.
+
+    Every node presents the same kind of certificate whether it accepts or
+    connects (workers do both), and verifies the other side's against
+    ``ca``. Host names are not checked (workers are addressed by IP); the
+    CA signature plus the HMAC handshake are the identity checks.
+    """
+
+    cert: str
+    key: str
+    ca: str
+
+    def server_context(self) -> ssl.SSLContext:
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ctx.load_cert_chain(self.cert, self.key)
+        ctx.load_verify_locations(self.ca)
+        ctx.verify_mode = ssl.CERT_REQUIRED
+        return ctx
+
+    def client_context(self) -> ssl.SSLContext:
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        ctx.load_cert_chain(self.cert, self.key)
+        ctx.load_verify_locations(self.ca)
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_REQUIRED
+        return ctx
+
+
+def make_tls(cert: str | None, key: str | None, ca: str | None) -> TLS | None:
+    given = [x is not None for x in (cert, key, ca)]
+    if not any(given):
+        return None
+    if not all(given):
+        raise ValueError("TLS needs all three of tls_cert, tls_key and tls_ca (certificate, key, CA file)")
+    for what, path in (("certificate", cert), ("key", key), ("CA", ca)):
+        if not os.path.exists(path):  # type: ignore[arg-type]
+            raise ValueError(f"TLS {what} file {path!r} does not exist")
+    return TLS(cert, key, ca)  # type: ignore[arg-type]
+
+
+def tune(sock: socket.socket) -> None:
+    """TCP_NODELAY: a frame is written by one ``sendmsg`` (header and body together), so
+    Nagle would only delay the small control messages that follow a large block."""
+    if sock.family in (socket.AF_INET, socket.AF_INET6):
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+
+def open_connection(address: str, secret: bytes, hello: dict, *, tls: ssl.SSLContext | None = None,
+                    connect_timeout: float = CONNECT_TIMEOUT,
+                    handshake_timeout: float = HANDSHAKE_TIMEOUT) -> tuple[socket.socket, dict]:
+    """Connect to the worker at ``address`` and handshake; TransportError names the address on failure."""
+    host, port = parse_address(address)
+    try:
+        sock = socket.create_connection((host, port), timeout=connect_timeout)
+    except ConnectionRefusedError:
+        raise TransportError(f"connection refused by tcp worker {address} "
+                             f"(is `drizzle worker --listen {address}` running there?)") from None
+    except TimeoutError:
+        raise TransportError(f"timed out connecting to tcp worker {address} after {connect_timeout:g}s") from None
+    except OSError as e:
+        raise TransportError(f"could not connect to tcp worker {address}: {e.strerror or e}") from None
+    try:
+        tune(sock)
+        if tls is not None:
+            sock.settimeout(handshake_timeout)
+            sock = tls.wrap_socket(sock, server_side=False)
+        reply = _handshake.connect(sock, secret, handshake_timeout, hello)
+    except HandshakeError as e:
+        sock.close()
+        if e.kind == "busy":
+            raise TransportError(f"tcp worker {address} is busy: {e}") from None
+        raise TransportError(f"tcp worker {address}: {e}") from None
+    except ssl.SSLError as e:
+        sock.close()
+        raise TransportError(f"TLS handshake with tcp worker {address} failed: {e.reason or e}") from None
+    except OSError as e:
+        sock.close()
+        raise TransportError(f"tcp worker {address} dropped the connection during the handshake: "
+                             f"{e.strerror or e} (does it use TLS, or another secret?)") from None
+    except BaseException:
+        with contextlib.suppress(OSError):
+            sock.close()
+        raise
+    return sock, reply

@@ -1,0 +1,220 @@
+"""Driver side of the ``tcp`` transport: connect to worker daemons (or start them on loopback).
+
+``workers`` is a list of ``"host:port"`` addresses of running
+``drizzle worker`` daemons, or a number N: start N daemons on 127.0.0.1 with
+a fresh random secret, owned by this transport (they die with the driver:
+PR_SET_PDEATHSIG, and they leave after their one session).
+
+The driver connects to every worker and handshakes (``_handshake``): HMAC
+both ways, protocol version, then a hello giving the worker its index, the
+session id and every worker's address, so workers connect to each other
+directly for shuffles; the driver is not on that path.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import secrets
+import selectors
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from typing import Any
+
+from drizzle_core.transport import (
+    DEFAULT_MAX_FRAME,
+    DRIVER,
+    STOP,
+    Disconnected,
+    Hub,
+    Transport,
+    TransportError,
+    WorkerLost,
+)
+
+from . import _net
+
+log = logging.getLogger("drizzle.tcp")
+
+START_TIMEOUT = 60.0
+# One BLAS thread per worker: the workers are the parallelism (as in drizzle_local).
+_THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "VECLIB_MAXIMUM_THREADS",
+                "NUMEXPR_NUM_THREADS")
+
+
+class TcpTransport(Transport):
+    """Workers reached over TCP; see the module docstring."""
+
+    name = "tcp"
+
+    def __init__(self, workers: Any = None, *, secret: str | bytes | None = None, max_frame: int | None = None,
+                 connect_timeout: float = _net.CONNECT_TIMEOUT, handshake_timeout: float = _net.HANDSHAKE_TIMEOUT,
+                 start_timeout: float = START_TIMEOUT, tls_cert: str | None = None, tls_key: str | None = None,
+                 tls_ca: str | None = None, worker_log_level: str | None = None) -> None:
+        if isinstance(workers, str):
+            workers = [w.strip() for w in workers.split(",") if w.strip()]
+        if isinstance(workers, (list, tuple)):
+            if not workers:
+                raise ValueError("the tcp transport needs at least one worker address")
+            for w in workers:
+                _net.parse_address(w)
+            self.addresses: list[str] = list(workers)
+            self.spawn = 0
+        elif isinstance(workers, int) and not isinstance(workers, bool) and workers > 0:
+            self.addresses = []
+            self.spawn = workers
+        else:
+            raise ValueError(f"the tcp transport takes a list of worker addresses ('host:port') or a number of "
+                             f"workers to start on this host, got {workers!r}")
+        if self.spawn and secret is None:
+            secret = secrets.token_hex(32)  # fresh for daemons we start: nobody else can join them
+        self.secret = _net.read_secret(secret)
+        self.max_frame = max_frame or DEFAULT_MAX_FRAME
+        self.connect_timeout = connect_timeout
+        self.handshake_timeout = handshake_timeout
+        self.start_timeout = start_timeout
+        self.tls = _net.make_tls(tls_cert, tls_key, tls_ca)
+        self.worker_log_level = worker_log_level
+        self._client_tls = self.tls.client_context() if self.tls else None
+        self._hub = Hub(max_frame=self.max_frame)
+        self._procs: list[subprocess.Popen] = []
+        self._pids: list[int | None] = []
+        self._lost: set[int] = set()
+        self._closed = False
+
+    # ---------------------------------------------------------------- start
+    def start(self) -> None:
+        try:
+            if self.spawn:
+                self._start_daemons()
+            session = uuid.uuid4().hex
+            for i, address in enumerate(self.addresses):
+                hello = {"role": "driver", "index": i, "peers": self.addresses, "session": session}
+                sock, reply = _net.open_connection(address, self.secret, hello, tls=self._client_tls,
+                                                   connect_timeout=self.connect_timeout,
+                                                   handshake_timeout=self.handshake_timeout)
+                pid = reply.get("pid")
+                self._pids.append(pid if isinstance(pid, int) else None)
+                self._hub.add(sock, i)
+        except BaseException:
+            self.close()
+            raise
+
+    def _start_daemons(self) -> None:
+        env = dict(os.environ)
+        for var in _THREAD_VARS:
+            env.setdefault(var, "1")
+        # The driver's import path, as multiprocessing's spawn passes it (see drizzle_local).
+        env["PYTHONPATH"] = os.pathsep.join(p or os.getcwd() for p in sys.path)
+        env["DRIZZLE_SECRET"] = self.secret.decode()  # not on the command line, where ps would show it
+        args = ["--listen", "127.0.0.1:0", "--parent-pid", str(os.getpid()), "--one-session",
+                "--max-frame", str(self.max_frame), "--handshake-timeout", str(self.handshake_timeout)]
+        if self.tls:
+            args += ["--tls-cert", self.tls.cert, "--tls-key", self.tls.key, "--tls-ca", self.tls.ca]
+        if self.worker_log_level:
+            args += ["--log-level", self.worker_log_level]
+        for _ in range(self.spawn):
+            self._procs.append(subprocess.Popen(
+                [sys.executable, "-m", "drizzle_tcp._worker_main", *args],
+                stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, env=env, start_new_session=True,
+            ))
+        deadline = time.monotonic() + self.start_timeout
+        for i, proc in enumerate(self._procs):
+            self.addresses.append(self._read_address(i, proc, deadline))
+
+    def _read_address(self, i: int, proc: subprocess.Popen, deadline: float) -> str:
+        """The daemon prints ``drizzle worker listening on HOST:PORT`` once it listens."""
+        assert proc.stdout is not None
+        with selectors.DefaultSelector() as sel:
+            sel.register(proc.stdout, selectors.EVENT_READ)
+            while True:
+                if sel.select(timeout=0.05):
+                    line = proc.stdout.readline().decode(errors="replace").strip()
+                    proc.stdout.close()
+                    if line.startswith("drizzle worker listening on "):
+                        return line.rsplit(" ", 1)[1]
+                    code = proc.wait(timeout=5)
+                    raise TransportError(f"tcp worker {i} (pid {proc.pid}) {_describe_exit(code)} while "
+                                         f"starting; its error output is above")
+                if time.monotonic() > deadline:
+                    raise TransportError(f"tcp worker {i} (pid {proc.pid}) did not start within "
+                                         f"{self.start_timeout:.0f}s")
+
+    @property
+    def worker_names(self) -> list[str]:
+        return [f"tcp worker {i} ({a}" + (f", pid {p})" if p is not None else ")")
+                for i, (a, p) in enumerate(zip(self.addresses, self._pids))]
+
+    # ------------------------------------------------------------ messages
+    def send(self, worker: int, message: Any) -> int:
+        if worker in self._lost:
+            return 0
+        try:
+            return self._hub.send(worker, message)
+        except KeyError:  # dropped since the last poll: poll reports it as lost
+            return 0
+
+    def send_shared(self, workers: list[int], messages: list[Any]) -> int:
+        return sum(self.send(w, m) for w, m in zip(workers, messages))
+
+    def poll(self, timeout: float | None) -> list[tuple[int, Any]]:
+        events = self._hub.poll(timeout)
+        for k, (worker, msg) in enumerate(events):
+            if isinstance(msg, Disconnected):
+                events[k] = (worker, WorkerLost(self._why_lost(worker, msg)))
+                self._lost.add(worker)
+        return events
+
+    def _why_lost(self, worker: int, msg: Disconnected) -> str:
+        address = self.addresses[worker]
+        if worker < len(self._procs):
+            try:
+                code = self._procs[worker].wait(timeout=1.0)
+            except subprocess.TimeoutExpired:
+                pass
+            else:
+                return f"the worker process at {address} {_describe_exit(code)}"
+        return f"the connection to {address} ended: {msg.reason}"
+
+    @property
+    def messages_sent(self) -> int:
+        return self._hub.messages_sent
+
+    @property
+    def bytes_sent(self) -> int:
+        return self._hub.bytes_sent
+
+    # ---------------------------------------------------------------- close
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        for i in self._hub.peers():
+            if i not in self._lost and i != DRIVER:
+                with contextlib.suppress(Exception):
+                    self._hub.send(i, (STOP,))
+        with contextlib.suppress(Exception):
+            self._hub.flush(timeout=1.0)
+        self._hub.close()
+        deadline = time.monotonic() + 2.0
+        for proc in self._procs:
+            if proc.stdout is not None and not proc.stdout.closed:
+                proc.stdout.close()
+            try:
+                proc.wait(timeout=max(0.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+def _describe_exit(code: int) -> str:
+    if code < 0:
+        try:
+            return f"was killed by signal {-code} ({signal.Signals(-code).name})"
+        except ValueError:
+            return f"was killed by signal {-code}"
+    return f"exited with status {code}"
