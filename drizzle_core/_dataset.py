@@ -239,9 +239,9 @@ class Dataset:
                 break
         return out[:n]
 
-    def glom(self) -> list[list[Any]]:
-        """Every partition as a list (handy for checking partitioning)."""
-        return self._run(_to_list)
+    def glom(self) -> list[Any]:
+        """Every partition: a list, or the ndarray / sparse row slice it is."""
+        return self._run(_as_is)
 
     def _check_same_context(self, other: Any, op: str) -> None:
         if not isinstance(other, Dataset):
@@ -253,6 +253,10 @@ class Dataset:
 # Job functions used by the actions: module-level so they pickle by reference.
 def _to_list(it: Iterable[Any]) -> list[Any]:
     return it if type(it) is list else list(it)
+
+
+def _as_is(it: Iterable[Any]) -> Any:
+    return it if isinstance(it, list) or hasattr(it, "shape") else list(it)
 
 
 def _count(it: Iterable[Any]) -> int:

@@ -166,16 +166,17 @@ class Planner:
                     continue
                 visited.add(key)
                 node = d.node
-                plan.nodes[node.id] = node
                 if d._cached:
                     block = ("c", node.id, q)
                     loc = located.get(block)
                     if loc is not None and loc in live:
+                        # read, not computed: the node (and its data) stays off the wire
                         inputs.append((block, loc))
                         if prefer < 0:
                             prefer = loc
                         continue
                     stores.append(key)
+                plan.nodes[node.id] = node
                 if type(node) is ShuffleReadNode:
                     for dep in node.deps:
                         run = runs[dep.shuffle_id]

@@ -88,7 +88,8 @@ def transports() -> dict[str, TransportInfo]:
 
         def register(name: str, factory: Callable[..., Any], *, version: str | None = None,
                      description: str = "", _plugin: Any = plugin) -> None:
-            who = _plugin_name(pm, _plugin)
+            dist = dists.get(id(_plugin))
+            who = dist[0] if dist else _plugin_name(pm, _plugin)
             if not isinstance(name, str) or not name:
                 raise ValueError(f"plugin {who!r} registered a transport with a bad name {name!r}")
             if not callable(factory):
@@ -96,9 +97,8 @@ def transports() -> dict[str, TransportInfo]:
             if name in found:
                 raise ValueError(
                     f"transport {name!r} is registered twice: by {found[name].plugin!r} "
-                    f"and by {_plugin_name(pm, _plugin)!r}"
+                    f"and by {who!r}"
                 )
-            dist = dists.get(id(_plugin))
             found[name] = TransportInfo(
                 name=name, version=version or (dist[1] if dist else "unknown"),
                 plugin=dist[0] if dist else _plugin_name(pm, _plugin), description=description, factory=factory,

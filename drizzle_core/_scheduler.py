@@ -239,6 +239,8 @@ class GroupScheduler:
             routes = {run: tuple(tuple(sorted(d)) for d in plan.routes[run]) for run in runs}
             messages.append((M.LAUNCH, plan.group, program_id, body, per_worker[w], routes,
                              plan.forwards.get(w, []), self.pending_drops.pop(w, [])))
+        for w in [w for w in self.pending_drops if w not in per_worker]:
+            self.transport.send(w, (M.DROP, self.pending_drops.pop(w)))
         self.transport.send_shared(workers, messages)
         return workers
 

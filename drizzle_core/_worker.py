@@ -399,13 +399,13 @@ class WorkerRuntime:
         nodes = gs.program.nodes
         blocks = self.blocks
         root = (task.node, task.partition)
-        node = nodes[task.node]
-        if not node.narrow_inputs(task.partition) and not task.stores:
-            # A stage that is one source, shuffle read or cached block: no walk.
+        if not task.stores:
             b = blocks.get(("c", task.node, task.partition))
             if b is not None:
-                return b
-            return self._compute(gs, task, node, task.partition, [])
+                return b  # a stage over one cached block: no walk
+            node = nodes[task.node]
+            if not node.narrow_inputs(task.partition):
+                return self._compute(gs, task, node, task.partition, [])  # one source or shuffle read
         order: list[tuple[int, int]] = []
         uses: dict[tuple[int, int], int] = {}
         stack: list[tuple[tuple[int, int], bool]] = [(root, False)]
