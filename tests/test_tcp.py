@@ -1,12 +1,336 @@
-"""The ``tcp`` transport: the conformance suite, plus bad input against a daemon started here."""
+"""The ``tcp`` transport: the conformance suite, plus bad input against a daemon started here.
+
+Each bad-input test does one bad thing to a shared daemon (raw sockets speak
+just enough of the handshake to get where the test wants), then checks the
+daemon logged exactly one line about it and still serves a good driver.
+"""
 
 from __future__ import annotations
 
+import os
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import time
+
 import pytest
 from conformance import ProcessConformance, TransportConformance
+from drizzle_tcp import _handshake
+
+import drizzle_core as dz
+from drizzle_core import _plugins
+from drizzle_core.transport import TransportError, encode
 
 pytestmark = pytest.mark.timeout(120)
+
+SECRET = "test-secret-0123456789"
+MAX_FRAME = 1 << 20
+HANDSHAKE_TIMEOUT = 1.0
 
 
 class TestTcp(TransportConformance, ProcessConformance):
     transport = "tcp"
+
+
+# ----------------------------------------------------------------- helpers
+def _env(**extra: str) -> dict:
+    env = dict(os.environ)
+    env.pop("DRIZZLE_SECRET", None)
+    env["PYTHONPATH"] = os.pathsep.join(p or os.getcwd() for p in sys.path)
+    env.update(extra)
+    return env
+
+
+class Daemon:
+    """A ``drizzle worker`` process on a free loopback port, its stderr in a file."""
+
+    def __init__(self, tmp, *args: str, cmd: list[str] | None = None, env: dict | None = None) -> None:
+        secret_file = tmp / "secret"
+        secret_file.write_text(SECRET + "\n")
+        self.log_path = tmp / "worker.log"
+        cmd = cmd or [sys.executable, "-m", "drizzle_tcp._worker_main"]
+        with open(self.log_path, "w") as log:
+            self.proc = subprocess.Popen(
+                [*cmd, "--listen", "127.0.0.1:0", "--secret-file", str(secret_file), *args],
+                stdout=subprocess.PIPE, stderr=log, env=env or _env(), text=True,
+            )
+        line = self.proc.stdout.readline()
+        assert line.startswith("drizzle worker listening on "), line
+        self.address = line.split()[-1]
+        self.host, port = self.address.rsplit(":", 1)
+        self.port = int(port)
+
+    def lines(self) -> list[str]:
+        return [line for line in self.log_path.read_text().splitlines() if line.strip()]
+
+    def new_lines(self, before: int, expect: int = 1, timeout: float = 5.0) -> list[str]:
+        """Wait for ``expect`` lines after the first ``before``, then a little more to see no extra."""
+        deadline = time.monotonic() + timeout
+        while len(self.lines()) < before + expect and time.monotonic() < deadline:
+            time.sleep(0.02)
+        time.sleep(0.2)
+        return self.lines()[before:]
+
+    def close(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        self.proc.stdout.close()
+
+
+def _good_driver_works(address: str) -> None:
+    with dz.Context(transport="tcp", workers=[address], secret=SECRET) as ctx:
+        assert ctx.parallelize(range(10), 3).map(lambda x: x * 2).sum() == 90
+
+
+def _raw(address: str) -> socket.socket:
+    host, port = address.rsplit(":", 1)
+    return socket.create_connection((host, int(port)), timeout=5)
+
+
+def _me(sock: socket.socket) -> str:
+    host, port = sock.getsockname()[:2]
+    return f"{host}:{port}"
+
+
+def _as_driver(daemon: Daemon) -> socket.socket:
+    """A raw socket past the handshake, admitted as the daemon's driver."""
+    sock = _raw(daemon.address)
+    hello = {"role": "driver", "index": 0, "peers": [daemon.address], "session": "raw-" + _me(sock)}
+    _handshake.connect(sock, SECRET.encode(), 5, hello)
+    return sock
+
+
+def _wait_eof(sock: socket.socket) -> None:
+    sock.settimeout(5)
+    while True:
+        try:
+            if not sock.recv(1 << 16):
+                return
+        except ConnectionResetError:
+            return
+
+
+# --------------------------------------------------------------- bad input
+class TestBadInput:
+    @pytest.fixture(scope="class")
+    def daemon(self, tmp_path_factory):
+        d = Daemon(tmp_path_factory.mktemp("daemon"), "--max-frame", str(MAX_FRAME),
+                   "--handshake-timeout", str(HANDSHAKE_TIMEOUT))
+        yield d
+        d.close()
+
+    def _one_line_then_serves(self, daemon: Daemon, before: int, *needles: str) -> str:
+        new = daemon.new_lines(before)
+        assert len(new) == 1, new
+        for needle in needles:
+            assert needle in new[0], (needle, new[0])
+        assert "WARNING" in new[0]
+        _good_driver_works(daemon.address)
+        assert daemon.lines()[before + 1:] == []  # a good session logs nothing at WARNING
+        assert daemon.proc.poll() is None
+        return new[0]
+
+    def test_good_driver(self, daemon):
+        before = len(daemon.lines())
+        _good_driver_works(daemon.address)
+        _good_driver_works(daemon.address)  # one after the other: each gets a fresh session
+        assert daemon.lines()[before:] == []
+
+    def test_wrong_secret(self, daemon):
+        before = len(daemon.lines())
+        with pytest.raises(TransportError, match="authentication failed") as info:
+            dz.Context(transport="tcp", workers=[daemon.address], secret="not the secret")
+        assert daemon.address in str(info.value)
+        self._one_line_then_serves(daemon, before, "authentication failed", "127.0.0.1:")
+
+    def test_no_secret(self, daemon, monkeypatch):
+        monkeypatch.delenv("DRIZZLE_SECRET", raising=False)
+        before = len(daemon.lines())
+        with pytest.raises(TransportError, match="authentication failed") as info:
+            dz.Context(transport="tcp", workers=[daemon.address])
+        assert daemon.address in str(info.value) and "DRIZZLE_SECRET" in str(info.value)
+        self._one_line_then_serves(daemon, before, "authentication failed")
+
+    def test_secret_from_the_environment(self, daemon, monkeypatch):
+        monkeypatch.setenv("DRIZZLE_SECRET", SECRET)
+        with dz.Context(transport="tcp", workers=[daemon.address]) as ctx:
+            assert ctx.parallelize(range(5), 2).count() == 5
+
+    def test_version_mismatch(self, daemon, monkeypatch):
+        monkeypatch.setattr(_handshake, "VERSION", 99)
+        before = len(daemon.lines())
+        with pytest.raises(TransportError, match="version mismatch") as info:
+            dz.Context(transport="tcp", workers=[daemon.address], secret=SECRET)
+        assert daemon.address in str(info.value)
+        monkeypatch.undo()
+        self._one_line_then_serves(daemon, before, "version mismatch", "99")
+
+    def test_garbage_bytes(self, daemon):
+        before = len(daemon.lines())
+        with _raw(daemon.address) as sock:
+            me = _me(sock)
+            sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n" + os.urandom(200))
+            _wait_eof(sock)
+        self._one_line_then_serves(daemon, before, "not a drizzle client", me)
+
+    def test_oversized_hello(self, daemon):
+        before = len(daemon.lines())
+        sock = _raw(daemon.address)
+        me = _me(sock)
+        _, _, nonce_s = _handshake._STEP1.unpack(sock.recv(_handshake._STEP1.size, socket.MSG_WAITALL))
+        nonce_c = os.urandom(32)
+        mac = _handshake._mac(SECRET.encode(), b"client", nonce_s, nonce_c, struct.pack("<H", _handshake.VERSION))
+        sock.sendall(_handshake._STEP2.pack(_handshake.MAGIC, _handshake.VERSION, nonce_c, mac))
+        sock.recv(_handshake._STEP3.size, socket.MSG_WAITALL)
+        sock.sendall(struct.pack("<I", 2**31))
+        _wait_eof(sock)
+        sock.close()
+        self._one_line_then_serves(daemon, before, "over the cap", me)
+
+    def test_frame_over_the_maximum(self, daemon):
+        before = len(daemon.lines())
+        with _as_driver(daemon) as sock:
+            me = _me(sock)
+            sock.sendall(struct.pack("<QI", MAX_FRAME + 1, 0) + b"x" * 100)
+            _wait_eof(sock)
+        self._one_line_then_serves(daemon, before, "over the maximum", me)
+
+    def test_truncated_frame(self, daemon):
+        before = len(daemon.lines())
+        with _as_driver(daemon) as sock:
+            me = _me(sock)
+            frame = b"".join(bytes(p) for p in encode(("stop-not", list(range(1000)))))
+            sock.sendall(frame[: len(frame) // 2])
+        self._one_line_then_serves(daemon, before, "in the middle of a frame", me)
+
+    def test_silent_client_times_out_without_blocking_others(self, daemon):
+        before = len(daemon.lines())
+        with _raw(daemon.address) as sock:
+            me = _me(sock)
+            t = time.perf_counter()
+            _good_driver_works(daemon.address)  # served while the silent client holds its handshake
+            assert time.perf_counter() - t < HANDSHAKE_TIMEOUT
+            new = daemon.new_lines(before)
+            assert len(new) == 1 and "timed out" in new[0] and me in new[0], new
+            _wait_eof(sock)
+        self._one_line_then_serves(daemon, before, "timed out")
+
+    def test_peer_disconnects_mid_message(self, daemon):
+        with dz.Context(transport="tcp", workers=[daemon.address], secret=SECRET) as ctx:
+            assert ctx.parallelize(range(10), 2).sum() == 45
+            before = len(daemon.lines())
+            sock = _raw(daemon.address)
+            _handshake.connect(sock, SECRET.encode(), 5,
+                               {"role": "worker", "index": 7, "session": ctx._transport.session})
+            me = _me(sock)
+            frame = b"".join(bytes(p) for p in encode(("blocks", 0, [(("s", 0, 0, 0, 0), list(range(5000)))])))
+            sock.sendall(frame[:-10])
+            sock.close()
+            new = daemon.new_lines(before)
+            assert len(new) == 1 and "worker 7" in new[0] and me in new[0] and "middle of a frame" in new[0], new
+            # the session goes on
+            assert ctx.parallelize(range(10), 2).sum() == 45
+        _good_driver_works(daemon.address)
+        assert daemon.lines()[before + 1:] == []
+
+    def test_worker_from_another_session_is_refused(self, daemon):
+        before = len(daemon.lines())
+        sock = _raw(daemon.address)
+        with pytest.raises(_handshake.HandshakeError, match="not serving that session"):
+            _handshake.connect(sock, SECRET.encode(), 5, {"role": "worker", "index": 0, "session": "stale"})
+        sock.close()
+        self._one_line_then_serves(daemon, before, "not serving that session")
+
+    def test_second_driver_is_refused_as_busy(self, daemon):
+        with dz.Context(transport="tcp", workers=[daemon.address], secret=SECRET) as ctx:
+            before = len(daemon.lines())
+            t = time.perf_counter()
+            with pytest.raises(TransportError, match="busy") as info:
+                dz.Context(transport="tcp", workers=[daemon.address], secret=SECRET)
+            assert time.perf_counter() - t < 2
+            assert daemon.address in str(info.value)
+            assert ctx.parallelize(range(10), 2).sum() == 45
+            new = daemon.new_lines(before)
+            assert len(new) == 1 and "busy" in new[0], new
+        _good_driver_works(daemon.address)
+
+    def test_driver_killed_with_kill_9(self, daemon, tmp_path):
+        script = tmp_path / "driver.py"
+        script.write_text(
+            "import sys, time\n"
+            "import drizzle_core as dz\n"
+            f"ctx = dz.Context(transport='tcp', workers=[{daemon.address!r}], secret={SECRET!r})\n"
+            "ds = ctx.parallelize(range(1000), 2).cache()\n"
+            "assert ds.count() == 1000\n"
+            "print('ready', flush=True)\n"
+            "time.sleep(60)\n"
+        )
+        before = len(daemon.lines())
+        driver = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, env=_env(), text=True)
+        try:
+            assert driver.stdout.readline().strip() == "ready"
+            os.kill(driver.pid, signal.SIGKILL)
+        finally:
+            driver.wait(timeout=10)
+            driver.stdout.close()
+        self._one_line_then_serves(daemon, before, "dropped the session of driver", "closed without STOP")
+
+
+# ------------------------------------------------------------ driver errors
+def test_connection_refused_names_the_address():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        address = f"127.0.0.1:{s.getsockname()[1]}"
+    with pytest.raises(TransportError, match="connection refused") as info:
+        dz.Context(transport="tcp", workers=[address], secret=SECRET)
+    assert address in str(info.value)
+
+
+def test_a_worker_that_never_answers_is_a_timeout_not_a_hang():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen(1)  # accepts in the kernel, never speaks
+        address = f"127.0.0.1:{s.getsockname()[1]}"
+        t = time.perf_counter()
+        with pytest.raises(TransportError, match="timed out") as info:
+            dz.Context(transport="tcp", workers=[address], secret=SECRET, handshake_timeout=0.3)
+        assert time.perf_counter() - t < 3
+        assert address in str(info.value)
+
+
+def test_worker_refuses_to_listen_beyond_loopback_without_a_secret():
+    out = subprocess.run([sys.executable, "-m", "drizzle_tcp._worker_main", "--listen", "0.0.0.0:0"],
+                         capture_output=True, text=True, env=_env(), timeout=60)
+    assert out.returncode == 2
+    assert "without a secret" in out.stderr
+
+
+def test_drizzle_worker_command(tmp_path):
+    """The subcommand comes from the plugin (``drizzle_register_commands``); --log-level INFO shows sessions."""
+    drizzle = os.path.join(os.path.dirname(sys.executable), "drizzle")
+    helptext = subprocess.run([drizzle, "worker", "--help"], capture_output=True, text=True, timeout=60).stdout
+    assert "--listen" in helptext and "--secret-file" in helptext and "one driver at a time" in helptext
+    daemon = Daemon(tmp_path, "--log-level", "INFO", cmd=[drizzle, "worker"])
+    try:
+        _good_driver_works(daemon.address)
+        log = "\n".join(daemon.new_lines(0, expect=2))
+        assert "serving driver" in log and "ended" in log
+    finally:
+        daemon.close()
+
+
+def test_tcp_is_an_error_listing_what_is_installed_without_the_plugin(monkeypatch):
+    monkeypatch.setenv("DRIZZLE_PLUGINS", "local")
+    _plugins.reset()
+    try:
+        with pytest.raises(ValueError, match=r"unknown transport 'tcp'.*local"):
+            dz.Context(transport="tcp", workers=2)
+    finally:
+        monkeypatch.delenv("DRIZZLE_PLUGINS")
+        _plugins.reset()

@@ -200,7 +200,7 @@ class WorkerDaemon:
                     return {"ok": False, "error": "hello", "message": "the driver's hello has no valid peer list"}
                 if self._claimed is not None:
                     return {"ok": False, "error": "busy",
-                            "message": f"this worker is serving another driver ({self._claimed_by}); "
+                            "message": f"busy serving another driver ({self._claimed_by}); "
                                        f"a worker serves one driver at a time"}
                 self._claimed, self._claimed_by = session, addr
                 claimed_here.append(session)
@@ -256,6 +256,8 @@ class WorkerDaemon:
             self._wake_pending = False
 
         def send(dest: int, msg: object) -> None:
+            if dest == DRIVER and runtime.stopped:
+                return  # results of a session being dropped: nobody to read them
             try:
                 hub.send(dest, msg)
             except Exception as e:  # a dead peer: the driver hears of it and aborts the group
@@ -285,9 +287,8 @@ class WorkerDaemon:
             if isinstance(msg, Disconnected):
                 if src == DRIVER:
                     runtime.stopped = True
-                    why[0] = msg.reason
-                    log.warning("driver %s went away without STOP (%s); dropped its session",
-                                driver_addr, msg.reason)
+                    why[0] = f"{msg.reason} without STOP" if msg.clean else msg.reason
+                    log.warning("dropped the session of driver %s: %s", driver_addr, why[0])
                 elif msg.clean:
                     log.info("connection with worker %s ended", src)
                 else:

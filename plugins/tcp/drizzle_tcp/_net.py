@@ -127,8 +127,6 @@ def open_connection(address: str, secret: bytes, hello: dict, *, tls: ssl.SSLCon
         reply = _handshake.connect(sock, secret, handshake_timeout, hello)
     except HandshakeError as e:
         sock.close()
-        if e.kind == "busy":
-            raise TransportError(f"tcp worker {address} is busy: {e}") from None
         raise TransportError(f"tcp worker {address}: {e}") from None
     except ssl.SSLError as e:
         sock.close()

@@ -85,15 +85,16 @@ class TcpTransport(Transport):
         self._pids: list[int | None] = []
         self._lost: set[int] = set()
         self._closed = False
+        self.session = ""        # the id every worker of this driver's session knows it by
 
     # ---------------------------------------------------------------- start
     def start(self) -> None:
         try:
             if self.spawn:
                 self._start_daemons()
-            session = uuid.uuid4().hex
+            self.session = uuid.uuid4().hex
             for i, address in enumerate(self.addresses):
-                hello = {"role": "driver", "index": i, "peers": self.addresses, "session": session}
+                hello = {"role": "driver", "index": i, "peers": self.addresses, "session": self.session}
                 sock, reply = _net.open_connection(address, self.secret, hello, tls=self._client_tls,
                                                    connect_timeout=self.connect_timeout,
                                                    handshake_timeout=self.handshake_timeout)
