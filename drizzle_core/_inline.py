@@ -8,6 +8,7 @@ works here does not depend on sharing memory with the driver. For debugging
 
 from __future__ import annotations
 
+import time
 from collections import deque
 from typing import Any
 
@@ -56,6 +57,11 @@ class InlineTransport(Transport):
         progress = True
         while progress and not self._to_driver:
             progress = False
+            waits = [w for w in (rt.due_timers() for rt in self._runtimes) if w is not None]
+            if waits and not any(rt.ready for rt in self._runtimes) and not any(self._inbox):
+                time.sleep(min(waits))  # only timed tasks are left: wait for the first
+                progress = True
+                continue
             for rt, inbox in zip(self._runtimes, self._inbox):
                 while inbox:
                     src, msg = inbox.popleft()

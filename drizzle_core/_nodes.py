@@ -59,11 +59,16 @@ class Node:
 
 
 class SourceNode(Node):
-    __slots__ = ("partitions",)
+    """The data itself. ``start_at`` (epoch seconds): tasks reading it start no
+    earlier — a micro-batch's source tasks are launched ahead of time and wait
+    on their worker for the batch's time to come, not on the driver."""
 
-    def __init__(self, id: int, partitions: list[Any], label: str) -> None:
+    __slots__ = ("partitions", "start_at")
+
+    def __init__(self, id: int, partitions: list[Any], label: str, start_at: float | None = None) -> None:
         super().__init__(id, len(partitions), label)
         self.partitions = partitions
+        self.start_at = start_at
 
     def compute(self, p: int, parents: list[Any]) -> Iterable[Any]:
         return self.partitions[p]

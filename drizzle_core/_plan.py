@@ -52,6 +52,7 @@ class Task(NamedTuple):
     shuffle_in: tuple          # ((shuffle_id, run, map partitions, mapping workers | None, reduce partition), ...)
     stores: tuple              # ((node id, partition), ...) cached blocks to create
     attempt: int
+    not_before: float = 0.0    # epoch seconds: the worker starts the task no earlier
 
 
 @dataclass
@@ -157,6 +158,7 @@ class Planner:
             stores: list[tuple[int, int]] = []
             shuffle_in: dict[tuple[int, int], tuple] = {}
             prefer = -1
+            not_before = 0.0
             stack = [(ds, p)]
             visited: set[tuple[int, int]] = set()
             while stack:
@@ -177,6 +179,9 @@ class Planner:
                         continue
                     stores.append(key)
                 plan.nodes[node.id] = node
+                start_at = getattr(node, "start_at", None)
+                if start_at is not None and start_at > not_before:
+                    not_before = start_at
                 if type(node) is ShuffleReadNode:
                     for dep in node.deps:
                         run = runs[dep.shuffle_id]
@@ -210,7 +215,7 @@ class Planner:
                 plan.result_tasks[index] = (job, p)
             plan.tasks.append(Task(index, job, stage_id, ds.node.id, p, kind, out,
                                    tuple(b for b, _ in inputs), tuple(shuffle_in.values()),
-                                   tuple(stores), 0))
+                                   tuple(stores), 0, not_before))
             plan.worker_of.append(w)
 
 

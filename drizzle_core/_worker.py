@@ -30,6 +30,7 @@ group reaches the driver while the rest still run.
 
 from __future__ import annotations
 
+import heapq
 import logging
 import pickle
 import time
@@ -121,6 +122,7 @@ class WorkerRuntime:
         self.waiting: dict[tuple[int, int], set[tuple]] = {}
         self.waiters: dict[tuple, list[tuple[int, int]]] = {}
         self.ready: deque[tuple[GroupState, Task]] = deque()
+        self.timers: list[tuple] = []  # heap of (not_before, group, index, GroupState, Task)
         self.pending_forwards: dict[tuple, list[tuple[int, int]]] = {}
         self.combine_left: dict[tuple[int, int], int] = {}   # (group, run) -> local map tasks still to run
         self.combine_acc: dict[tuple[int, int], dict[int, list]] = {}  # (group, run) -> {map partition: buckets}
@@ -201,7 +203,7 @@ class WorkerRuntime:
             if missing:
                 self.waiting[key] = missing
             else:
-                self.ready.append((gs, task))
+                self._make_ready(gs, task)
         for block, dest in forwards:
             if block in blocks:
                 self._send(dest, (M.BLOCKS, group, [(block, blocks[block])]))
@@ -235,7 +237,25 @@ class WorkerRuntime:
                 missing.discard(block)
                 if not missing:
                     del self.waiting[key]
-                    self.ready.append((self.groups[key[0]], self.tasks[key]))
+                    self._make_ready(self.groups[key[0]], self.tasks[key])
+
+    def _make_ready(self, gs: GroupState, task: Task) -> None:
+        if task.not_before and task.not_before > time.time():
+            heapq.heappush(self.timers, (task.not_before, gs.group, task.index, gs, task))
+        else:
+            self.ready.append((gs, task))
+
+    def due_timers(self) -> float | None:
+        """Move tasks whose time has come to the ready queue; seconds until the next one."""
+        timers = self.timers
+        if not timers:
+            return None
+        now = time.time()
+        while timers and timers[0][0] <= now:
+            _t, group, _i, gs, task = heapq.heappop(timers)
+            if group in self.groups:
+                self.ready.append((gs, task))
+        return timers[0][0] - now if timers else None
 
     def _release(self, block: tuple) -> None:
         left = self.transient.get(block)
@@ -259,6 +279,8 @@ class WorkerRuntime:
             del self.tasks[key]
             self.waiting.pop(key, None)
         self.ready = deque(item for item in self.ready if item[0].group != group)
+        self.timers = [t for t in self.timers if t[1] != group]
+        heapq.heapify(self.timers)
         for k in [k for k in self.combine_left if k[0] == group]:
             del self.combine_left[k]
             self.combine_acc.pop(k, None)
@@ -458,7 +480,10 @@ class WorkerRuntime:
         as a peer list or a disconnection).
         """
         while not self.stopped:
+            next_timer = self.due_timers()
             timeout = 0.0 if self.ready else (self.flush_interval if self.results else None)
+            if next_timer is not None and (timeout is None or next_timer < timeout):
+                timeout = max(0.0, next_timer)
             for src, msg in poll(timeout):
                 if on_event is not None and on_event(src, msg):
                     continue
