@@ -27,6 +27,7 @@ import errno
 import logging
 import selectors
 import socket
+import ssl
 import struct
 import time
 from collections import deque
@@ -41,6 +42,8 @@ log = logging.getLogger("drizzle.hub")
 _RECV = 1 << 18
 _BIG = 1 << 20
 _IOV_MAX = 512
+_TLS_WRITE = 1 << 16  # small buffers are joined into one TLS write (ssl has no sendmsg)
+_WOULD_BLOCK = (BlockingIOError, InterruptedError, ssl.SSLWantReadError, ssl.SSLWantWriteError)
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,7 +59,7 @@ class ProtocolError(Exception):
 
 
 class _Conn:
-    __slots__ = ("big", "big_fill", "big_lengths", "out", "peer", "rbuf", "sock", "writing")
+    __slots__ = ("big", "big_fill", "big_lengths", "out", "peer", "rbuf", "sock", "tls", "writing")
 
     def __init__(self, sock: socket.socket, peer: Any) -> None:
         self.sock = sock
@@ -67,6 +70,7 @@ class _Conn:
         self.big_fill = 0
         self.big_lengths: tuple[int, ...] = ()
         self.writing = False
+        self.tls = isinstance(sock, ssl.SSLSocket)
 
 
 class Hub:
@@ -133,8 +137,11 @@ class Hub:
         out = conn.out
         try:
             while out:
-                batch = [out[i] for i in range(min(len(out), _IOV_MAX))]
-                sent = conn.sock.sendmsg(batch)
+                if conn.tls:
+                    sent = conn.sock.send(_tls_chunk(out))
+                else:
+                    batch = [out[i] for i in range(min(len(out), _IOV_MAX))]
+                    sent = conn.sock.sendmsg(batch)
                 while sent:
                     head = out[0]
                     if sent >= head.nbytes:
@@ -143,7 +150,7 @@ class Hub:
                     else:
                         out[0] = head[sent:]
                         sent = 0
-        except (BlockingIOError, InterruptedError):
+        except _WOULD_BLOCK:
             pass
         except OSError as e:
             self._drop(conn, f"send failed: {e}", clean=False)
@@ -180,6 +187,9 @@ class Hub:
                     self._write(conn)
                 if mask & selectors.EVENT_READ and conn in self._conns:
                     self._read(conn)
+                    # TLS may hold decrypted bytes the selector cannot see
+                    while conn.tls and conn in self._conns and conn.sock.pending():
+                        self._read(conn)
         events, self._events = self._events, []
         return events
 
@@ -214,7 +224,7 @@ class Hub:
                     self._deliver(conn, body, lengths)
                 return
             data = conn.sock.recv(_RECV)
-        except (BlockingIOError, InterruptedError):
+        except _WOULD_BLOCK:
             return
         except OSError as e:
             self._drop(conn, f"receive failed: {e}", clean=False)
@@ -303,6 +313,20 @@ class Hub:
             sock.close()
         self._listeners.clear()
         self._sel.close()
+
+
+def _tls_chunk(out: deque[memoryview]) -> Any:
+    """The head of ``out`` for one TLS write: a large buffer as is, small ones joined."""
+    head = out[0]
+    if head.nbytes >= _TLS_WRITE or len(out) == 1:
+        return head
+    parts, n = [], 0
+    for view in out:
+        if n + view.nbytes > _TLS_WRITE and parts:
+            break
+        parts.append(view)
+        n += view.nbytes
+    return b"".join(parts)
 
 
 def is_connection_refused(e: OSError) -> bool:
