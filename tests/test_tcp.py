@@ -8,6 +8,7 @@ daemon logged exactly one line about it and still serves a good driver.
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
 import struct
@@ -32,6 +33,35 @@ HANDSHAKE_TIMEOUT = 1.0
 
 class TestTcp(TransportConformance, ProcessConformance):
     transport = "tcp"
+
+
+@pytest.fixture(scope="session")
+def tls_files(tmp_path_factory) -> dict:
+    """A throwaway CA and one certificate it signed (every node uses it, accepting and connecting)."""
+    if shutil.which("openssl") is None:
+        pytest.skip("TLS tests need the openssl command to make certificates")
+    d = tmp_path_factory.mktemp("tls")
+    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
+
+    def openssl(*args: str) -> None:
+        subprocess.run(["openssl", *args], cwd=d, check=True, capture_output=True, timeout=60)
+
+    openssl("req", "-x509", *ec, "-keyout", "ca.key", "-out", "ca.pem", "-days", "2", "-subj", "/CN=drizzle test CA")
+    openssl("req", *ec, "-keyout", "node.key", "-out", "node.csr", "-subj", "/CN=drizzle node")
+    openssl("x509", "-req", "-in", "node.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial",
+            "-out", "node.pem", "-days", "2")
+    return {"tls_cert": str(d / "node.pem"), "tls_key": str(d / "node.key"), "tls_ca": str(d / "ca.pem")}
+
+
+class TestTcpTls(TransportConformance):
+    """The whole conformance suite again with TLS on every connection (driver and worker to worker)."""
+
+    transport = "tcp"
+
+    @pytest.fixture(scope="class")
+    def ctx(self, tls_files):
+        with dz.Context(transport="tcp", workers=2, **tls_files) as ctx:
+            yield ctx
 
 
 # ----------------------------------------------------------------- helpers
@@ -334,3 +364,18 @@ def test_tcp_is_an_error_listing_what_is_installed_without_the_plugin(monkeypatc
     finally:
         monkeypatch.delenv("DRIZZLE_PLUGINS")
         _plugins.reset()
+
+
+def test_tls_worker_refuses_a_plain_driver(tmp_path, tls_files):
+    daemon = Daemon(tmp_path, "--handshake-timeout", "0.5", "--tls-cert", tls_files["tls_cert"],
+                    "--tls-key", tls_files["tls_key"], "--tls-ca", tls_files["tls_ca"])
+    try:
+        with pytest.raises(TransportError) as info:
+            dz.Context(transport="tcp", workers=[daemon.address], secret=SECRET, handshake_timeout=3)
+        assert daemon.address in str(info.value) and "TLS" in str(info.value)
+        new = daemon.new_lines(0)
+        assert len(new) == 1 and "TLS" in new[0], new
+        with dz.Context(transport="tcp", workers=[daemon.address], secret=SECRET, **tls_files) as ctx:
+            assert ctx.parallelize(range(10), 2).sum() == 45
+    finally:
+        daemon.close()

@@ -166,16 +166,13 @@ class WorkerDaemon:
         try:
             _net.tune(sock)
             if self._server_tls is not None:
-                sock.settimeout(self.handshake_timeout)
-                sock = self._server_tls.wrap_socket(sock, server_side=True)
+                sock = self._wrap_tls(sock)
             hello = _handshake.accept(sock, self.secret, self.handshake_timeout, decide)
             sock.settimeout(None)
         except Exception as e:
             self._unclaim(claimed_here)
             if isinstance(e, HandshakeError):
                 log.warning("refused connection from %s: %s", addr, e)
-            elif isinstance(e, ssl.SSLError):
-                log.warning("refused connection from %s: TLS handshake failed: %s", addr, e.reason or e)
             elif isinstance(e, OSError):
                 log.warning("dropped connection from %s during the handshake: %s", addr, e.strerror or e)
             else:
@@ -187,6 +184,15 @@ class WorkerDaemon:
             self._handshakes.release()
         self._incoming.put((sock, hello, addr))
         self._wake()
+
+    def _wrap_tls(self, sock: socket.socket) -> socket.socket:
+        sock.settimeout(self.handshake_timeout)
+        try:
+            return self._server_tls.wrap_socket(sock, server_side=True)  # type: ignore[union-attr]
+        except TimeoutError:
+            raise HandshakeError("tls", "TLS handshake failed: timed out (is the client using TLS?)") from None
+        except ssl.SSLError as e:
+            raise HandshakeError("tls", f"TLS handshake failed: {e.reason or e}") from None
 
     def _decide(self, hello: dict, addr: str, claimed_here: list[str]) -> dict:
         session = hello.get("session")

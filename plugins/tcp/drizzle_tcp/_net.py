@@ -127,7 +127,10 @@ def open_connection(address: str, secret: bytes, hello: dict, *, tls: ssl.SSLCon
         reply = _handshake.connect(sock, secret, handshake_timeout, hello)
     except HandshakeError as e:
         sock.close()
-        raise TransportError(f"tcp worker {address}: {e}") from None
+        hint = ""
+        if e.kind in ("closed", "timeout", "garbage") and tls is None:
+            hint = " (if that worker uses TLS, pass tls_cert, tls_key and tls_ca)"
+        raise TransportError(f"tcp worker {address}: {e}{hint}") from None
     except ssl.SSLError as e:
         sock.close()
         raise TransportError(f"TLS handshake with tcp worker {address} failed: {e.reason or e}") from None
