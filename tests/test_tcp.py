@@ -7,6 +7,7 @@ daemon logged exactly one line about it and still serves a good driver.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -379,3 +380,124 @@ def test_tls_worker_refuses_a_plain_driver(tmp_path, tls_files):
             assert ctx.parallelize(range(10), 2).sum() == 45
     finally:
         daemon.close()
+
+
+# ------------------------------------------------ across network namespaces
+_NETNS_DRIVER = """
+import json, os, sys
+import numpy as np
+import drizzle_core as dz
+
+def block(i):
+    return ((i + 1) % 2, (os.getpid(), np.full(4 << 17, float(i))))  # 4 MB each
+
+def arrived(kv):
+    return (kv[0], os.getpid(), sorted((pid, float(a[0])) for pid, a in kv[1]))
+
+with dz.Context(transport="tcp", workers=sys.argv[1:]) as ctx:  # the secret comes from $DRIZZLE_SECRET
+    out = ctx.parallelize(range(4), 4).map(block).group_by_key(2).map(arrived).collect()
+    print(json.dumps({"out": out, "workers": ctx.workers}))
+"""
+
+
+class NetNS:
+    """Namespaces ``drv`` (a bridge, 10.200.0.1), ``a`` (10.200.0.2) and ``b`` (10.200.0.3), joined
+    by veth pairs made inside them: nothing is added to the host's own network namespace."""
+
+    def __init__(self) -> None:
+        self.prefix = f"dz{os.getpid()}"
+        self.made: list[str] = []
+
+    def ns(self, name: str) -> str:
+        return f"{self.prefix}-{name}"
+
+    def ip(self, *args: str) -> None:
+        subprocess.run(["ip", *args], check=True, capture_output=True, text=True, timeout=30)
+
+    def setup(self) -> None:
+        for name in ("drv", "a", "b"):
+            self.ip("netns", "add", self.ns(name))
+            self.made.append(self.ns(name))
+            self.ip("-n", self.ns(name), "link", "set", "lo", "up")
+        drv = self.ns("drv")
+        self.ip("-n", drv, "link", "add", "br0", "type", "bridge")
+        self.ip("-n", drv, "addr", "add", "10.200.0.1/24", "dev", "br0")
+        self.ip("-n", drv, "link", "set", "br0", "up")
+        for name, host in (("a", 2), ("b", 3)):
+            ns = self.ns(name)
+            self.ip("-n", ns, "link", "add", "eth0", "type", "veth", "peer", "name", f"to-{name}", "netns", drv)
+            self.ip("-n", drv, "link", "set", f"to-{name}", "master", "br0")
+            self.ip("-n", drv, "link", "set", f"to-{name}", "up")
+            self.ip("-n", ns, "addr", "add", f"10.200.0.{host}/24", "dev", "eth0")
+            self.ip("-n", ns, "link", "set", "eth0", "up")
+
+    def tx_bytes(self, name: str) -> int:
+        out = subprocess.run(["ip", "-n", self.ns(name), "-j", "-s", "link", "show", "eth0"], check=True,
+                             capture_output=True, text=True, timeout=30).stdout
+        return json.loads(out)[0]["stats64"]["tx"]["bytes"]
+
+    def teardown(self) -> None:
+        for ns in self.made:  # deleting a namespace deletes the veths in it
+            subprocess.run(["ip", "netns", "del", ns], capture_output=True, timeout=30)
+
+
+def _netns_usable() -> str | None:
+    """Why the namespace test cannot run here, or None."""
+    if not sys.platform.startswith("linux"):
+        return "network namespaces are Linux only"
+    if os.geteuid() != 0:
+        return "ip netns needs root"
+    if shutil.which("ip") is None:
+        return "the ip command (iproute2) is not installed"
+    probe = f"dzprobe{os.getpid()}"
+    made = subprocess.run(["ip", "netns", "add", probe], capture_output=True, text=True, timeout=30)
+    if made.returncode != 0:
+        return f"ip netns add failed: {made.stderr.strip()}"
+    subprocess.run(["ip", "netns", "del", probe], capture_output=True, timeout=30)
+    return None
+
+
+def test_workers_in_their_own_network_namespaces(tmp_path, no_orphans):
+    """Two daemons on 10.200.0.2 and .3 in their own namespaces, the driver in a third: the driver
+    and the shuffle (worker to worker) really cross veth interfaces."""
+    why = _netns_usable()
+    if why:
+        pytest.skip(why)
+    net = NetNS()
+    procs: list[subprocess.Popen] = []
+    env = _env(DRIZZLE_SECRET=SECRET)
+    try:
+        net.setup()
+        addresses = []
+        for name, host in (("a", 2), ("b", 3)):
+            proc = subprocess.Popen(
+                ["ip", "netns", "exec", net.ns(name), sys.executable, "-m", "drizzle_tcp._worker_main",
+                 "--listen", f"10.200.0.{host}:7078"], stdout=subprocess.PIPE, env=env, text=True)
+            procs.append(proc)
+            line = proc.stdout.readline()
+            assert line.startswith("drizzle worker listening on 10.200.0."), line
+            addresses.append(line.split()[-1])
+        sent_before = {n: net.tx_bytes(n) for n in ("a", "b")}
+        script = tmp_path / "driver.py"
+        script.write_text(_NETNS_DRIVER)
+        run = subprocess.run(["ip", "netns", "exec", net.ns("drv"), sys.executable, str(script), *addresses],
+                             capture_output=True, text=True, env=env, timeout=90)
+        assert run.returncode == 0, run.stderr
+        result = json.loads(run.stdout)
+        assert [w.split(" (")[1].split(",")[0] for w in result["workers"]] == addresses
+        blocks = {key: vals for key, _pid, vals in result["out"]}
+        assert sorted(v for vals in blocks.values() for _p, v in vals) == [0.0, 1.0, 2.0, 3.0]
+        crossed = sum(1 for _k, pid, vals in result["out"] for p, _v in vals if p != pid)
+        sent = {n: net.tx_bytes(n) - sent_before[n] for n in ("a", "b")}
+        # each worker sent the blocks that crossed from it over its own eth0 (4 MB each)
+        assert crossed >= 1 and sum(sent.values()) >= crossed * (4 << 20), (crossed, sent)
+    finally:
+        for proc in procs:
+            proc.terminate()
+            try:
+                proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+            proc.stdout.close()
+        net.teardown()
