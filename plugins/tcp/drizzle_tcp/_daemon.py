@@ -19,7 +19,10 @@ Threads and state (one logic thread decides; the others only hand it sockets):
 Shared state, under ``_lock``: ``claimed`` — the session id of the driver
 being served (set by the handshake thread that admits it, so a second
 driver is refused as busy even before the main thread sees the first; cleared
-by the main thread when the session ends) and ``claimed_by`` (its address).
+by the main thread the moment that driver says STOP or disconnects) and
+``claimed_by`` (its address). Main-thread only: ``later`` — connections
+admitted while a session was ending (the next driver, its workers), served
+once it has been torn down.
 
 Every bad input (wrong or missing secret, version mismatch, garbage, an
 oversized or truncated frame, silence, a peer or driver that vanishes) costs
@@ -75,6 +78,7 @@ class WorkerDaemon:
         self._wake_pending = False
         self._handshakes = threading.BoundedSemaphore(MAX_HANDSHAKES)
         self._incoming: queue.SimpleQueue[tuple[socket.socket, dict, str]] = queue.SimpleQueue()
+        self._later: list[tuple[socket.socket, dict, str]] = []  # admitted during a session, for after it
         self._listener: socket.socket | None = None
         self._stopping = False
         self.sessions = 0
@@ -109,10 +113,13 @@ class WorkerDaemon:
         early: list[tuple[socket.socket, dict, str]] = []  # peer connections that beat their driver's
         try:
             while not self._stopping:
-                try:
-                    sock, hello, addr = self._incoming.get(timeout=0.5)
-                except queue.Empty:
-                    continue
+                if self._later:
+                    sock, hello, addr = self._later.pop(0)
+                else:
+                    try:
+                        sock, hello, addr = self._incoming.get(timeout=0.5)
+                    except queue.Empty:
+                        continue
                 with self._lock:
                     claimed = self._claimed
                 if hello["session"] != claimed:
@@ -127,7 +134,7 @@ class WorkerDaemon:
                     break
         finally:
             self.stop()
-            for sock, _h, _a in early:
+            for sock, _h, _a in early + self._later:
                 sock.close()
 
     def stop(self) -> None:
@@ -216,6 +223,13 @@ class WorkerDaemon:
                         "message": "this worker is not serving that session (its driver has gone?)"}
             return {"ok": True, "pid": os.getpid()}
 
+    def _release(self, session: str) -> None:
+        """The driver of ``session`` has left: the next one may connect (its session starts
+        once this one is torn down)."""
+        with self._lock:
+            if self._claimed == session:
+                self._claimed = None
+
     def _unclaim(self, claimed_here: list[str]) -> None:
         """A driver admitted by this thread failed before the main thread got it: free the worker."""
         if claimed_here:
@@ -283,8 +297,8 @@ class WorkerDaemon:
                 if h["session"] == session and h["role"] == "worker":
                     hub.add(sock, h["index"])
                     peer_addrs[h["index"]] = addr
-                else:
-                    sock.close()
+                else:  # the next driver (admitted once this one left) or its workers
+                    self._later.append((sock, h, addr))
             return hub.poll(timeout)
 
         def on_event(src: Any, msg: Any) -> bool:
@@ -293,6 +307,7 @@ class WorkerDaemon:
             if isinstance(msg, Disconnected):
                 if src == DRIVER:
                     runtime.stopped = True
+                    self._release(session)
                     why[0] = f"{msg.reason} without STOP" if msg.clean else msg.reason
                     log.warning("dropped the session of driver %s: %s", driver_addr, why[0])
                 elif msg.clean:
@@ -303,6 +318,7 @@ class WorkerDaemon:
                 return True
             if src == DRIVER and type(msg) is tuple and msg and msg[0] == STOP:
                 runtime.stopped = True
+                self._release(session)
                 return True
             return False
 
@@ -316,7 +332,7 @@ class WorkerDaemon:
         finally:
             with self._lock:
                 self._wake_w = None
-                self._claimed = None
+            self._release(session)
             hub.close()
             wake_w.close()
         log.info("session %s of driver %s ended (%s); ready for the next driver", session[:8], driver_addr, why[0])
