@@ -1,0 +1,152 @@
+"""An iterative fit stated as ``ctx.iterate``'s arguments, runnable on a context or serially.
+
+Every estimator reduces ``fit`` to one :class:`Problem`: the training data
+cut into row blocks (one per partition), an initial state, and the four
+functions ``iterate`` takes. Keeping the statement separate from the running
+gives three runners of the *same* functions:
+
+* :meth:`Problem.run` on a :class:`drizzle_core.Context` (what ``fit`` does);
+* :meth:`Problem.run_serial`, one process, blocks combined left to right: the
+  reference the tests compare the engine against, and the benchmark's
+  one-process floor;
+* the benchmark's two-process floor, which calls ``local`` directly.
+
+Each partition holds exactly one block (``parallelize`` of a list of P blocks
+into P partitions), so ``local`` receives a one-element list. A block is
+whatever the kernel wants resident on the worker: ``(X_rows, y_rows)``, a CSR
+row slice, ... Shipping happens once, when the first iteration caches the
+partitions; later iterations send only the state.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import scipy.sparse as sp
+
+import drizzle_core as dz
+
+from ._progress import ProgressBar
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One iterative fit: ``blocks`` and iterate's ``init``/``local``/``combine``/``update``/``until``."""
+
+    blocks: list[Any]                              # one per partition; local gets [block]
+    init: Any                                      # the state before iteration 1
+    local: Callable[[list[Any], Any], Any]         # ([block], state) -> partial
+    combine: Callable[[Any, Any], Any]             # associative: (partial, partial) -> partial
+    update: Callable[[Any, Any], Any]              # (state, combined partial) -> next state
+    until: Callable[[Any], bool] | None            # state -> converged?
+    loss: Callable[[Any], float]                   # state -> the loss shown and recorded per iteration
+    finish: Callable[[list[Any], Any], Any] | None = None   # ([block], final state) -> per-partition result
+
+
+@dataclass
+class Fit:
+    """What running a :class:`Problem` gives the estimator."""
+
+    state: Any
+    history: list[Any]
+    iterations: int
+    converged: bool
+    seconds: float                                  # wall time of the iteration loop alone
+    finished: list[Any] = field(default_factory=list)   # ``finish`` per partition, in partition order
+
+
+def row_blocks(n_rows: int, num_partitions: int) -> list[tuple[int, int]]:
+    """``num_partitions`` contiguous ``(start, stop)`` row ranges, as ``np.array_split`` cuts them.
+
+    Never more ranges than rows, so no partition is empty.
+    """
+    p = max(1, min(num_partitions, n_rows))
+    size, extra = divmod(n_rows, p)
+    out, start = [], 0
+    for i in range(p):
+        stop = start + size + (1 if i < extra else 0)
+        out.append((start, stop))
+        start = stop
+    return out
+
+
+def slice_rows(X: np.ndarray | sp.csr_matrix, start: int, stop: int) -> np.ndarray | sp.csr_matrix:
+    """Rows ``start:stop`` as a compact object to ship: a contiguous array or a CSR copy."""
+    if sp.issparse(X):
+        return X[start:stop]        # CSR row slicing copies just those rows' entries
+    return np.ascontiguousarray(X[start:stop])
+
+
+def run(problem: Problem, ctx: dz.Context, *, max_iter: int, group_size: int | str,
+        verbose: bool = False, desc: str = "") -> Fit:
+    """Run ``problem`` with ``ctx.iterate``; the data is cached for the loop and dropped after."""
+    ds = ctx.parallelize(problem.blocks, len(problem.blocks)).cache()
+    bar = ProgressBar(max_iter, problem.loss, desc=desc) if verbose else None
+    try:
+        start = time.perf_counter()
+        res = ctx.iterate(ds, problem.init, local=problem.local, combine=problem.combine,
+                          update=problem.update, iterations=max_iter, group_size=group_size,
+                          until=problem.until, on_iteration=bar)
+        seconds = time.perf_counter() - start
+        if bar is not None:
+            bar.close("converged" if res.converged else "")
+            bar = None
+        fit = Fit(res.state, list(res.history), res.iterations, bool(getattr(res, "converged", False)), seconds)
+        if problem.finish is not None:
+            fit.finished = ctx.run_jobs([(ds, _Finish(problem.finish, res.state))], group_size=1)[0]
+        return fit
+    finally:
+        if bar is not None:
+            bar.close("failed")
+        ds.unpersist()
+
+
+def run_serial(problem: Problem, *, max_iter: int, verbose: bool = False, desc: str = "") -> Fit:
+    """Run ``problem`` in this process: the single-process reference for ``run``.
+
+    Same functions, same stopping rule; partials are combined left to right
+    (the engine combines per worker first, so floating-point sums may differ
+    in the last bits across the two).
+    """
+    bar = ProgressBar(max_iter, problem.loss, desc=desc) if verbose else None
+    state, history, converged = problem.init, [], False
+    start = time.perf_counter()
+    for i in range(1, max_iter + 1):
+        total = None
+        for block in problem.blocks:
+            partial = problem.local([block], state)
+            total = partial if total is None else problem.combine(total, partial)
+        state = problem.update(state, total)
+        history.append(state)
+        if bar is not None:
+            bar(i, state)
+        if problem.until is not None and problem.until(state):
+            converged = True
+            break
+    seconds = time.perf_counter() - start
+    if bar is not None:
+        bar.close("converged" if converged else "")
+    fit = Fit(state, history, len(history), converged, seconds)
+    if problem.finish is not None:
+        fit.finished = [problem.finish([block], state) for block in problem.blocks]
+    return fit
+
+
+class _Finish:
+    """The per-partition job after the loop; a class so it pickles by reference plus the state."""
+
+    __slots__ = ("f", "state")
+
+    def __init__(self, f: Callable[[list[Any], Any], Any], state: Any) -> None:
+        self.f = f
+        self.state = state
+
+    def __call__(self, partition: list[Any]) -> Any:
+        return self.f(partition, self.state)
+
+    def __reduce__(self):
+        return (_Finish, (self.f, self.state))

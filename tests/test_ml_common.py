@@ -1,0 +1,139 @@
+"""What all drizzle_ml estimators share: scikit-learn conventions, validation before work, progress, threads."""
+
+from __future__ import annotations
+
+import ast
+import pathlib
+
+import drizzle_ml
+import ml_support
+import numpy as np
+import pytest
+import scipy.sparse as sp
+from drizzle_ml import KMeans, LinearRegression, LogisticRegression, max_blas_threads, worker_blas_threads
+
+import drizzle_core as dz
+
+contexts = ml_support.contexts
+ctx = ml_support.ctx
+pytestmark = pytest.mark.timeout(120)
+
+ESTIMATORS = [KMeans, LogisticRegression, LinearRegression]
+
+
+def data():
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(60, 3)) + np.array([0.0, 5.0, -3.0])           # well-conditioned once standardized
+    y = (X[:, 0] + rng.normal(size=60) > 0).astype(int)        # not separable
+    return X, y
+
+
+class NoWork:
+    """Stands in for ``dz.Context``: being started before the input is checked fails the test."""
+
+    def __init__(self, *args, **kwargs):
+        raise AssertionError("a Context was started before the input was checked")
+
+
+def fitted(cls, ctx, **params):
+    X, y = data()
+    if cls is KMeans:
+        return KMeans(3, random_state=0, context=ctx, **params).fit(X)
+    return cls(context=ctx, **params).fit(X, y)
+
+
+@pytest.mark.parametrize("cls", ESTIMATORS)
+def test_sklearn_conventions(ctx, cls):
+    est = cls()
+    params = est.get_params()
+    assert {"context", "group_size", "max_iter", "tol", "verbose"} <= set(params)
+    assert est.set_params(max_iter=7, group_size=3) is est
+    assert est.get_params()["max_iter"] == 7 and est.group_size == 3
+    assert "max_iter=7" in repr(est)
+    with pytest.raises(ValueError, match="unknown parameter 'nope'"):
+        est.set_params(nope=1)
+    with pytest.raises(ValueError, match="not fitted"):
+        est.predict(np.zeros((2, 3)))
+    X, y = data()
+    est = cls(context=ctx, **({"random_state": 0} if cls is KMeans else {}))
+    assert (est.fit(X) if cls is KMeans else est.fit(X, y)) is est
+    assert est.get_params() == cls(context=ctx, **({"random_state": 0} if cls is KMeans else {})).get_params()
+    learned = [a for a in vars(est) if a.endswith("_") and not a.startswith("_")]
+    assert {"n_iter_", "loss_curve_", "n_features_in_"} <= set(learned)
+    assert len(est.loss_curve_) == est.n_iter_ >= 1
+    assert est.predict(X).shape == (60,)
+
+
+@pytest.mark.parametrize("cls", ESTIMATORS)
+@pytest.mark.parametrize("bad", ["nan", "inf", "sparse-nan", "1-D", "3-D", "empty", "strings"])
+def test_bad_X_is_a_value_error_before_any_work(monkeypatch, cls, bad):
+    X, y = data()
+    X = {"nan": np.where(X > 5, np.nan, X), "inf": np.where(X > 5, -np.inf, X),
+         "sparse-nan": sp.csr_matrix(np.where(X > 5, np.nan, X)), "1-D": X[:, 0], "3-D": X[None],
+         "empty": X[:0], "strings": np.array([["a", "b"]] * 60)}[bad]
+
+    monkeypatch.setattr(dz, "Context", NoWork)
+    with pytest.raises(ValueError):
+        KMeans(2).fit(X) if cls is KMeans else cls().fit(X, y)
+
+
+@pytest.mark.parametrize("cls", ESTIMATORS)
+@pytest.mark.parametrize("param", [{"group_size": 0}, {"group_size": "fast"}, {"group_size": True},
+                                   {"max_iter": 0}, {"tol": -1.0}, {"context": "local"},
+                                   {"num_partitions": 0}])
+def test_bad_params_are_value_errors_before_any_work(monkeypatch, cls, param):
+    X, y = data()
+    monkeypatch.setattr(dz, "Context", NoWork)
+    with pytest.raises(ValueError):
+        KMeans(2, **param).fit(X) if cls is KMeans else cls(**param).fit(X, y)
+
+
+def test_verbose_draws_a_progress_bar_with_the_loss_on_stderr(ctx, capsys):
+    fitted(LogisticRegression, ctx, verbose=True)
+    fitted(KMeans, ctx, verbose=True)
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert "LogisticRegression |" in captured.err and "KMeans |" in captured.err
+    assert "loss=" in captured.err and "it/s" in captured.err and "converged" in captured.err
+
+
+def test_workers_run_one_blas_thread(ctx):
+    pytest.importorskip("threadpoolctl")  # optional by design: a dependency of scikit-learn, not of drizzle_ml
+    infos = worker_blas_threads(ctx)
+    assert len({info["pid"] for info in infos}) == ctx.num_workers
+    assert max_blas_threads(infos) == 1
+    assert all(info["env"]["OPENBLAS_NUM_THREADS"] == "1" for info in infos)
+
+
+@pytest.mark.parametrize("cls", ESTIMATORS)
+def test_without_a_context_a_local_one_is_made_and_stopped(no_orphans, cls):
+    est = fitted(cls, None)
+    assert est.n_iter_ >= 1 and est.context is None
+
+
+def test_same_fit_on_a_shared_context_and_on_its_own(ctx):
+    a = fitted(LogisticRegression, ctx, num_partitions=2, tol=1e-6)
+    b = fitted(LogisticRegression, None, num_partitions=2, tol=1e-6)
+    assert np.array_equal(a.coef_, b.coef_)
+
+
+def test_uses_only_the_public_api_of_drizzle_core():
+    """No module of drizzle_ml imports drizzle_core's private modules or names."""
+    root = pathlib.Path(drizzle_ml.__file__).parent
+    for path in root.glob("*.py"):
+        tree = ast.parse(path.read_text())
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("drizzle_core"):
+                assert node.module == "drizzle_core", f"{path.name} imports {node.module}"
+                assert not any(a.name.startswith("_") for a in node.names), path.name
+            if isinstance(node, ast.Import):
+                assert all(a.name == "drizzle_core" or not a.name.startswith("drizzle_core")
+                           for a in node.names), path.name
+            if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id == "dz":
+                assert not node.attr.startswith("_"), f"{path.name} uses dz.{node.attr}"
+
+
+def test_public_names():
+    assert {"KMeans", "LogisticRegression", "LinearRegression"} <= set(drizzle_ml.__all__)
+    for name in drizzle_ml.__all__:
+        assert hasattr(drizzle_ml, name)
