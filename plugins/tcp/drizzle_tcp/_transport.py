@@ -8,7 +8,18 @@ PR_SET_PDEATHSIG, and they leave after their one session).
 The driver connects to every worker and handshakes (``_handshake``): HMAC
 both ways, protocol version, then a hello giving the worker its index, the
 session id and every worker's address, so workers connect to each other
-directly for shuffles; the driver is not on that path.
+directly for shuffles; the driver is not on that path. (So list addresses
+that every worker can reach, not 127.0.0.1, when the workers are on several
+machines.)
+
+Options (keyword arguments of ``Context(transport="tcp", ...)``): ``secret``
+(default ``$DRIZZLE_SECRET``; fresh and random for ``workers=N``),
+``max_frame`` (bytes), ``connect_timeout`` and ``handshake_timeout``
+(seconds: a worker that does not answer is an error naming it, never a
+hang), ``tls_cert``/``tls_key``/``tls_ca`` (PEM files; all three or none),
+``start_timeout`` and ``worker_log_level`` (for daemons started here).
+A lost connection is reported as ``WorkerLost`` naming the address (and how
+the process ended, for daemons started here).
 """
 
 from __future__ import annotations
