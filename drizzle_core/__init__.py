@@ -25,6 +25,9 @@ from ._iterate import IterateResult
 from ._partitioner import portable_hash
 from ._plugins import TransportInfo
 from ._scheduler import GroupMetrics
+from ._sources import BatchTime, DirectorySource, GeneratorSource, SocketSource, Source
+from ._stream import CollectingSink, DStream, Stream
+from ._stream_metrics import BatchMetrics, StreamSummary
 from .hookspecs import hookimpl, hookspec
 
 
@@ -37,13 +40,23 @@ def transports() -> dict[str, str]:
 
 __all__ = [
     "AIMD",
+    "BatchMetrics",
+    "BatchTime",
+    "CollectingSink",
     "Context",
+    "DStream",
     "Dataset",
+    "DirectorySource",
     "DrizzleError",
+    "GeneratorSource",
     "GroupMetrics",
     "IterateResult",
     "RemoteTraceback",
     "SerializationError",
+    "SocketSource",
+    "Source",
+    "Stream",
+    "StreamSummary",
     "TaskError",
     "TransportError",
     "TransportInfo",

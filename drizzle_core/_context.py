@@ -209,6 +209,19 @@ class Context:
         return _iterate(self, data, init, local=local, combine=combine, update=update, iterations=iterations,
                         group_size=group_size, until=until, on_iteration=on_iteration)
 
+    def stream(self, source: Any, batch_interval: float = 0.1, *, group_size: GroupSize = "auto",
+               max_group_seconds: float = 1.0) -> Any:
+        """A micro-batch :class:`~drizzle_core.Stream` reading ``source`` every ``batch_interval`` seconds.
+
+        Each group schedules G batches at once (``group_size``; ``"auto"`` is
+        capped so a group spans at most ``max_group_seconds``). See
+        :mod:`drizzle_core._stream`.
+        """
+        self._check_open()
+        from ._stream import Stream
+
+        return Stream(self, source, batch_interval, group_size=group_size, max_group_seconds=max_group_seconds)
+
     # ----------------------------------------------------------- caching
     def _register_cached(self, ds: D.Dataset) -> None:
         self._cached[ds.id] = weakref.finalize(ds, D._finalizer, weakref.ref(self), ds.id)

@@ -14,13 +14,16 @@ import zlib
 from typing import Any
 
 _MASK = (1 << 61) - 1
+_NONE_HASH = 0x5DEECE66D
 
 
 def portable_hash(key: Any) -> int:
     """Hash ``key`` identically in every process (see the module docstring)."""
     t = type(key)
-    if t is int or t is float or t is bool or key is None:
+    if t is int or t is float or t is bool:
         return hash(key)
+    if key is None:
+        return _NONE_HASH  # hash(None) is None's address before Python 3.12: differs per process
     if t is str:
         return zlib.crc32(key.encode("utf-8", "surrogatepass"))
     if t is bytes:

@@ -1,0 +1,578 @@
+"""Micro-batch streaming on group scheduling (Drizzle's streaming mode).
+
+``ctx.stream(source, batch_interval)`` returns a :class:`Stream`: the root of
+a graph of :class:`DStream` transformations (Spark Streaming's DStreams) with
+sinks attached. Running it turns every micro-batch into one job and feeds the
+jobs to :meth:`Context.iter_jobs`, which schedules them G at a time.
+
+Timing. Batch ``b`` covers ``[start_b, end_b)`` with ``start_b = k0 * I + b * I``
+(``I`` the interval, ``k0`` chosen so batch 0 starts at the first multiple of
+``I`` after ``run()`` is called: batch and window boundaries are aligned to the
+epoch). The batch's source node has ``start_at = end_b``: its tasks are
+launched with the rest of their group and wait on their worker until the
+batch's data is complete. So a group of G batches is planned and shipped once
+(one launch message per worker), and then the workers run batch after batch
+at its time while the driver only listens; every downstream stage is
+pre-scheduled (worker-to-worker shuffles), and per-key state for batch b+1 is
+computed from the state of batch b where that state lives. The driver plans
+the next group when the current one has finished (iter_jobs' contract), so
+with G = 1 every batch carries one driver round trip (results in, plan,
+serialize, launch) between it and the previous batch; with larger G only one
+batch in G does. Outputs reach the sinks per batch, in batch order, each as
+soon as its batch finishes (iter_jobs yields jobs as they finish).
+
+Falling behind: if a batch's processing (plus the driver round trip, at a
+group boundary) takes longer than the interval, the next batch's tasks find
+their ``start_at`` already past and start at once: batches queue on the
+workers, none is dropped, and the queueing shows as ``lag`` in the metrics.
+
+One batch = one job. The job's dataset is a union of:
+
+* the batch's source dataset (cached for the batch, so that several branches
+  read one copy: a socket's lines are consumed once), mapped to its record
+  count and start time (the metrics);
+* one dataset per sink (the sink's DStream for this batch);
+* "touch" datasets that must be computed in this batch even if no sink reads
+  them now (a batch-time window's cached input in a batch that emits nothing).
+
+Group size. ``group_size`` is an int or ``"auto"``. For a stream, ``"auto"``
+is the context's AIMD controller (:mod:`~drizzle_core._adaptive`) with a
+cap: ``G * I <= max_group_seconds`` (1 s by default), because a group is
+also the unit of reaction: a stop, or a failure, is acted on at the next
+group boundary. Idle time waiting for batches to come due counts as
+coordination for AIMD, so in a stream that keeps up it grows G to the cap
+quickly, and a stream that falls behind (workers busy) shrinks it slowly.
+
+Stopping. :meth:`Stream.stop` (from a sink callback or another thread),
+``run(batches=N)`` or ``run(duration=S)``: no batch is planned after the stop
+is noticed. Batches already planned — the rest of the current group, at most
+``max_group_seconds`` of data — are processed and delivered to the sinks as
+usual, so every delivered batch is complete and state stays consistent. Then
+``run`` returns; the workers are idle and the context usable. The stream can
+be run again: batch indices and per-key state continue; batch times restart
+from the new ``run`` call's clock.
+
+State kept on the driver between batches (all are references to cached
+datasets on the workers; nothing holds data): per stateful DStream its latest
+state dataset, per batch-time window the last ``length / I`` input datasets,
+and per broadcast join the table's single cached partition.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from . import _dataset as D
+from . import _nodes as N
+from ._sources import BatchTime, Source
+from ._stream_metrics import BatchMetrics, StreamSummary, summarize
+
+if TYPE_CHECKING:
+    from ._context import Context
+
+log = logging.getLogger("drizzle.stream")
+
+
+
+@dataclass
+class _Batch:
+    """Everything about one batch while its job is being built."""
+
+    index: int
+    time: BatchTime
+    memo: dict[int, D.Dataset] = field(default_factory=dict)       # id(DStream) -> its dataset for this batch
+    touch: list[D.Dataset] = field(default_factory=list)           # computed this batch, output ignored
+    release: list[D.Dataset] = field(default_factory=list)         # unpersist once this batch's job is planned
+
+
+class DStream:
+    """A stream of datasets, one per micro-batch (a Spark DStream).
+
+    Transformations build new DStreams and run nothing. A DStream reaches the
+    workers only through a sink (:meth:`foreach_batch`,
+    :meth:`collect_sink`) and the root :class:`Stream`'s :meth:`Stream.run`.
+    """
+
+    def __init__(self, root: Stream | None, parents: tuple[DStream, ...], label: str) -> None:
+        self.root: Stream = root if root is not None else self  # type: ignore[assignment]
+        self.parents = parents
+        self.label = label
+
+    def __repr__(self) -> str:
+        return f"<DStream {self.label}>"
+
+    # --------------------------------------------------------- building
+    def _dataset(self, batch: _Batch) -> D.Dataset:
+        ds = batch.memo.get(id(self))
+        if ds is None:
+            ds = batch.memo[id(self)] = self._build(batch)
+        return ds
+
+    def _build(self, batch: _Batch) -> D.Dataset:
+        raise NotImplementedError
+
+    def _prepare(self, ctx: Context) -> None:
+        """Driver work before a run's first batch (outside any group: may run jobs)."""
+
+    # --------------------------------------------------- transformations
+    def transform(self, f: Callable[[D.Dataset], D.Dataset], label: str = "") -> DStream:
+        """Apply ``f`` to every batch's dataset (Spark's ``transform``); ``f`` must return a Dataset."""
+        D._check_callable(f, "transform")
+        return _Transform(self, f, label or f"transform({D._fn_name(f)})")
+
+    def map(self, f: Callable[[Any], Any]) -> DStream:
+        return _Transform(self, _Method("map", f), f"map({D._fn_name(f)})")
+
+    def filter(self, f: Callable[[Any], bool]) -> DStream:
+        return _Transform(self, _Method("filter", f), f"filter({D._fn_name(f)})")
+
+    def flat_map(self, f: Callable[[Any], Iterable[Any]]) -> DStream:
+        return _Transform(self, _Method("flat_map", f), f"flat_map({D._fn_name(f)})")
+
+    def map_partitions(self, f: Callable[[Any], Iterable[Any]]) -> DStream:
+        return _Transform(self, _Method("map_partitions", f), f"map_partitions({D._fn_name(f)})")
+
+    def reduce_by_key(self, f: Callable[[Any, Any], Any], num_partitions: int | None = None) -> DStream:
+        """Per batch: merge the values of each key with the associative ``f``."""
+        D._check_callable(f, "reduce_by_key")
+        return _Transform(self, _Method("reduce_by_key", f, num_partitions), f"reduce_by_key({D._fn_name(f)})")
+
+    def group_by_key(self, num_partitions: int | None = None) -> DStream:
+        return _Transform(self, _Method("group_by_key", num_partitions), "group_by_key")
+
+    def count_by_key(self, num_partitions: int | None = None) -> DStream:
+        """Per batch: ``(key, number of records)`` for records ``(key, value)``."""
+        return self.map(_one_per_key).reduce_by_key(_add, num_partitions)
+
+    def union(self, *others: DStream) -> DStream:
+        """Per batch: this stream's dataset followed by the others'."""
+        for o in others:
+            if not isinstance(o, DStream) or o.root is not self.root:
+                raise ValueError("DStream.union needs DStreams of the same Stream")
+        return _Union(self, others)
+
+    def join(self, other: D.Dataset, num_partitions: int | None = None, *, broadcast: bool = True) -> DStream:
+        """Inner join of each batch's ``(k, v)`` records with a static dataset of ``(k, w)``: ``(k, (v, w))``.
+
+        ``broadcast=True`` (for a small table, e.g. a dimension table): the
+        table is collected once when the stream starts, kept as one cached
+        partition on a worker, and forwarded to each worker once per group;
+        every batch partition joins against it where it is, with no shuffle.
+        ``broadcast=False``: a shuffle join per batch (cache ``other``).
+        """
+        if not isinstance(other, D.Dataset) or other.ctx is not self.root.ctx:
+            raise ValueError("DStream.join needs a Dataset of the stream's Context")
+        if broadcast:
+            return _BroadcastJoin(self, other)
+        return _Transform(self, _Method("join", other, num_partitions), "join")
+
+    def update_state_by_key(self, update: Callable[[list[Any], Any], Any], num_partitions: int | None = None,
+                            ) -> DStream:
+        """Per-key state carried across batches (Spark's ``updateStateByKey``).
+
+        For records ``(k, v)``: after each batch, every key's state becomes
+        ``update(new_values, old_state)`` — ``new_values`` the key's values in
+        this batch (a list, maybe empty), ``old_state`` None for a new key.
+        Returning None removes the key. The DStream's dataset for each batch
+        is the whole state, ``(k, state)`` pairs.
+
+        The state is a cached dataset of ``num_partitions`` partitions (one
+        dict each); partition r of batch b is computed from partition r of
+        batch b-1 on the worker that holds it, from this batch's values
+        shuffled by key to it: neither state nor values pass the driver.
+        """
+        D._check_callable(update, "update_state_by_key")
+        return _StateByKey(self, update, num_partitions)
+
+    def window(self, length: float, slide: float | None = None, *,
+               event_time: Callable[[Any], float] | None = None, lateness: float = 0.0) -> Any:
+        """A sliding window of ``length`` seconds every ``slide`` seconds (default: tumbling).
+
+        Batch time (no ``event_time``): a DStream whose dataset, every
+        ``slide`` seconds, is the union of the last ``length`` seconds of
+        batches (empty in between). Both must be multiples of the interval.
+
+        Event time (``event_time(record)`` gives a record's time): returns a
+        :class:`~drizzle_core._window.EventWindows`; aggregate it with
+        ``reduce_by_key`` / ``count_by_key`` / ``count`` to get each window's
+        final value once the watermark (batch end minus ``lateness``) passes
+        the window's end. See :mod:`drizzle_core._window`.
+        """
+        from . import _window
+
+        if event_time is None:
+            return _window.BatchWindow(self, length, slide)
+        return _window.EventWindows(self, length, slide, event_time, lateness)
+
+    # --------------------------------------------------------------- sinks
+    def foreach_batch(self, callback: Callable[[list[Any], BatchMetrics], Any]) -> DStream:
+        """Call ``callback(records, metrics)`` on the driver for every batch, in batch order.
+
+        ``records`` is the batch's dataset collected (partition order);
+        ``metrics`` the batch's :class:`BatchMetrics`. Returns self.
+        """
+        if not callable(callback):
+            raise TypeError(f"foreach_batch needs a callable, got {type(callback).__name__}")
+        self.root._sinks.append((self, callback))
+        return self
+
+    def collect_sink(self) -> CollectingSink:
+        """A sink that keeps every batch's records (for tests and small streams)."""
+        sink = CollectingSink()
+        self.foreach_batch(sink)
+        return sink
+
+    # ----------------------------------------------- delegated to the root
+    def run(self, batches: int | None = None, *, duration: float | None = None,
+            group_size: int | str | None = None) -> list[BatchMetrics]:
+        """Run the whole stream (see :meth:`Stream.run`)."""
+        return self.root.run(batches, duration=duration, group_size=group_size)
+
+    def stop(self) -> None:
+        self.root.stop()
+
+
+class CollectingSink:
+    """Keeps every batch's records: ``batches[i]`` is batch i's list (of this run and later ones)."""
+
+    def __init__(self) -> None:
+        self.batches: list[list[Any]] = []
+        self.metrics: list[BatchMetrics] = []
+
+    def __call__(self, records: list[Any], metrics: BatchMetrics) -> None:
+        self.batches.append(records)
+        self.metrics.append(metrics)
+
+    def items(self) -> list[Any]:
+        """Every record of every batch, in order."""
+        return [x for b in self.batches for x in b]
+
+
+class Stream(DStream):
+    """The root of a streaming computation: its source, interval, sinks and metrics.
+
+    Made by :meth:`Context.stream`. As a DStream it is the source's records.
+    """
+
+    def __init__(self, ctx: Context, source: Source, batch_interval: float = 0.1, *,
+                 group_size: int | str = "auto", max_group_seconds: float = 1.0) -> None:
+        from ._context import _check_group_size
+
+        if not isinstance(source, Source):
+            raise TypeError(f"ctx.stream needs a Source (GeneratorSource, DirectorySource, SocketSource), "
+                            f"got {type(source).__name__}")
+        if not (isinstance(batch_interval, (int, float)) and batch_interval > 0):
+            raise ValueError(f"batch_interval must be a positive number of seconds, got {batch_interval!r}")
+        _check_group_size(group_size)
+        if not max_group_seconds > 0:
+            raise ValueError(f"max_group_seconds must be positive, got {max_group_seconds!r}")
+        super().__init__(None, (), f"stream of {type(source).__name__}")
+        self.ctx = ctx
+        self.source = source
+        self.interval = float(batch_interval)
+        self.group_size = group_size
+        self.max_group_seconds = max_group_seconds
+        self.metrics: list[BatchMetrics] = []
+        self._sinks: list[tuple[DStream, Callable[[list[Any], BatchMetrics], Any]]] = []
+        self._stop = threading.Event()
+        self._running = False
+        self._next_batch = 0
+
+    def _build(self, batch: _Batch) -> D.Dataset:
+        raw = batch.memo[_RAW]
+        return raw.map_partitions(_records)
+
+    @property
+    def running(self) -> bool:
+        return self._running
+
+    def stop(self) -> None:
+        """Stop at the next group boundary (see the module docstring); safe from any thread."""
+        self._stop.set()
+
+    def metrics_summary(self, skip: int = 0) -> StreamSummary:
+        """Latency percentiles, events per second and lag over :attr:`metrics` (after ``skip`` batches)."""
+        return summarize(self.metrics[skip:], self.interval)
+
+    # ---------------------------------------------------------------- run
+    def run(self, batches: int | None = None, *, duration: float | None = None,
+            group_size: int | str | None = None) -> list[BatchMetrics]:
+        """Process batches until ``batches`` have run, ``duration`` seconds of batches, or :meth:`stop`.
+
+        With neither limit it runs until stopped. Returns this run's
+        :class:`BatchMetrics` (all runs' are in :attr:`metrics`).
+        """
+        from ._context import _check_group_size
+
+        ctx = self.ctx
+        ctx._check_open()
+        if self._running:
+            raise RuntimeError("this stream is already running")
+        if not self._sinks:
+            raise ValueError("the stream has no sink: add one with foreach_batch or collect_sink")
+        if batches is not None and (isinstance(batches, bool) or not isinstance(batches, int) or batches < 0):
+            raise ValueError(f"batches must be a non-negative int, got {batches!r}")
+        if duration is not None:
+            if not duration >= 0:
+                raise ValueError(f"duration must be non-negative, got {duration!r}")
+            by_time = math.floor(duration / self.interval + 1e-9)
+            batches = by_time if batches is None else min(batches, by_time)
+        g = self.group_size if group_size is None else group_size
+        _check_group_size(g)
+        self._running = True
+        self._stop.clear()
+        controller = ctx._adaptive
+        saved = (controller.size, controller.cap)
+        if g == "auto":
+            controller.cap = max(1, int(self.max_group_seconds / self.interval + 1e-9))
+            controller.size = min(controller.size, controller.cap)
+        first_metric = len(self.metrics)
+        try:
+            for d in self._graph():
+                d._prepare(ctx)
+            self.source._open(ctx)
+            try:
+                self._loop(batches, g)
+            finally:
+                self.source._close(ctx)
+        finally:
+            controller.size, controller.cap = saved
+            self._running = False
+        return self.metrics[first_metric:]
+
+    def _graph(self) -> list[DStream]:
+        """Every DStream some sink reads, parents first (explicit stack)."""
+        order: list[DStream] = []
+        seen: set[int] = set()
+        stack: list[tuple[DStream, bool]] = [(d, False) for d, _ in reversed(self._sinks)]
+        while stack:
+            d, expanded = stack.pop()
+            if expanded:
+                order.append(d)
+                continue
+            if id(d) in seen:
+                continue
+            seen.add(id(d))
+            stack.append((d, True))
+            stack.extend((p, False) for p in d.parents)
+        return order
+
+    def _loop(self, batches: int | None, group_size: int | str) -> None:
+        ctx = self.ctx
+        interval = self.interval
+        first = self._next_batch
+        k0 = math.floor(time.time() / interval) + 1  # batch `first` starts at the next multiple of I
+        pending: deque[tuple[int, BatchTime, list[int]]] = deque()
+
+        def jobs() -> Iterator[tuple[D.Dataset, Any]]:
+            b = first
+            while not self._stop.is_set() and (batches is None or b < first + batches):
+                k = k0 + b - first
+                bt = BatchTime(round(k * interval, 6), round((k + 1) * interval, 6))
+                batch = _Batch(b, bt)
+                job, layout = self._job(batch)
+                pending.append((b, bt, layout))
+                try:
+                    yield job, D._to_list
+                finally:
+                    # the job just yielded is planned: what it superseded can go after the group
+                    for ds in batch.release:
+                        ds.unpersist()
+                b += 1
+                self._next_batch = b
+
+        for result in ctx.iter_jobs(jobs(), group_size):
+            arrived = time.time()
+            b, bt, layout = pending.popleft()
+            self._deliver(b, bt, layout, result, arrived)
+
+    def _job(self, batch: _Batch) -> tuple[D.Dataset, list[int]]:
+        """Batch ``b``'s one job: stamps, then each sink's dataset, then touches."""
+        raw = self.source._batch(self.ctx, batch.index, batch.time).cache()
+        batch.memo[_RAW] = raw
+        batch.release.append(raw)
+        stamps = raw.map_partitions(_stamp)
+        outs = [d._dataset(batch) for d, _ in self._sinks]
+        touches = [t.map_partitions(_nothing) for t in batch.touch]
+        parts = [stamps, *outs, *touches]
+        layout = [d.num_partitions for d in parts]
+        return parts[0].union(*parts[1:]), layout
+
+    def _deliver(self, b: int, bt: BatchTime, layout: list[int], result: list[Any], arrived: float) -> None:
+        stamps = result[:layout[0]]
+        events = sum(s[0][0] for s in stamps)
+        started = max(s[0][1] for s in stamps)
+        latency = arrived - bt.end
+        run = self.ctx._scheduler._run
+        m = BatchMetrics(batch=b, start=bt.start, end=bt.end, arrived=arrived, latency=latency, events=events,
+                         lag=started - bt.end, queued=max(0, math.floor(latency / self.interval)),
+                         group=run.plan.group if run is not None else -1)
+        self.metrics.append(m)
+        pos = layout[0]
+        for (_d, callback), n in zip(self._sinks, layout[1:]):
+            records = [x for part in result[pos:pos + n] for x in part]
+            pos += n
+            callback(records, m)
+
+
+_RAW = -1  # memo key of the batch's raw (stamped) source dataset
+
+
+# ------------------------------------------------------------- DStream kinds
+
+
+class _Method:
+    """``ds.<name>(*args)``: a picklable-free, driver-side transformation step."""
+
+    __slots__ = ("args", "name")
+
+    def __init__(self, name: str, *args: Any) -> None:
+        self.name = name
+        self.args = args
+        if args and name not in ("group_by_key", "join") and not callable(args[0]):
+            raise TypeError(f"DStream.{name} needs a callable, got {type(args[0]).__name__}")
+
+    def __call__(self, ds: D.Dataset) -> D.Dataset:
+        return getattr(ds, self.name)(*self.args)
+
+
+class _Transform(DStream):
+    def __init__(self, parent: DStream, f: Callable[[D.Dataset], D.Dataset], label: str) -> None:
+        super().__init__(parent.root, (parent,), label)
+        self.f = f
+
+    def _build(self, batch: _Batch) -> D.Dataset:
+        out = self.f(self.parents[0]._dataset(batch))
+        if not isinstance(out, D.Dataset):
+            raise TypeError(f"{self.label} returned {type(out).__name__}, not a Dataset")
+        return out
+
+
+class _Union(DStream):
+    def __init__(self, first: DStream, others: tuple[DStream, ...]) -> None:
+        super().__init__(first.root, (first, *others), "union")
+
+    def _build(self, batch: _Batch) -> D.Dataset:
+        parts = [p._dataset(batch) for p in self.parents]
+        return parts[0].union(*parts[1:])
+
+
+class _BroadcastJoin(DStream):
+    def __init__(self, parent: DStream, table: D.Dataset) -> None:
+        super().__init__(parent.root, (parent,), "broadcast join")
+        self.table = table
+        self._table_ds: D.Dataset | None = None
+
+    def _prepare(self, ctx: Context) -> None:
+        if self._table_ds is None:
+            table: dict[Any, list[Any]] = {}
+            for k, w in self.table.collect():
+                table.setdefault(k, []).append(w)
+            self._table_ds = ctx.parallelize([table], 1).cache()
+
+    def _build(self, batch: _Batch) -> D.Dataset:
+        data = self.parents[0]._dataset(batch)
+        tbl = self._table_ds
+        assert tbl is not None
+        node = N.BroadcastZipNode(next(D._ids), data.node, tbl.node, _JoinWith(), f"broadcast join batch {batch.index}")
+        return D.Dataset(data.ctx, node, (data, tbl))
+
+
+class _StateByKey(DStream):
+    def __init__(self, parent: DStream, update: Callable[[list[Any], Any], Any], num_partitions: int | None) -> None:
+        super().__init__(parent.root, (parent,), f"update_state_by_key({D._fn_name(update)})")
+        self.merge = _UpdateState(update)
+        self.num_partitions = num_partitions
+        self._state: D.Dataset | None = None
+
+    def _build(self, batch: _Batch) -> D.Dataset:
+        values = self.parents[0]._dataset(batch)
+        r = self.num_partitions or values.num_partitions
+        if self._state is None:
+            self._state = values.ctx.parallelize([{} for _ in range(r)], r).cache()
+        old = self._state
+        new = old.zip_partitions(values.group_by_key(old.num_partitions), self.merge).cache()
+        batch.release.append(old)
+        self._state = new
+        return new.map_partitions(_state_items)
+
+
+# ------------------------------------------------ worker-side functions
+# Module-level so they pickle by reference.
+
+
+def _records(part: list[Any]) -> Any:
+    return part[1:]
+
+
+def _stamp(part: list[Any]) -> list[tuple[int, float]]:
+    return [(len(part) - 1, part[0])]
+
+
+def _nothing(part: Any) -> list[Any]:
+    return []
+
+
+def _one_per_key(kv: Any) -> tuple[Any, int]:
+    return (kv[0], 1)
+
+
+def _add(a: Any, b: Any) -> Any:
+    return a + b
+
+
+def _state_items(part: list[dict]) -> Any:
+    return list(part[0].items()) if part else []
+
+
+class _UpdateState:
+    """State partition of batch b from that of b-1 and this batch's grouped values."""
+
+    __slots__ = ("update",)
+
+    def __init__(self, update: Callable[[list[Any], Any], Any]) -> None:
+        self.update = update
+
+    def __call__(self, old: list[dict], grouped: Iterable[tuple[Any, list[Any]]]) -> list[dict]:
+        prev = old[0] if old else {}
+        new_values = dict(grouped)
+        update = self.update
+        state: dict = {}
+        for k, s in prev.items():
+            v = update(new_values.pop(k, []), s)
+            if v is not None:
+                state[k] = v
+        for k, vs in new_values.items():
+            v = update(vs, None)
+            if v is not None:
+                state[k] = v
+        return [state]
+
+    def __reduce__(self):
+        return (_UpdateState, (self.update,))
+
+
+class _JoinWith:
+    """Broadcast hash join: ``part`` of ``(k, v)`` against the one-partition table ``{k: [w]}``."""
+
+    __slots__ = ()
+
+    def __call__(self, p: int, part: Iterable[Any], table_part: Any) -> list[Any]:
+        table = table_part[0]
+        out = []
+        for k, v in part:
+            ws = table.get(k)
+            if ws:
+                for w in ws:
+                    out.append((k, (v, w)))
+        return out
+
+    def __reduce__(self):
+        return (_JoinWith, ())
