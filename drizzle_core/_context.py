@@ -70,6 +70,7 @@ class Context:
         self._transport.start()
         self.num_workers = len(self._transport.worker_names)
         self._scheduler = GroupScheduler(self._transport, self.num_workers)
+        self._scheduler.on_failure = self._adaptive.on_failure
         self._cached: dict[int, weakref.finalize] = {}
         weakref.finalize(self, _close_transport, self._transport)
 
@@ -225,6 +226,15 @@ class Context:
     # ----------------------------------------------------------- caching
     def _register_cached(self, ds: D.Dataset) -> None:
         self._cached[ds.id] = weakref.finalize(ds, D._finalizer, weakref.ref(self), ds.id)
+
+    def _unpersist(self, ds: D.Dataset) -> None:
+        fin = self._cached.pop(ds.id, None)
+        if fin is not None:
+            fin.detach()
+        if self._closed:
+            ds._cached = False
+        else:
+            self._scheduler.unpersist(ds)
 
     def _unregister_cached(self, ds_id: int) -> None:
         fin = self._cached.pop(ds_id, None)

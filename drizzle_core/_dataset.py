@@ -191,8 +191,7 @@ class Dataset:
     def unpersist(self) -> Dataset:
         """Drop this dataset's cached partitions from the workers. Returns self."""
         if self._cached:
-            self._cached = False
-            self.ctx._unregister_cached(self.id)
+            self.ctx._unpersist(self)
         return self
 
     # ---------------------------------------------------------------- actions

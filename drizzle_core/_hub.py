@@ -59,11 +59,12 @@ class ProtocolError(Exception):
 
 
 class _Conn:
-    __slots__ = ("big", "big_fill", "big_lengths", "out", "peer", "rbuf", "sock", "tls", "writing")
+    __slots__ = ("big", "big_fill", "big_lengths", "epoch", "out", "peer", "rbuf", "sock", "tls", "writing")
 
-    def __init__(self, sock: socket.socket, peer: Any) -> None:
+    def __init__(self, sock: socket.socket, peer: Any, epoch: int | None = None) -> None:
         self.sock = sock
         self.peer = peer
+        self.epoch = epoch
         self.out: deque[memoryview] = deque()
         self.rbuf = bytearray()
         self.big: bytearray | None = None
@@ -85,18 +86,45 @@ class Hub:
         self._conns: set[_Conn] = set()
         self._listeners: dict[socket.socket, Callable[[socket.socket], Any]] = {}
         self._events: list[tuple[Any, Any]] = []
+        self._expected: dict[Any, int] = {}     # peer -> incarnation to talk to
         self.bytes_sent = 0
         self.messages_sent = 0
 
     # --------------------------------------------------------------- wiring
-    def add(self, sock: socket.socket, peer: Any, *, send_to: bool = True) -> None:
-        """Adopt a connected, handshaken socket to ``peer``."""
+    def add(self, sock: socket.socket, peer: Any, *, send_to: bool = True, epoch: int | None = None) -> None:
+        """Adopt a connected, handshaken socket to ``peer``.
+
+        ``epoch`` is the incarnation of the peer process (how many times its
+        worker slot was refilled), when the handshake tells it: a connection
+        from an older incarnation than expected is refused, a newer one
+        retires the older connections (see :meth:`expect`).
+        """
+        if epoch is not None:
+            if epoch < self._expected.get(peer, 0):
+                sock.close()
+                return
+            self.expect(peer, epoch)
         sock.setblocking(False)
-        conn = _Conn(sock, peer)
+        conn = _Conn(sock, peer, epoch)
         self._conns.add(conn)
         self._sel.register(sock, selectors.EVENT_READ, conn)
         if send_to and peer not in self._out:
             self._out[peer] = conn
+
+    def expect(self, peer: Any, epoch: int) -> None:
+        """From now on ``peer`` is incarnation ``epoch``: close connections to older ones.
+
+        A worker whose peer died and was replaced must not write into the
+        connection to the dead predecessor (on a remote host its end may not
+        have been noticed yet): the bytes would vanish.
+        """
+        if epoch <= self._expected.get(peer, 0) and peer in self._expected:
+            return
+        self._expected[peer] = epoch
+        # Only connections known to reach an older incarnation go; untagged
+        # ones (handshakes that do not tell) are left to end by themselves.
+        for conn in [c for c in self._conns if c.peer == peer and c.epoch is not None and c.epoch < epoch]:
+            self._drop(conn, f"peer {peer!r} was replaced", clean=True)
 
     def listen(self, sock: socket.socket, accept: Callable[[socket.socket], Any]) -> None:
         """Accept connections on ``sock``; ``accept(conn)`` handshakes and returns the peer id
@@ -119,7 +147,7 @@ class Hub:
         if conn is None:
             if self._connector is None:
                 raise KeyError(f"no connection to {peer!r}")
-            self.add(self._connector(peer), peer)
+            self.add(self._connector(peer), peer, epoch=self._expected.get(peer, 0))
             conn = self._out[peer]
         n = 0
         for part in frame:
@@ -191,6 +219,11 @@ class Hub:
                     while conn.tls and conn in self._conns and conn.sock.pending():
                         self._read(conn)
         events, self._events = self._events, []
+        if len(events) > 1 and any(isinstance(e[1], Disconnected) for e in events):
+            # Ends first: a message read in the same round (say, a launch that
+            # pushes to that peer) must see the peer as gone, not write into a
+            # dead connection.
+            events.sort(key=lambda e: not isinstance(e[1], Disconnected))
         return events
 
     def _accept(self, listener: socket.socket) -> None:
@@ -208,7 +241,10 @@ class Hub:
         if peer is None:
             sock.close()
             return
-        self.add(sock, peer)
+        if isinstance(peer, tuple):  # (peer, epoch) from handshakes that tell the incarnation
+            self.add(sock, peer[0], epoch=peer[1])
+        else:
+            self.add(sock, peer)
 
     def _read(self, conn: _Conn) -> None:
         try:

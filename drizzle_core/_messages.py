@@ -6,7 +6,7 @@ than an object. This table is the protocol; ``_worker.py`` and
 ``_scheduler.py`` are its only readers and writers.
 
 driver → worker
-    (LAUNCH, group, program_id, program_bytes | None, tasks, routes, forwards, drops)
+    (LAUNCH, group, program_id, program_bytes | None, tasks, routes, forwards, drops, epochs)
         One per worker per group. ``program_bytes`` is the cloudpickled
         ``Program`` (nodes and job functions), sent only when the worker does
         not hold ``program_id`` yet (both sides keep the same LRU of
@@ -14,8 +14,10 @@ driver → worker
         ``routes``: ``{run: ((dest workers) per reduce partition)}`` for the
         shuffles this worker maps for. ``forwards``: ``[(block, dest)]`` —
         send this block to ``dest`` once it exists. ``drops``: cached blocks
-        to forget (unpersisted datasets).
-    (ABORT, group)        forget everything about the group
+        to forget (unpersisted datasets). ``epochs``: ``{worker: incarnation}``
+        for replaced workers (connections to older incarnations are closed).
+    (ABORT, group, [block ...])   forget everything about the group, but keep
+                          these cached blocks it made (finished jobs' state)
     (DROP, [block ...])   forget cached blocks
     (STOP,)               exit
 

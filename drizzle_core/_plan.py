@@ -27,6 +27,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, NamedTuple
 
+from ._errors import WorkerLostError
 from ._nodes import Node, ShuffleReadNode
 
 if TYPE_CHECKING:
@@ -104,7 +105,7 @@ class Planner:
         group has finished).
         """
         if not workers:
-            raise ValueError("no live workers to plan on")
+            raise WorkerLostError("no live worker is left to run jobs on", worker="")
         plan = GroupPlan(group=next(self._group_ids))
         located: dict[Block, int] = dict(cache_locations)
         runs: dict[int, int] = {}  # shuffle_id -> run, for this group

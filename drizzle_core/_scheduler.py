@@ -27,7 +27,9 @@ ignored), ``awaiting_done: {worker}``.
 Events and their transitions (one small method each): ``RESULTS`` →
 ``_on_results``; ``FAILED`` → ``_on_failed`` (abort the group everywhere,
 raise TaskError); ``DONE`` → ``_on_done``; ``WorkerLost`` →
-``_on_worker_lost`` (forget its blocks, abort, raise WorkerLostError).
+``_on_worker_lost`` (forget its blocks; during a group, ``_recover``:
+abort the attempt, keep finished jobs' cached blocks, replace the worker if
+the transport can, re-plan the unfinished jobs).
 """
 
 from __future__ import annotations
@@ -68,6 +70,7 @@ class GroupMetrics:
     coordination: float
     messages_sent: int
     bytes_sent: int
+    recoveries: int = 0
 
 
 @dataclass
@@ -78,6 +81,15 @@ class _Run:
     awaiting_done: set[int]
     finished: set[int] = field(default_factory=set)
     busy: float = 0.0
+
+
+class _Lost(Exception):
+    """Internal: a worker was lost while a group ran (caught by the group loop)."""
+
+    def __init__(self, worker: int, reason: str) -> None:
+        super().__init__(worker, reason)
+        self.worker = worker
+        self.reason = reason
 
 
 class GroupScheduler:
@@ -92,39 +104,48 @@ class GroupScheduler:
         self.programs: OrderedDict[tuple, tuple[int, bytes, Program]] = OrderedDict()
         self._program_ids = itertools.count(1)
         self.pending_drops: dict[int, list[tuple]] = {}
-        self._dropped_nodes: set[int] = set()  # unpersisted during the group in flight
+        self.epochs: dict[int, int] = {}  # worker -> times replaced (its process incarnation)
+        self._deferred_unpersist: list[Any] = []  # datasets unpersisted during the group in flight
         self._deferred_drops: dict[int, list[tuple]] = {}  # worker -> blocks to drop after it
         self._in_group = False
+        self.max_recoveries = 3                  # lost workers one group survives
+        self.on_failure: Callable[[], None] | None = None  # told of each recovery (adaptive G)
         self.metrics: list[GroupMetrics] = []
         self._run: _Run | None = None
 
     # ------------------------------------------------------------- caching
-    def drop_cached(self, node_id: int) -> None:
-        """Forget a dataset's cached blocks; workers drop them with a later launch.
+    def unpersist(self, ds: Any) -> None:
+        """Stop caching ``ds``; its blocks are dropped on the workers with a later message.
 
-        Called while a group is planned or running (a job generator may
-        unpersist the state the job it just yielded reads), the drop waits for
-        the group's end: its tasks were planned against those blocks.
+        Asked while a group is planned or running (a job generator unpersists
+        the state the job it just yielded reads), it takes effect when the
+        group ends: its tasks were planned against those blocks, and recovery
+        from a lost worker may still need them.
         """
-        self._dropped_nodes.add(node_id)
+        if self._in_group:
+            self._deferred_unpersist.append(ds)
+            return
+        ds._cached = False
+        self.drop_cached(ds.id)
+
+    def drop_cached(self, node_id: int) -> None:
+        """Forget a dataset's cached blocks (it was unpersisted, or garbage-collected)."""
         drops = self._deferred_drops if self._in_group else self.pending_drops
         for block in [b for b in self.cache_locations if b[1] == node_id]:
             w = self.cache_locations.pop(block)
             drops.setdefault(w, []).append(block)
 
     def _end_group(self, plan: GroupPlan | None) -> None:
-        """Commit the cached blocks the group made (unless dropped meanwhile), release deferred drops."""
+        """Commit the cached blocks the group made, then apply what was deferred during it."""
         if plan is not None:
-            for block, w in plan.new_cache.items():
-                if block[1] in self._dropped_nodes:
-                    self.pending_drops.setdefault(w, []).append(block)
-                else:
-                    self.cache_locations[block] = w
+            self.cache_locations.update(plan.new_cache)
+        self._in_group = False
         for w, blocks in self._deferred_drops.items():
             self.pending_drops.setdefault(w, []).extend(blocks)
         self._deferred_drops.clear()
-        self._dropped_nodes.clear()
-        self._in_group = False
+        deferred, self._deferred_unpersist = self._deferred_unpersist, []
+        for ds in deferred:
+            self.unpersist(ds)
 
     # ---------------------------------------------------------------- run
     def run(self, jobs: Iterable[tuple[Any, Callable[[Any], Any]]],
@@ -152,28 +173,50 @@ class GroupScheduler:
 
     def _run_group(self, plan: GroupPlan, t0: float,
                    on_group: Callable[[GroupMetrics], None] | None) -> Iterator[list[Any]]:
-        batch = plan.jobs
-        t1 = time.perf_counter()
-        program_id, program_bytes = self._serialize(plan, batch)
-        t2 = time.perf_counter()
+        """Launch ``plan``, yield its jobs' results in order; survive lost workers.
+
+        A lost worker aborts the attempt on the survivors, which keep the
+        cached blocks that finished jobs made (the state later jobs read).
+        The jobs not finished yet are planned again on the live workers — a
+        replacement worker included when the transport can start one — and
+        what the lost worker held is recomputed from lineage. Results come
+        from the latest attempt only (attempts are separate groups: late
+        messages of an aborted one are ignored), so each job's results are
+        yielded exactly once, in job order.
+        """
+        jobs = list(plan.jobs)
+        next_job, last_job = jobs[0][0], jobs[-1][0]
+        done: dict[int, list[Any]] = {}  # finished jobs not yielded yet
+        recoveries = 0
+        busy = 0.0
         msgs0, bytes0 = self.transport.messages_sent, self.transport.bytes_sent
+        t1 = time.perf_counter()
+        program_id, program_bytes = self._serialize(plan, jobs)
+        t2 = time.perf_counter()
         launched = self._launch(plan, program_id, program_bytes)
         t3 = time.perf_counter()
-        run = _Run(
-            plan=plan,
-            results={job: [None] * n for job, n in plan.job_partitions.items()},
-            remaining=dict(plan.job_partitions),
-            awaiting_done=set(launched),
-        )
-        self._run = run
-        next_job = batch[0][0]
-        last_job = batch[-1][0]
+        run = self._start(plan, launched)
         try:
             while run.remaining or run.awaiting_done:
+                lost = None
                 for worker, msg in self.transport.poll(None):
-                    self._dispatch(run, worker, msg)
-                while next_job <= last_job and next_job not in run.remaining:
-                    yield run.results.pop(next_job)
+                    try:
+                        self._dispatch(run, worker, msg)
+                    except _Lost as e:  # finish the round: results in it still count
+                        lost = lost or e
+                if lost is not None:
+                    recoveries += 1
+                    busy += run.busy
+                    for job in run.results.keys() - run.remaining.keys():
+                        done.setdefault(job, run.results[job])
+                    plan = self._recover(run, lost, recoveries, [j for j in jobs if j[0] not in done
+                                                                 and j[0] >= next_job])
+                    program_id, program_bytes = self._serialize(plan, plan.jobs)
+                    run = self._start(plan, self._launch(plan, program_id, program_bytes))
+                for job in run.results.keys() - run.remaining.keys():
+                    done.setdefault(job, run.results[job])
+                while next_job <= last_job and next_job in done:
+                    yield done.pop(next_job)
                     next_job += 1
         except BaseException:
             if run.remaining or run.awaiting_done:
@@ -184,16 +227,70 @@ class GroupScheduler:
         self._run = None
         self._end_group(plan)
         wall = time.perf_counter() - t0
+        busy += run.busy
         nw = max(1, len(launched))
         m = GroupMetrics(
-            group=plan.group, jobs=len(batch), tasks=len(plan.tasks), workers=len(launched),
-            wall_s=wall, plan_s=t1 - t0, serialize_s=t2 - t1, launch_s=t3 - t2, busy_s=run.busy,
-            coordination=min(1.0, max(0.0, 1.0 - run.busy / (wall * nw))),
+            group=plan.group, jobs=len(jobs), tasks=len(plan.tasks), workers=len(launched),
+            wall_s=wall, plan_s=t1 - t0, serialize_s=t2 - t1, launch_s=t3 - t2, busy_s=busy,
+            coordination=min(1.0, max(0.0, 1.0 - busy / (wall * nw))),
             messages_sent=self.transport.messages_sent - msgs0, bytes_sent=self.transport.bytes_sent - bytes0,
+            recoveries=recoveries,
         )
         self.metrics.append(m)
         if on_group is not None:
             on_group(m)
+
+    def _start(self, plan: GroupPlan, launched: list[int]) -> _Run:
+        run = _Run(
+            plan=plan,
+            results={job: [None] * n for job, n in plan.job_partitions.items()},
+            remaining=dict(plan.job_partitions),
+            awaiting_done=set(launched),
+        )
+        self._run = run
+        return run
+
+    def _recover(self, run: _Run, lost: _Lost, recoveries: int, unfinished: list) -> GroupPlan:
+        """Abort the attempt, keep what finished jobs cached, re-plan ``unfinished``."""
+        name = self.transport.worker_names[lost.worker]
+        if recoveries > self.max_recoveries:
+            self._abort(run)
+            raise WorkerLostError(f"lost {name}: {lost.reason} (gave up after {self.max_recoveries} "
+                                  f"recoveries in one group)", worker=name)
+        log.warning("lost %s during group %d: %s; recovering", name, run.plan.group, lost.reason)
+        # Cached blocks made by result tasks that finished on a live worker stay.
+        keep: dict[int, list[tuple]] = {}
+        for index in run.finished:
+            w = run.plan.worker_of[index]
+            if w in self.live:
+                for node_id, q in run.plan.tasks[index].stores:
+                    keep.setdefault(w, []).append(("c", node_id, q))
+                    self.cache_locations[("c", node_id, q)] = w
+        self._abort(run, keep)
+        if self._replace(lost.worker):
+            log.warning("started a replacement for %s", name)
+        if not self.live:
+            raise WorkerLostError(f"lost {name}: {lost.reason}; no worker is left", worker=name)
+        if self.on_failure is not None:
+            self.on_failure()
+        return self.planner.plan(unfinished, self.live, self.cache_locations)
+
+    def _replace(self, worker: int) -> bool:
+        replace = getattr(self.transport, "replace_worker", None)
+        if replace is None:
+            return False
+        try:
+            if not replace(worker, self.epochs.get(worker, 0) + 1):
+                return False
+        except Exception as e:
+            log.warning("could not replace worker %d: %s", worker, e)
+            return False
+        self.worker_programs[worker] = OrderedDict()
+        self.epochs[worker] = self.epochs.get(worker, 0) + 1
+        if worker not in self.live:
+            self.live.append(worker)
+            self.live.sort()
+        return True
 
     # ------------------------------------------------------------ launching
     def _serialize(self, plan: GroupPlan, batch: list) -> tuple[int, bytes]:
@@ -238,7 +335,7 @@ class GroupScheduler:
             runs = plan.run_of_worker.get(w, ())
             routes = {run: tuple(tuple(sorted(d)) for d in plan.routes[run]) for run in runs}
             messages.append((M.LAUNCH, plan.group, program_id, body, per_worker[w], routes,
-                             plan.forwards.get(w, []), self.pending_drops.pop(w, [])))
+                             plan.forwards.get(w, []), self.pending_drops.pop(w, []), self.epochs))
         for w in [w for w in self.pending_drops if w not in per_worker]:
             self.transport.send(w, (M.DROP, self.pending_drops.pop(w)))
         self.transport.send_shared(workers, messages)
@@ -303,23 +400,25 @@ class GroupScheduler:
         raise err from RemoteTraceback(tb)
 
     def _on_worker_lost(self, run: _Run | None, worker: int, reason: str) -> None:
-        name = self.transport.worker_names[worker]
+        """Forget the worker and what it held; during a group, start a recovery."""
         if worker in self.live:
             self.live.remove(worker)
         for block in [b for b, w in self.cache_locations.items() if w == worker]:
             del self.cache_locations[block]
-        self.pending_drops.pop(worker, None)
+        for drops in (self.pending_drops, self._deferred_drops):
+            drops.pop(worker, None)
         if run is not None:
-            self._abort(run)
-            raise WorkerLostError(f"lost {name} while running group {run.plan.group}: {reason}", worker=name)
+            raise _Lost(worker, reason)
+        name = self.transport.worker_names[worker]
         log.warning("lost %s between jobs: %s", name, reason)
+        self._replace(worker)
 
-    def _abort(self, run: _Run) -> None:
+    def _abort(self, run: _Run, keep: dict[int, list[tuple]] | None = None) -> None:
         run.remaining.clear()
         run.awaiting_done.clear()
         for w in self.live:
             try:
-                self.transport.send(w, (M.ABORT, run.plan.group))
+                self.transport.send(w, (M.ABORT, run.plan.group, (keep or {}).get(w, [])))
             except Exception as e:  # the worker may be the one that just died
                 log.debug("could not send abort to worker %d: %s", w, e)
 

@@ -36,7 +36,7 @@ import pickle
 import time
 import traceback
 from collections import OrderedDict, deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import cloudpickle
@@ -113,9 +113,11 @@ def _materialize(v: Any) -> Any:
 class WorkerRuntime:
     """Executes launched groups; see the module docstring for its state."""
 
-    def __init__(self, index: int, send: Callable[[int, Any], Any], *, flush_interval: float = 0.002) -> None:
+    def __init__(self, index: int, send: Callable[[int, Any], Any], *, flush_interval: float = 0.002,
+                 expect_peer: Callable[[int, int], None] | None = None) -> None:
         self.index = index
         self._send = send
+        self.expect_peer = expect_peer
         self.flush_interval = flush_interval
         self.blocks: dict[tuple, Any] = {}
         self.transient: dict[tuple, int] = {}
@@ -138,6 +140,13 @@ class WorkerRuntime:
         self._durations: dict[tuple[int, int], float] = {}  # (stage node, kind) -> EMA of task seconds
         self.stopped = False
 
+    def describe(self) -> str:
+        """A one-line summary of the scheduler state, for debugging a stuck group."""
+        return (f"groups={sorted(self.groups)} ready={len(self.ready)} timed={len(self.timers)} "
+                f"waiting={ {k: sorted(v) for k, v in self.waiting.items()} } "
+                f"blocks={len(self.blocks)} transient={len(self.transient)} "
+                f"pending_forwards={sorted(self.pending_forwards)} buffered_results={len(self.results)}")
+
     # ------------------------------------------------------------- messages
     def handle(self, src: int, msg: tuple) -> None:
         tag = msg[0]
@@ -146,7 +155,7 @@ class WorkerRuntime:
         elif tag == M.LAUNCH:
             self._on_launch(*msg[1:])
         elif tag == M.ABORT:
-            self._abort(msg[1])
+            self._abort(msg[1], msg[2] if len(msg) > 2 else ())
         elif tag == M.DROP:
             self._drop(msg[1])
         elif tag == M.STOP:
@@ -158,7 +167,18 @@ class WorkerRuntime:
         return group < self.dead_below or group in self.dead_groups
 
     def _on_launch(self, group: int, program_id: int, program_bytes: bytes | None, tasks: list[Task],
-                   routes: dict, forwards: list, drops: list) -> None:
+                   routes: dict, forwards: list, drops: list, epochs: dict | None = None) -> None:
+        if epochs and self.expect_peer is not None:
+            for peer, epoch in epochs.items():
+                # a replaced peer: never write into the connection to its dead predecessor
+                if peer != self.index:
+                    self.expect_peer(peer, epoch)
+        if self.max_closed < 0 and not self.groups:
+            # A new (or replacement) worker: anything older than its first group is stale.
+            self.dead_below = max(self.dead_below, group)
+            for b in [b for b in self.blocks if b[0] == "s" and b[1] < group]:
+                del self.blocks[b]
+                self.transient.pop(b, None)
         if drops:
             self._drop(drops)
         if program_bytes is not None:
@@ -272,7 +292,7 @@ class WorkerRuntime:
             if b not in self.transient:
                 self.blocks.pop(b, None)
 
-    def _abort(self, group: int) -> None:
+    def _abort(self, group: int, keep: Iterable[tuple] = ()) -> None:
         self.dead_groups.add(group)
         gs = self.groups.pop(group, None)
         for key in [k for k in self.tasks if k[0] == group]:
@@ -290,8 +310,10 @@ class WorkerRuntime:
         for b in [b for b, keys in self.waiters.items() if all(k[0] == group for k in keys)]:
             del self.waiters[b]
         if gs is not None:
+            kept = set(keep)
             for b in gs.stored:
-                self.blocks.pop(b, None)
+                if b not in kept:
+                    self.blocks.pop(b, None)
         self.pending_forwards = {b: [d for d in ds if d[1] != group] for b, ds in self.pending_forwards.items()}
         if self.results_group == group:
             self.results = []

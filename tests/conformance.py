@@ -184,20 +184,35 @@ class ProcessConformance:
     transport: str = ""
     options: dict = {}
 
-    def test_worker_killed_mid_job_fails_fast_naming_it(self, no_orphans):
+    def test_worker_killed_mid_group_is_recovered_exactly_once(self, no_orphans):
         with dz.Context(transport=self.transport, workers=2, **self.options) as ctx:
             pids = worker_pids(ctx)
-            slow = ctx.parallelize(range(8), 8).map(lambda x: time.sleep(0.5) or x)
-            timer = threading.Timer(0.3, os.kill, (pids[1], signal.SIGKILL))
+            state = ctx.parallelize([0, 0], 2).cache()
+            one = ctx.parallelize([1, 1], 2)
+            jobs = []
+            for _ in range(6):
+                state = state.zip_partitions(one.map(lambda x: time.sleep(0.15) or x),
+                                             lambda a, b: [a[0] + next(iter(b))]).cache()
+                jobs.append((state, list))
+            timer = threading.Timer(0.4, os.kill, (pids[1], signal.SIGKILL))
             timer.start()
             t = time.perf_counter()
-            with pytest.raises(dz.WorkerLostError) as info:
-                ctx.run_jobs([(slow, sum)] * 4, group_size=4)
-            assert time.perf_counter() - t < 5
-            assert str(pids[1]) in str(info.value) and "SIGKILL" in str(info.value)
-            assert ctx.workers[1] in str(info.value)
-            # the survivor keeps the context usable
+            out = ctx.run_jobs(jobs, group_size=6)
+            assert out == [[[i], [i]] for i in range(1, 7)]
+            assert time.perf_counter() - t < 15
+            assert ctx.metrics[-1].recoveries == 1
+            # capacity is back (a replacement), or the survivor carries on
             assert ctx.parallelize(range(10), 4).sum() == 45
+            assert pids[1] not in worker_pids(ctx)
+
+    def test_a_function_that_kills_its_worker_is_retried_a_bounded_number_of_times(self, no_orphans):
+        with dz.Context(transport=self.transport, workers=2, **self.options) as ctx:
+            doomed = ctx.parallelize(range(4), 4).map(lambda x: os.kill(os.getpid(), signal.SIGKILL) if x == 0 else x)
+            t = time.perf_counter()
+            with pytest.raises(dz.WorkerLostError, match=r"gave up after 3 recoveries|no worker is left") as info:
+                doomed.collect()
+            assert time.perf_counter() - t < 30
+            assert "SIGKILL" in str(info.value) or "connection" in str(info.value)
 
     def test_leaving_the_with_block_ends_every_worker(self, no_orphans):
         with dz.Context(transport=self.transport, workers=2, **self.options) as ctx:

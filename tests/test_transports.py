@@ -21,3 +21,16 @@ class TestInline(TransportConformance):
 
 class TestLocal(TransportConformance, ProcessConformance):
     transport = "local"
+
+
+def test_without_replacements_losing_the_last_worker_is_a_clear_error(no_orphans):
+    import os
+    import signal
+
+    import drizzle_core as dz
+
+    with dz.Context(transport="local", workers=1, replace_lost=False) as ctx:
+        with pytest.raises(dz.WorkerLostError, match=r"local worker 0 \(pid \d+\).*no worker is left"):
+            ctx.parallelize(range(4), 2).map(lambda x: os.kill(os.getpid(), signal.SIGKILL)).collect()
+        with pytest.raises(dz.WorkerLostError, match="no live worker"):
+            ctx.parallelize(range(4), 2).collect()

@@ -1,7 +1,8 @@
-"""The one-frame hello that opens every connection: the sender's peer id.
+"""The one-frame hello that opens every connection: the sender's peer id and incarnation.
 
 Unix sockets in a private (0700) directory need no authentication; the hello
-only tells the acceptor who is calling (-1: the driver, i >= 0: worker i).
+only tells the acceptor who is calling (-1: the driver, i >= 0: worker i) and
+which incarnation of that worker it is (0, then 1 after its first replacement).
 """
 
 from __future__ import annotations
@@ -9,16 +10,16 @@ from __future__ import annotations
 import socket
 import struct
 
-_HELLO = struct.Struct("<4sq")
-_MAGIC = b"DZL1"
+_HELLO = struct.Struct("<4sqq")
+_MAGIC = b"DZL2"
 HELLO_TIMEOUT = 10.0
 
 
-def send_hello(sock: socket.socket, me: int) -> None:
-    sock.sendall(_HELLO.pack(_MAGIC, me))
+def send_hello(sock: socket.socket, me: int, epoch: int = 0) -> None:
+    sock.sendall(_HELLO.pack(_MAGIC, me, epoch))
 
 
-def read_hello(sock: socket.socket) -> int:
+def read_hello(sock: socket.socket) -> tuple[int, int]:
     sock.settimeout(HELLO_TIMEOUT)
     data = b""
     while len(data) < _HELLO.size:
@@ -26,18 +27,18 @@ def read_hello(sock: socket.socket) -> int:
         if not chunk:
             raise ConnectionError("peer closed before its hello")
         data += chunk
-    magic, peer = _HELLO.unpack(data)
+    magic, peer, epoch = _HELLO.unpack(data)
     if magic != _MAGIC:
         raise ConnectionError(f"bad hello {magic!r}")
     sock.settimeout(None)
-    return peer
+    return peer, epoch
 
 
-def connect(path: str, me: int) -> socket.socket:
+def connect(path: str, me: int, epoch: int = 0) -> socket.socket:
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
         sock.connect(path)
-        send_hello(sock, me)
+        send_hello(sock, me, epoch)
     except BaseException:
         sock.close()
         raise

@@ -40,13 +40,14 @@ class LocalTransport(Transport):
     name = "local"
 
     def __init__(self, workers: int | None = None, *, start_timeout: float = START_TIMEOUT,
-                 max_frame: int | None = None) -> None:
+                 max_frame: int | None = None, replace_lost: bool = True) -> None:
         if workers is None:
             workers = os.cpu_count() or 1
         if isinstance(workers, bool) or not isinstance(workers, int) or workers <= 0:
             raise ValueError(f"the local transport needs a positive number of workers, got {workers!r}")
         self.num_workers = workers
         self.start_timeout = start_timeout
+        self.replace_lost = replace_lost
         self._hub = Hub() if max_frame is None else Hub(max_frame=max_frame)
         self._procs: list[subprocess.Popen] = []
         self._dir: str | None = None
@@ -64,17 +65,38 @@ class LocalTransport(Transport):
         # reference and must import on the workers too.
         env["PYTHONPATH"] = os.pathsep.join(p or os.getcwd() for p in sys.path)
         try:
+            self._env = env
             for i in range(self.num_workers):
-                self._procs.append(subprocess.Popen(
-                    [sys.executable, "-m", "drizzle_local._worker_main", str(i), self._dir, str(os.getpid())],
-                    stdin=subprocess.DEVNULL, env=env, start_new_session=True,
-                ))
+                self._procs.append(self._spawn(i, 0))
             deadline = time.monotonic() + self.start_timeout
             for i in range(self.num_workers):
                 self._hub.add(self._connect(i, deadline), i)
         except BaseException:
             self.close()
             raise
+
+    def _spawn(self, i: int, epoch: int) -> subprocess.Popen:
+        return subprocess.Popen(
+            [sys.executable, "-m", "drizzle_local._worker_main", str(i), self._dir or "", str(os.getpid()),
+             str(epoch)],
+            stdin=subprocess.DEVNULL, env=self._env, start_new_session=True,
+        )
+
+    def replace_worker(self, worker: int, epoch: int) -> bool:
+        """Start a new process in a lost worker's slot (incarnation ``epoch``)."""
+        if self._closed or not self.replace_lost:
+            return False
+        old = self._procs[worker]
+        if old.poll() is None:
+            old.kill()
+            old.wait()
+        path = os.path.join(self._dir or "", f"w{worker}.sock")
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
+        self._procs[worker] = self._spawn(worker, epoch)
+        self._hub.add(self._connect(worker, time.monotonic() + self.start_timeout), worker)
+        self._lost.discard(worker)
+        return True
 
     def _connect(self, i: int, deadline: float):
         path = os.path.join(self._dir or "", f"w{i}.sock")

@@ -1,4 +1,4 @@
-"""A local worker process: ``python -m drizzle_local._worker_main INDEX DIR PARENT_PID``.
+"""A local worker process: ``python -m drizzle_local._worker_main INDEX DIR PARENT_PID [EPOCH]``.
 
 Listens on ``DIR/w{INDEX}.sock``; the driver and the other workers connect
 to it. Exits when the driver says STOP, when the driver's connection drops,
@@ -34,15 +34,17 @@ def _die_with_parent(parent_pid: int) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    index_s, directory, parent_s = (argv if argv is not None else sys.argv[1:])[:3]
+    args = argv if argv is not None else sys.argv[1:]
+    index_s, directory, parent_s = args[:3]
     index, parent_pid = int(index_s), int(parent_s)
+    epoch = int(args[3]) if len(args) > 3 else 0
     _die_with_parent(parent_pid)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the driver's to handle
     logging.basicConfig(level=os.environ.get("DRIZZLE_LOG_LEVEL", "WARNING"),
                         format=f"%(asctime)s worker {index} %(levelname)s %(name)s: %(message)s")
 
     def connect_peer(peer: int) -> socket.socket:
-        return _hello.connect(os.path.join(directory, f"w{peer}.sock"), index)
+        return _hello.connect(os.path.join(directory, f"w{peer}.sock"), index, epoch)
 
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     path = os.path.join(directory, f"w{index}.sock")
@@ -58,7 +60,9 @@ def main(argv: list[str] | None = None) -> int:
         except OSError as e:  # a dead peer: the driver hears of it and aborts the group
             log.warning("could not send to %s: %s", "driver" if dest == DRIVER else f"worker {dest}", e)
 
-    runtime = WorkerRuntime(index, send)
+    runtime = WorkerRuntime(index, send, expect_peer=hub.expect)
+    # kill -USR1 <pid>: log what this worker is waiting for (a stuck group's first clue)
+    signal.signal(signal.SIGUSR1, lambda *_: log.warning("worker %d state: %s", index, runtime.describe()))
 
     def on_event(src: int, msg: object) -> bool:
         if isinstance(msg, Disconnected):
