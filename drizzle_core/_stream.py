@@ -72,7 +72,7 @@ from typing import TYPE_CHECKING, Any
 from . import _dataset as D
 from . import _nodes as N
 from ._sources import BatchTime, Source
-from ._stream_metrics import BatchMetrics, StreamSummary, summarize
+from ._stream_metrics import BatchMetrics, StreamSummary, percentile, summarize
 
 if TYPE_CHECKING:
     from ._context import Context
@@ -370,10 +370,14 @@ class Stream(DStream):
         first = self._next_batch
         k0 = math.floor(time.time() / interval) + 1  # batch `first` starts at the next multiple of I
         pending: deque[tuple[int, BatchTime, list[int]]] = deque()
+        groups_seen = [len(ctx.metrics)]
 
         def jobs() -> Iterator[tuple[D.Dataset, Any]]:
             b = first
             while not self._stop.is_set() and (batches is None or b < first + batches):
+                if group_size == "auto" and len(ctx.metrics) != groups_seen[0]:
+                    groups_seen[0] = len(ctx.metrics)
+                    self._cap_auto(ctx.metrics[-1])
                 k = k0 + b - first
                 bt = BatchTime(round(k * interval, 6), round((k + 1) * interval, 6))
                 batch = _Batch(b, bt)
@@ -392,6 +396,28 @@ class Stream(DStream):
             arrived = time.time()
             b, bt, layout = pending.popleft()
             self._deliver(b, bt, layout, result, arrived)
+
+    def _cap_auto(self, last: Any) -> None:
+        """Cap the AIMD group size so that planning a group does not hold its first batches back.
+
+        The driver plans, serializes and launches group k+1 after group k's
+        last batch finished; group k+1's first batch is due one interval
+        after group k's last, so the group's driver cost (about G times the
+        per-batch cost measured on the last group) must fit in the slack
+        ``interval - processing latency``, or the first batches of every
+        group start late. When processing does not keep up anyway (no
+        slack), throughput matters most: only the time cap applies. Called
+        from the job generator, so it acts one group late.
+        """
+        controller = self.ctx._adaptive
+        time_cap = max(1, int(self.max_group_seconds / self.interval + 1e-9))
+        recent = [m.latency for m in self.metrics[-max(1, last.jobs):]]
+        per_batch = (last.plan_s + last.serialize_s + last.launch_s) / max(1, last.jobs)
+        slack = self.interval - percentile(recent, 50) if recent else 0.0
+        cap = time_cap
+        if slack > 0 and per_batch > 0:
+            cap = max(1, min(time_cap, int(slack / per_batch)))
+        controller.cap = cap
 
     def _job(self, batch: _Batch) -> tuple[D.Dataset, list[int]]:
         """Batch ``b``'s one job: stamps, then each sink's dataset, then touches."""

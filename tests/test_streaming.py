@@ -441,3 +441,18 @@ def test_socket_source_receives_every_line_once(transport):
     assert total["line"] == len(lines)
     # receivers are closed when the run ends; the workers still run jobs
     assert ctx.parallelize(range(10), 2).sum() == 45
+
+
+def test_ysb_counts_equal_a_direct_computation(no_orphans):
+    import sys
+
+    examples = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "examples")
+    if examples not in sys.path:
+        sys.path.insert(0, examples)
+    import ysb
+
+    with dz.Context(transport="local", workers=2) as ctx:  # started after the path change: imports ysb
+        result = ysb.run_ysb(ctx, rate=5_000, seconds=1.2, group_size="auto", window=0.2, interval=0.02)
+    assert result.correct
+    assert len(result.window_latency) >= 4 and sum(result.counts.values()) > 0
+    assert all(lat >= 0 for lat in result.window_latency.values())
