@@ -26,6 +26,7 @@ from ._iterate import IterateResult
 from ._iterate import iterate as _iterate
 from ._plugins import get_transport
 from ._scheduler import GroupMetrics, GroupScheduler
+from ._trace import Trace
 from ._transport import Transport
 
 log = logging.getLogger("drizzle.context")
@@ -49,12 +50,14 @@ class Context:
     them; ``local`` is the default). ``workers`` is how many to start (the
     number of cores by default), or what a transport takes (``tcp``: a list of
     addresses). ``group_size`` is the default number of jobs scheduled as one
-    group: an int, or ``"auto"`` to tune it at run time. Other keyword
-    arguments go to the transport.
+    group: an int, or ``"auto"`` to tune it at run time. ``trace`` names a
+    Chrome trace-event file written when the context stops (tasks per worker
+    over time; open it in Perfetto). Other keyword arguments go to the
+    transport.
     """
 
     def __init__(self, transport: str = "local", workers: Any = None, group_size: GroupSize = "auto",
-                 **options: Any) -> None:
+                 *, trace: str | os.PathLike[str] | None = None, **options: Any) -> None:
         _check_group_size(group_size)
         if workers is None:
             workers = os.cpu_count() or 1
@@ -71,6 +74,8 @@ class Context:
         self.num_workers = len(self._transport.worker_names)
         self._scheduler = GroupScheduler(self._transport, self.num_workers)
         self._scheduler.on_failure = self._adaptive.on_failure
+        if trace is not None:
+            self._scheduler.trace = Trace(trace, self.workers)
         self._cached: dict[int, weakref.finalize] = {}
         weakref.finalize(self, _close_transport, self._transport)
 
@@ -89,6 +94,8 @@ class Context:
                 fin.detach()
             self._cached.clear()
             self._transport.close()
+            if self._scheduler.trace is not None:
+                self._scheduler.trace.write()
 
     close = stop
 

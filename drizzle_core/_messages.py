@@ -6,7 +6,7 @@ than an object. This table is the protocol; ``_worker.py`` and
 ``_scheduler.py`` are its only readers and writers.
 
 driver → worker
-    (LAUNCH, group, program_id, program_bytes | None, tasks, routes, forwards, drops, epochs)
+    (LAUNCH, group, program_id, program_bytes | None, tasks, routes, forwards, drops, epochs, trace)
         One per worker per group. ``program_bytes`` is the cloudpickled
         ``Program`` (nodes and job functions), sent only when the worker does
         not hold ``program_id`` yet (both sides keep the same LRU of
@@ -16,6 +16,7 @@ driver → worker
         send this block to ``dest`` once it exists. ``drops``: cached blocks
         to forget (unpersisted datasets). ``epochs``: ``{worker: incarnation}``
         for replaced workers (connections to older incarnations are closed).
+        ``trace``: record each task's start and duration for the trace file.
     (ABORT, group, [block ...])   forget everything about the group, but keep
                           these cached blocks it made (finished jobs' state)
     (DROP, [block ...])   forget cached blocks
@@ -24,7 +25,8 @@ driver → worker
 worker → driver
     (RESULTS, group, [(task index, attempt, value), ...])   batched
     (FAILED, group, task index, attempt, traceback text, pickled exception | None)
-    (DONE, group, busy seconds, tasks run)    all of this worker's tasks of the group ran
+    (DONE, group, busy seconds, tasks run, stats)    all of this worker's tasks of the group ran;
+        ``stats``: ``{"bytes_sent": bytes this worker sent, "spans": [(task, start, seconds)] | None}``
 
 worker → worker
     (BLOCKS, group, [(block, value), ...])   shuffle buckets / forwarded cached blocks

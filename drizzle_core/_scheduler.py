@@ -48,6 +48,7 @@ import cloudpickle
 from . import _messages as M
 from ._errors import RemoteTraceback, SerializationError, TaskError, WorkerLostError
 from ._plan import GroupPlan, Planner
+from ._trace import Trace
 from ._transport import Transport, WorkerLost
 from ._worker import Program
 
@@ -71,6 +72,7 @@ class GroupMetrics:
     messages_sent: int
     bytes_sent: int
     recoveries: int = 0
+    worker_bytes_sent: int = 0   # what workers sent: results, shuffle blocks, forwarded blocks
 
 
 @dataclass
@@ -81,6 +83,7 @@ class _Run:
     awaiting_done: set[int]
     finished: set[int] = field(default_factory=set)
     busy: float = 0.0
+    worker_bytes: int = 0
 
 
 class _Lost(Exception):
@@ -110,6 +113,7 @@ class GroupScheduler:
         self._in_group = False
         self.max_recoveries = 3                  # lost workers one group survives
         self.on_failure: Callable[[], None] | None = None  # told of each recovery (adaptive G)
+        self.trace: Trace | None = None
         self.metrics: list[GroupMetrics] = []
         self._run: _Run | None = None
 
@@ -189,6 +193,7 @@ class GroupScheduler:
         done: dict[int, list[Any]] = {}  # finished jobs not yielded yet
         recoveries = 0
         busy = 0.0
+        worker_bytes = 0
         msgs0, bytes0 = self.transport.messages_sent, self.transport.bytes_sent
         t1 = time.perf_counter()
         program_id, program_bytes = self._serialize(plan, jobs)
@@ -207,6 +212,9 @@ class GroupScheduler:
                 if lost is not None:
                     recoveries += 1
                     busy += run.busy
+                    worker_bytes += run.worker_bytes
+                    if self.trace is not None:
+                        self.trace.instant(f"lost {self.transport.worker_names[lost.worker]}", lost.reason)
                     for job in run.results.keys() - run.remaining.keys():
                         done.setdefault(job, run.results[job])
                     plan = self._recover(run, lost, recoveries, [j for j in jobs if j[0] not in done
@@ -216,6 +224,8 @@ class GroupScheduler:
                 for job in run.results.keys() - run.remaining.keys():
                     done.setdefault(job, run.results[job])
                 while next_job <= last_job and next_job in done:
+                    if self.trace is not None:
+                        self.trace.instant(f"job {next_job} done")
                     yield done.pop(next_job)
                     next_job += 1
         except BaseException:
@@ -228,13 +238,16 @@ class GroupScheduler:
         self._end_group(plan)
         wall = time.perf_counter() - t0
         busy += run.busy
+        worker_bytes += run.worker_bytes
         nw = max(1, len(launched))
+        if self.trace is not None:
+            self.trace.group(plan.group, len(jobs), t0, t1, t2, t3, time.perf_counter())
         m = GroupMetrics(
             group=plan.group, jobs=len(jobs), tasks=len(plan.tasks), workers=len(launched),
             wall_s=wall, plan_s=t1 - t0, serialize_s=t2 - t1, launch_s=t3 - t2, busy_s=busy,
             coordination=min(1.0, max(0.0, 1.0 - busy / (wall * nw))),
             messages_sent=self.transport.messages_sent - msgs0, bytes_sent=self.transport.bytes_sent - bytes0,
-            recoveries=recoveries,
+            recoveries=recoveries, worker_bytes_sent=worker_bytes,
         )
         self.metrics.append(m)
         if on_group is not None:
@@ -335,7 +348,8 @@ class GroupScheduler:
             runs = plan.run_of_worker.get(w, ())
             routes = {run: tuple(tuple(sorted(d)) for d in plan.routes[run]) for run in runs}
             messages.append((M.LAUNCH, plan.group, program_id, body, per_worker[w], routes,
-                             plan.forwards.get(w, []), self.pending_drops.pop(w, []), self.epochs))
+                             plan.forwards.get(w, []), self.pending_drops.pop(w, []), self.epochs,
+                             self.trace is not None))
         for w in [w for w in self.pending_drops if w not in per_worker]:
             self.transport.send(w, (M.DROP, self.pending_drops.pop(w)))
         self.transport.send_shared(workers, messages)
@@ -352,7 +366,7 @@ class GroupScheduler:
         if tag == M.RESULTS:
             self._on_results(run, msg[2])
         elif tag == M.DONE:
-            self._on_done(run, worker, msg[2])
+            self._on_done(run, worker, msg[2], msg[4] if len(msg) > 4 else {})
         elif tag == M.FAILED:
             self._on_failed(run, worker, *msg[2:])
         else:
@@ -373,9 +387,12 @@ class GroupScheduler:
             else:
                 del run.remaining[job]
 
-    def _on_done(self, run: _Run, worker: int, busy: float) -> None:
+    def _on_done(self, run: _Run, worker: int, busy: float, stats: dict) -> None:
         run.awaiting_done.discard(worker)
         run.busy += busy
+        run.worker_bytes += stats.get("bytes_sent", 0)
+        if self.trace is not None and stats.get("spans"):
+            self.trace.tasks(run.plan, worker, stats["spans"])
 
     def _on_failed(self, run: _Run, worker: int, index: int, attempt: int, tb: str,
                    exc_bytes: bytes | None) -> None:

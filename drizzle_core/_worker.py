@@ -67,9 +67,11 @@ class Program:
 
 
 class GroupState:
-    __slots__ = ("busy", "failed", "group", "program", "ran", "remaining", "routes", "stored")
+    __slots__ = ("busy", "bytes0", "failed", "group", "program", "ran", "remaining", "routes", "spans", "stored")
 
     def __init__(self, group: int, program: Program, routes: dict, remaining: int) -> None:
+        self.spans: list[tuple] | None = None  # (task index, wall start, seconds) when tracing
+        self.bytes0 = 0
         self.group = group
         self.program = program
         self.routes = routes
@@ -114,10 +116,12 @@ class WorkerRuntime:
     """Executes launched groups; see the module docstring for its state."""
 
     def __init__(self, index: int, send: Callable[[int, Any], Any], *, flush_interval: float = 0.002,
-                 expect_peer: Callable[[int, int], None] | None = None) -> None:
+                 expect_peer: Callable[[int, int], None] | None = None,
+                 bytes_sent: Callable[[], int] | None = None) -> None:
         self.index = index
         self._send = send
         self.expect_peer = expect_peer
+        self._bytes_sent = bytes_sent or (lambda: 0)
         self.flush_interval = flush_interval
         self.blocks: dict[tuple, Any] = {}
         self.transient: dict[tuple, int] = {}
@@ -167,7 +171,8 @@ class WorkerRuntime:
         return group < self.dead_below or group in self.dead_groups
 
     def _on_launch(self, group: int, program_id: int, program_bytes: bytes | None, tasks: list[Task],
-                   routes: dict, forwards: list, drops: list, epochs: dict | None = None) -> None:
+                   routes: dict, forwards: list, drops: list, epochs: dict | None = None,
+                   trace: bool = False) -> None:
         if epochs and self.expect_peer is not None:
             for peer, epoch in epochs.items():
                 # a replaced peer: never write into the connection to its dead predecessor
@@ -200,6 +205,9 @@ class WorkerRuntime:
             program = self.programs[program_id]
         self.programs.move_to_end(program_id)
         gs = GroupState(group, program, routes, len(tasks))
+        gs.bytes0 = self._bytes_sent()
+        if trace:
+            gs.spans = []
         self.groups[group] = gs
         blocks = self.blocks
         transient = self.transient
@@ -381,6 +389,8 @@ class WorkerRuntime:
         finally:
             took = time.perf_counter() - t0
             gs.busy += took
+            if gs.spans is not None:
+                gs.spans.append((task.index, time.time() - took, took))
             key = (task.node, task.kind)
             old = self._durations.get(key)
             self._durations[key] = took if old is None else 0.8 * old + 0.2 * took
@@ -397,7 +407,8 @@ class WorkerRuntime:
 
     def _group_finished(self, gs: GroupState) -> None:
         self.flush_results()
-        self._send(M.DRIVER, (M.DONE, gs.group, gs.busy, gs.ran))
+        stats = {"bytes_sent": self._bytes_sent() - gs.bytes0, "spans": gs.spans}
+        self._send(M.DRIVER, (M.DONE, gs.group, gs.busy, gs.ran, stats))
         del self.groups[gs.group]
         self._closed(gs.group)
 

@@ -213,3 +213,32 @@ def test_iterate_data_goes_to_workers_once(ctx):
     sent = [m.bytes_sent for m in ctx.metrics[n:]]
     assert sent[0] > 6_000_000          # the first group ships the data (6.4 MB)
     assert max(sent[1:]) < 200_000      # later groups ship only small programs
+
+
+# ------------------------------------------------------------- observability
+def test_trace_file_shows_tasks_per_worker_and_driver_phases(tmp_path, no_orphans):
+    import json
+
+    path = tmp_path / "trace.json"
+    with dz.Context(transport="local", workers=2, trace=path) as c:
+        ds = c.parallelize(range(40), 4).cache()
+        c.run_jobs([(ds, sum)] * 6, group_size=3)
+        c.parallelize(range(40), 4).map(lambda x: (x % 3, x)).reduce_by_key(operator.add, 2).collect()
+    events = json.loads(path.read_text())["traceEvents"]
+    names = {e["args"]["name"] for e in events if e["ph"] == "M"}
+    assert "driver" in names and any("local worker 1" in n for n in names)
+    tasks = [e for e in events if e.get("cat") == "task"]
+    assert {e["pid"] for e in tasks} == {1, 2}
+    assert sum(1 for e in tasks if e["name"].startswith("result")) == 6 * 4 + 2
+    assert sum(1 for e in tasks if e["name"].startswith("map")) == 4
+    phases = [e["name"] for e in events if e.get("cat") == "driver"]
+    assert phases.count("plan") == 3 and phases.count("launch") == 3
+    assert all(e["dur"] >= 0 and e["ts"] > 1e15 for e in events if e["ph"] == "X")
+
+
+def test_metrics_count_bytes_workers_move(ctx):
+    n = len(ctx.metrics)
+    big = ctx.parallelize(range(4), 4).map(lambda i: ((i + 1) % 2, np.ones(100_000)))  # every bucket crosses
+    big.reduce_by_key(operator.add, 2).count()
+    m = ctx.metrics[n]
+    assert m.worker_bytes_sent > 4 * 800_000

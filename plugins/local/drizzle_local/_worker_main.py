@@ -60,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
         except OSError as e:  # a dead peer: the driver hears of it and aborts the group
             log.warning("could not send to %s: %s", "driver" if dest == DRIVER else f"worker {dest}", e)
 
-    runtime = WorkerRuntime(index, send, expect_peer=hub.expect)
+    runtime = WorkerRuntime(index, send, expect_peer=hub.expect, bytes_sent=lambda: hub.bytes_sent)
     # kill -USR1 <pid>: log what this worker is waiting for (a stuck group's first clue)
     signal.signal(signal.SIGUSR1, lambda *_: log.warning("worker %d state: %s", index, runtime.describe()))
 

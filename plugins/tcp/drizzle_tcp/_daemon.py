@@ -283,7 +283,7 @@ class WorkerDaemon:
             except Exception as e:  # a dead peer: the driver hears of it and aborts the group
                 log.warning("could not send to %s: %s", "the driver" if dest == DRIVER else f"worker {dest}", e)
 
-        runtime = WorkerRuntime(index, send)
+        runtime = WorkerRuntime(index, send, bytes_sent=lambda: hub.bytes_sent)
         why = ["the driver said STOP"]
 
         def poll(timeout: float | None) -> list:
