@@ -108,6 +108,26 @@ class Context:
         """Names of the workers, by index."""
         return list(self._transport.worker_names)
 
+    def add_worker(self, worker: Any = None) -> str:
+        """Add a worker; it takes tasks from the next group on. Returns its name.
+
+        What ``worker`` is depends on the transport: nothing for ``local`` (a
+        new process), an address ``"host:port"`` of a running daemon for ``tcp``.
+        """
+        self._check_open()
+        add = getattr(self._transport, "add_worker", None)
+        if add is None:
+            raise TypeError(f"the {self.transport_name!r} transport cannot add workers")
+        index = add(worker)
+        self._scheduler.add_worker(index)
+        self.num_workers = len(self._transport.worker_names)
+        return self._transport.worker_names[index]
+
+    @property
+    def live_workers(self) -> list[str]:
+        """Names of the workers that can take tasks now."""
+        return [self._transport.worker_names[i] for i in self._scheduler.live]
+
     @property
     def metrics(self) -> list[GroupMetrics]:
         """One :class:`GroupMetrics` per group run so far."""

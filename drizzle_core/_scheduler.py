@@ -288,6 +288,15 @@ class GroupScheduler:
             self.on_failure()
         return self.planner.plan(unfinished, self.live, self.cache_locations)
 
+    def add_worker(self, worker: int) -> None:
+        """A worker joined (index ``worker``): plans from the next group on may use it."""
+        while len(self.worker_programs) <= worker:
+            self.worker_programs.append(OrderedDict())
+        self.worker_programs[worker] = OrderedDict()
+        if worker not in self.live:
+            self.live.append(worker)
+            self.live.sort()
+
     def _replace(self, worker: int) -> bool:
         replace = getattr(self.transport, "replace_worker", None)
         if replace is None:

@@ -60,6 +60,10 @@ class Transport(ABC):
     def close(self) -> None:
         """Stop every worker this transport started and release its resources."""
 
+    # Optional, for capacity to come back (the scheduler checks with getattr):
+    #   replace_worker(index, epoch) -> bool   start a new process in a lost worker's slot
+    #   add_worker(spec) -> index               a new worker (tcp: an address), appended
+
     @property
     def messages_sent(self) -> int:
         return 0

@@ -34,3 +34,17 @@ def test_without_replacements_losing_the_last_worker_is_a_clear_error(no_orphans
             ctx.parallelize(range(4), 2).map(lambda x: os.kill(os.getpid(), signal.SIGKILL)).collect()
         with pytest.raises(dz.WorkerLostError, match="no live worker"):
             ctx.parallelize(range(4), 2).collect()
+
+
+def test_an_added_local_worker_takes_tasks_from_the_next_group(no_orphans):
+    import os
+
+    import drizzle_core as dz
+
+    with dz.Context(transport="local", workers=1) as ctx:
+        assert ctx.add_worker().startswith("local worker 1 (pid ")
+        assert len(ctx.live_workers) == 2
+        pids = {p[0] for p in ctx.parallelize(range(4), 4).map_partitions(lambda it: [os.getpid()]).glom()}
+        assert len(pids) == 2
+        assert ctx.parallelize(range(100), 5).map(lambda x: (x % 4, x)).reduce_by_key(lambda a, b: a + b, 3) \
+            .count() == 4

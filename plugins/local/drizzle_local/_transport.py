@@ -82,6 +82,17 @@ class LocalTransport(Transport):
             stdin=subprocess.DEVNULL, env=self._env, start_new_session=True,
         )
 
+    def add_worker(self, spec: Any = None) -> int:
+        """Start one more worker process; returns its index."""
+        if spec is not None:
+            raise ValueError(f"the local transport starts its own workers: add_worker() takes no spec, got {spec!r}")
+        if self._closed:
+            raise TransportError("the transport is closed")
+        i = len(self._procs)
+        self._procs.append(self._spawn(i, 0))
+        self._hub.add(self._connect(i, time.monotonic() + self.start_timeout), i)
+        return i
+
     def replace_worker(self, worker: int, epoch: int) -> bool:
         """Start a new process in a lost worker's slot (incarnation ``epoch``)."""
         if self._closed or not self.replace_lost:
