@@ -13,6 +13,10 @@ that holds data partitions: the new state reaches the workers for the next
 iteration worker to worker. The job's result is the state itself, so the
 driver sees every iteration as it completes.
 
+Recovery: when the driver receives ``state_i`` it truncates that dataset's
+lineage to the value (``_checkpoint``), so a lost worker costs at most the
+iterations after the last one the driver saw.
+
 Convergence: the state travels as ``(converged, state)``. The reducer
 evaluates ``until`` after each update; once true, later iterations of the
 same group pass the state through without calling ``local`` or ``update``,
@@ -125,6 +129,18 @@ def _first(part: Any) -> Any:
     return part[0] if type(part) is list else next(iter(part))
 
 
+def _checkpoint(ds: D.Dataset, converged: bool, state: Any) -> None:
+    """Cut ``ds``'s lineage to the state the driver just received.
+
+    The dataset stays cached where it is; if a worker holding it is lost,
+    recovery recomputes it from this value instead of replaying every
+    iteration since ``init``: ``iterate`` resumes from the last completed
+    iteration's state.
+    """
+    ds.node = N.SourceNode(ds.id, [[(converged, state)]], f"checkpoint of {ds.node.label}")
+    ds.parents = ()
+
+
 def iterate(ctx: Context, data: D.Dataset, init: Any, *, local: Callable[[Any, Any], Any],
             combine: Callable[[Any, Any], Any], update: Callable[[Any, Any], Any], iterations: int,
             group_size: Any = None, until: Callable[[Any], bool] | None = None,
@@ -146,9 +162,11 @@ def iterate(ctx: Context, data: D.Dataset, init: Any, *, local: Callable[[Any, A
     state0 = ctx.parallelize([(False, init)], 1).cache()
     stop = [False]
 
+    pending: dict[int, D.Dataset] = {}  # iteration -> its state dataset, until its state arrives
+
     def jobs() -> Iterator[tuple[D.Dataset, Any]]:
         state = state0
-        for _ in range(iterations):
+        for i in range(1, iterations + 1):
             if stop[0]:
                 return
             node = N.BroadcastZipNode(next(D._ids), data.node, state.node, local_op, f"iterate local at {label}")
@@ -158,6 +176,7 @@ def iterate(ctx: Context, data: D.Dataset, init: Any, *, local: Callable[[Any, A
             reduced = D.Dataset(ctx, rnode, (partials,))
             znode = N.ZipNode(next(D._ids), reduced.node, state.node, upd, f"iterate update at {label}")
             new = D.Dataset(ctx, znode, (reduced, state)).cache()
+            pending[i] = new
             yield new, _first
             state.unpersist()  # the job just yielded is planned: its input can go after the group
             state = new
@@ -166,6 +185,7 @@ def iterate(ctx: Context, data: D.Dataset, init: Any, *, local: Callable[[Any, A
         for i, [(converged, state)] in enumerate(ctx.iter_jobs(jobs(), group_size), start=1):
             if result.converged:
                 continue  # the rest of a group after convergence: passed through, not new
+            _checkpoint(pending.pop(i), converged, state)
             result.history.append(state)
             result.state = state
             result.iterations = i

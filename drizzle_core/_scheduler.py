@@ -317,7 +317,9 @@ class GroupScheduler:
     # ------------------------------------------------------------ launching
     def _serialize(self, plan: GroupPlan, batch: list) -> tuple[int, bytes]:
         """The group's program, pickled once (and reused while it repeats)."""
-        key = (tuple(sorted(plan.nodes)), tuple(sorted(plan.funcs)))
+        # Node identity, not just id: a dataset's node can be replaced (lineage
+        # truncated to a value the driver holds), and must not hit a stale program.
+        key = (tuple(sorted((nid, id(n)) for nid, n in plan.nodes.items())), tuple(sorted(plan.funcs)))
         hit = self.programs.get(key)
         if hit is not None:
             self.programs.move_to_end(key)
