@@ -1,0 +1,362 @@
+"""drizzle_ml per iteration, beside two floors and the peers (issue 4).
+
+    python benchmarks/bench_ml.py               # the issue's cases + the large case, a few minutes
+    python benchmarks/bench_ml.py --quick       # smoke run: small data, few iterations
+    python benchmarks/bench_ml.py --no-peers --no-large
+
+Cases (float64, 4 partitions, 2 workers):
+
+* kmeans    - Lloyd iteration, 200,000 x 10, k=8.
+* logistic  - one full-batch gradient step, 200,000 x 20 (binary).
+* logistic-large - 2,000,000 x 50, to show how the cost grows (floors and
+  drizzle only: the peers would add minutes and say nothing new).
+
+Every system runs the *same* kernels: the estimator's ``Problem`` (its
+``local``, ``combine``, ``update``; ``drizzle_ml.KMeans.make_problem`` and
+``LogisticRegression.make_problem``), with no stopping rule, for a fixed
+number of iterations:
+
+* floor 1 proc - every partition in this process, one after another, one BLAS
+  thread (the compute the engine has to divide among the workers);
+* floor 2 proc - two plain processes each running ``local`` on its half of
+  the partitions in a loop, no communication at all: the physical floor for
+  2 workers on this machine (memory bandwidth and the shared cores set it,
+  about 0.6-0.75x the one-process time);
+* drizzle G=1, G=10, G=auto - ``drizzle_ml.run`` on a 2-worker local context
+  (``ctx.iterate``; the data shipped and cached before the clock starts);
+* multiprocessing.Pool(2), Dask distributed (LocalCluster, 2 single-threaded
+  worker processes), Ray (2 actors), when importable: partitions resident in
+  the workers, one round trip through the driver per iteration (the natural
+  way to write the loop in each).
+
+BLAS threads are limited to 1 everywhere (OMP/OPENBLAS/MKL_NUM_THREADS set
+before numpy is imported, inherited by every process started here), and the
+drizzle workers' thread count is checked with threadpoolctl when installed.
+Times are medians of ``--repeat`` runs: the machine is shared and noisy, so
+read the ratios, measured in the same run, not one absolute number.
+"""
+
+from __future__ import annotations
+
+import os
+
+for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ[_var] = "1"
+
+import argparse  # noqa: E402  (after the thread limits, which must precede numpy)
+import contextlib  # noqa: E402
+import dataclasses  # noqa: E402
+import logging  # noqa: E402
+import multiprocessing  # noqa: E402
+import statistics  # noqa: E402
+import sys  # noqa: E402
+import time  # noqa: E402
+import warnings  # noqa: E402
+from collections.abc import Callable  # noqa: E402
+from typing import Any  # noqa: E402
+
+import drizzle_ml as dml  # noqa: E402
+import numpy as np  # noqa: E402
+
+import drizzle_core as dz  # noqa: E402
+
+WORKERS = 2
+PARTITIONS = 4
+TARGET_VS_FLOOR2 = 1.2
+FLOOR1 = "floor 1 proc (same kernels)"
+FLOOR2 = "floor 2 proc (no engine)"
+
+
+@dataclasses.dataclass
+class Case:
+    name: str
+    problem: dml.Problem
+    iterations: int
+    shape: tuple[int, int]
+    peers: bool = True
+
+
+@dataclasses.dataclass
+class Row:
+    case: str
+    system: str
+    ms: float
+    note: str = ""
+
+
+# ----------------------------------------------------------------- the cases
+def make_cases(quick: bool, large: bool) -> list[Case]:
+    rng = np.random.default_rng(0)
+    scale = 20 if quick else 1
+    n = 200_000 // scale
+    X = rng.normal(size=(n, 10))
+    km = dml.KMeans(8, init=X[:8].copy()).make_problem(X, PARTITIONS)
+    Xl = rng.normal(size=(n, 20))
+    yl = (Xl @ rng.normal(size=20) + rng.normal(size=n) > 0).astype(int)
+    lr = dml.LogisticRegression().make_problem(Xl, yl, PARTITIONS)
+    its = 20 if quick else 200
+    cases = [Case("kmeans", no_stop(km), its, X.shape), Case("logistic", no_stop(lr), its, Xl.shape)]
+    if large:
+        nl = 2_000_000 // scale
+        Xb = rng.normal(size=(nl, 50))
+        yb = (Xb @ rng.normal(size=50) * 0.3 + rng.normal(size=nl) > 0).astype(int)
+        big = dml.LogisticRegression().make_problem(Xb, yb, PARTITIONS)
+        cases.append(Case("logistic-large", no_stop(big), 5 if quick else 30, Xb.shape, peers=False))
+    return cases
+
+
+def no_stop(problem: dml.Problem) -> dml.Problem:
+    """The same iteration with no stopping rule and no final pass: a fixed number of iterations."""
+    return dataclasses.replace(problem, until=None, finish=None)
+
+
+def median_ms(run: Callable[[int], float], iterations: int, repeat: int) -> float:
+    """Median over ``repeat`` runs of ms per iteration; ``run(n)`` returns its own seconds for n iterations."""
+    run(max(2, iterations // 10))      # warm up: imports, caches, first-touch of pages
+    return statistics.median(run(iterations) / iterations * 1e3 for _ in range(repeat))
+
+
+def serial_total(problem: dml.Problem, blocks: list[Any], state: Any) -> Any:
+    total = None
+    for block in blocks:
+        partial = problem.local([block], state)
+        total = partial if total is None else problem.combine(total, partial)
+    return total
+
+
+# ------------------------------------------------- floors and drizzle, interleaved
+def floor_one(case: Case) -> Callable[[int], float]:
+    """All partitions in this process, one after another (one BLAS thread: see the top of the file)."""
+    p = case.problem
+
+    def run(n: int) -> float:
+        state = p.init
+        start = time.perf_counter()
+        for _ in range(n):
+            state = p.update(state, serial_total(p, p.blocks, state))
+        return time.perf_counter() - start
+
+    return run
+
+
+def _floor_child(problem: dml.Problem, blocks: list[Any], n: int, barrier: Any, out: Any) -> None:
+    state = problem.init
+    serial_total(problem, blocks, state)                   # warm up
+    barrier.wait()
+    start = time.perf_counter()
+    for _ in range(n):
+        serial_total(problem, blocks, state)
+    out.put(time.perf_counter() - start)
+
+
+def floor_two(case: Case) -> Callable[[int], float]:
+    """Two plain processes, each looping over its half of the partitions, no engine: the 2-worker floor."""
+    p = case.problem
+    mp = multiprocessing.get_context("spawn")
+    halves = [p.blocks[w::WORKERS] for w in range(WORKERS)]
+    light = dataclasses.replace(p, blocks=[])
+
+    def run(n: int) -> float:
+        barrier, out = mp.Barrier(WORKERS), mp.Queue()
+        procs = [mp.Process(target=_floor_child, args=(light, half, n, barrier, out)) for half in halves]
+        for proc in procs:
+            proc.start()
+        times = [out.get() for _ in procs]
+        for proc in procs:
+            proc.join()
+        return max(times)
+
+    return run
+
+
+def drizzle(case: Case, ctx: dz.Context, g: int | str, driver_cpu: list[float]) -> Callable[[int], float]:
+    """``drizzle_ml.run`` (ctx.iterate) for n iterations; records the driver's CPU share of the loop."""
+    def run(n: int) -> float:
+        cpu = time.process_time()
+        fit = dml.run(case.problem, ctx, max_iter=n, group_size=g)
+        # process_time spans the data shipping too: an upper bound of the loop's driver CPU
+        driver_cpu.append((time.process_time() - cpu) / fit.seconds)
+        return fit.seconds
+
+    return run
+
+
+def measure(systems: dict[str, Callable[[int], float]], iterations: int, repeat: int) -> dict[str, float]:
+    """ms per iteration of every system: median of ``repeat`` rounds, each round running every system once.
+
+    Interleaving the rounds makes the machine's noise (other processes, a
+    shared host) hit every system alike, so the ratios are fair.
+    """
+    for run in systems.values():
+        run(max(2, iterations // 10))   # warm up: imports, caches, first touch of pages
+    samples: dict[str, list[float]] = {name: [] for name in systems}
+    for _ in range(repeat):
+        for name, run in systems.items():
+            samples[name].append(run(iterations) / iterations * 1e3)
+    return {name: statistics.median(v) for name, v in samples.items()}
+
+
+# ---------------------------------------------------------------- peers
+_POOL_BLOCKS: list[Any] = []
+_POOL_PROBLEM: dml.Problem | None = None
+
+
+def _pool_init(problem: dml.Problem) -> None:
+    global _POOL_PROBLEM, _POOL_BLOCKS
+    _POOL_PROBLEM, _POOL_BLOCKS = problem, problem.blocks
+
+
+def _pool_local(args: tuple[int, Any]) -> Any:
+    i, state = args
+    return _POOL_PROBLEM.local([_POOL_BLOCKS[i]], state)
+
+
+def bench_pool(case: Case, repeat: int) -> Row:
+    p = case.problem
+    with multiprocessing.get_context("spawn").Pool(WORKERS, initializer=_pool_init, initargs=(p,)) as pool:
+        def run(n: int) -> float:
+            state = p.init
+            start = time.perf_counter()
+            for _ in range(n):
+                partials = pool.map(_pool_local, [(i, state) for i in range(len(p.blocks))], chunksize=1)
+                total = partials[0]
+                for q in partials[1:]:
+                    total = p.combine(total, q)
+                state = p.update(state, total)
+            return time.perf_counter() - start
+
+        return Row(case.name, f"multiprocessing.Pool({WORKERS})", median_ms(run, case.iterations, repeat))
+
+
+def _dask_local(problem: dml.Problem, block: Any, state: Any) -> Any:
+    return problem.local([block], state)
+
+
+def bench_dask(case: Case, repeat: int) -> Row | None:
+    try:
+        from dask.distributed import Client, LocalCluster
+    except ImportError as e:
+        print(f"note: Dask distributed skipped ({e}); pip install 'dask[distributed]'")
+        return None
+    p = case.problem
+    logging.getLogger("distributed").setLevel(logging.ERROR)
+    with warnings.catch_warnings(), LocalCluster(n_workers=WORKERS, threads_per_worker=1, processes=True,
+                                                 dashboard_address=None) as cluster, Client(cluster) as client:
+        warnings.simplefilter("ignore")
+        addrs = sorted(client.scheduler_info()["workers"])
+        blocks = [client.scatter(b, workers=[addrs[i % WORKERS]]) for i, b in enumerate(p.blocks)]
+        prob = client.scatter(dataclasses.replace(p, blocks=[]), broadcast=True)
+
+        def run(n: int) -> float:
+            state = p.init
+            start = time.perf_counter()
+            for _ in range(n):
+                futs = [client.submit(_dask_local, prob, b, state, pure=False) for b in blocks]
+                partials = client.gather(futs)
+                total = partials[0]
+                for q in partials[1:]:
+                    total = p.combine(total, q)
+                state = p.update(state, total)
+            return time.perf_counter() - start
+
+        return Row(case.name, "dask distributed (2 procs)", median_ms(run, case.iterations, repeat))
+
+
+def bench_ray(case: Case, repeat: int) -> Row | None:
+    try:
+        import ray
+    except ImportError as e:
+        print(f"note: Ray skipped ({e}); pip install ray")
+        return None
+    p = case.problem
+
+    @ray.remote(num_cpus=0)
+    class Holder:
+        def __init__(self, problem: dml.Problem, blocks: list[Any]) -> None:
+            self.problem, self.blocks = problem, blocks
+
+        def local(self, state: Any) -> Any:
+            return serial_total(self.problem, self.blocks, state)
+
+    ray.init(num_cpus=WORKERS, include_dashboard=False, logging_level=logging.ERROR, log_to_driver=False)
+    try:
+        light = dataclasses.replace(p, blocks=[])
+        actors = [Holder.remote(light, p.blocks[w::WORKERS]) for w in range(WORKERS)]
+
+        def run(n: int) -> float:
+            state = p.init
+            start = time.perf_counter()
+            for _ in range(n):
+                partials = ray.get([a.local.remote(state) for a in actors])
+                total = partials[0]
+                for q in partials[1:]:
+                    total = p.combine(total, q)
+                state = p.update(state, total)
+            return time.perf_counter() - start
+
+        return Row(case.name, f"ray ({WORKERS} actors)", median_ms(run, case.iterations, repeat))
+    finally:
+        ray.shutdown()
+
+
+# ------------------------------------------------------------------ report
+def print_table(case: Case, rows: list[Row], floor1: float, floor2: float) -> None:
+    drizzle = [r for r in rows if r.system.startswith("drizzle")]
+    best = min(drizzle, key=lambda r: r.ms)
+    peers = [r for r in rows if not r.system.startswith(("drizzle", "floor"))]
+    print(f"\n{case.name}: {case.shape[0]:,} x {case.shape[1]} float64, {PARTITIONS} partitions, "
+          f"{WORKERS} workers, {case.iterations} iterations, medians")
+    print(f"  {'system':32s} {'ms/iter':>9s} {'x floor 1p':>11s} {'x floor 2p':>11s} {'x best drizzle':>15s}")
+    for r in rows:
+        print(f"  {r.system:32s} {r.ms:9.2f} {r.ms / floor1:11.2f} {r.ms / floor2:11.2f} {r.ms / best.ms:15.2f}"
+              f"{'  ' + r.note if r.note else ''}")
+    verdict = "meets" if best.ms <= TARGET_VS_FLOOR2 * floor2 else "MISSES"
+    print(f"  best drizzle ({best.system}) {best.ms / floor2:.2f}x the 2-process floor: {verdict} the "
+          f"{TARGET_VS_FLOOR2}x target")
+    if peers:
+        fastest = min(peers, key=lambda r: r.ms)
+        print(f"  fastest peer: {fastest.system} {fastest.ms:.2f} ms; drizzle is "
+              f"{fastest.ms / best.ms:.2f}x faster" if best.ms < fastest.ms else
+              f"  fastest peer: {fastest.system} {fastest.ms:.2f} ms; drizzle is SLOWER ({best.ms:.2f} ms)")
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--quick", action="store_true", help="small data and few iterations (a smoke run)")
+    ap.add_argument("--repeat", type=int, default=5, help="runs per measurement (the median is shown)")
+    ap.add_argument("--no-peers", action="store_true", help="skip multiprocessing, Dask and Ray")
+    ap.add_argument("--no-large", action="store_true", help="skip the 2,000,000 x 50 case")
+    args = ap.parse_args(argv)
+    repeat = 2 if args.quick else args.repeat
+    cases = make_cases(args.quick, large=not args.no_large)
+    with dz.Context(transport="local", workers=WORKERS) as ctx:
+        infos = dml.worker_blas_threads(ctx)
+        threads = dml.max_blas_threads(infos)
+        print(f"drizzle workers: {ctx.num_workers}; BLAS threads per worker: "
+              f"{threads if threads is not None else 'unknown (pip install threadpoolctl)'}; "
+              f"cores: {os.cpu_count()}")
+        results = []
+        for case in cases:
+            cpu: dict[str, list[float]] = {}
+            systems = {FLOOR1: floor_one(case), FLOOR2: floor_two(case)}
+            for g in (1, 10, "auto"):
+                systems[f"drizzle G={g}"] = drizzle(case, ctx, g, cpu.setdefault(f"drizzle G={g}", []))
+            ms = measure(systems, case.iterations, repeat)
+            rows = [Row(case.name, name, v, f"driver CPU {statistics.median(cpu[name]):.0%}" if name in cpu else "")
+                    for name, v in ms.items()]
+            results.append((case, rows, ms[FLOOR1], ms[FLOOR2]))
+    for case, rows, floor1, floor2 in results:
+        if case.peers and not args.no_peers:
+            rows.append(bench_pool(case, repeat))
+            for bench in (bench_dask, bench_ray):
+                with contextlib.suppress(KeyboardInterrupt):
+                    row = bench(case, repeat)
+                    if row is not None:
+                        rows.append(row)
+        print_table(case, rows, floor1, floor2)
+    sys.stdout.flush()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
