@@ -27,10 +27,20 @@ _shuffle_ids = itertools.count(1)
 _PKG_DIR = os.path.dirname(os.path.abspath(__file__))
 
 
+_inside: dict[str, bool] = {}  # code file name -> is it drizzle_core's (abspath is slow; files are few)
+
+
+def _is_ours(filename: str) -> bool:
+    ours = _inside.get(filename)
+    if ours is None:
+        ours = _inside[filename] = os.path.dirname(os.path.abspath(filename)) == _PKG_DIR
+    return ours
+
+
 def _call_site() -> str:
     """``file:line`` of the first frame outside drizzle_core, like Spark's call sites."""
     f = sys._getframe(2)
-    while f is not None and os.path.dirname(os.path.abspath(f.f_code.co_filename)) == _PKG_DIR:
+    while f is not None and _is_ours(f.f_code.co_filename):
         f = f.f_back
     if f is None:
         return "<unknown>"

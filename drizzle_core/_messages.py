@@ -25,8 +25,9 @@ driver → worker
 worker → driver
     (RESULTS, group, [(task index, attempt, value), ...])   batched
     (FAILED, group, task index, attempt, traceback text, pickled exception | None)
-    (DONE, group, busy seconds, tasks run, stats)    all of this worker's tasks of the group ran;
-        ``stats``: ``{"bytes_sent": bytes this worker sent, "spans": [(task, start, seconds)] | None}``
+    (DONE, group, busy seconds, tasks run, stats, results)    all of this worker's tasks of the group
+        ran; ``stats``: ``{"bytes_sent": bytes this worker sent, "spans": [(task, start, seconds)] | None}``;
+        ``results``: the group's last results (as in RESULTS), saving a message
 
 worker → worker
     (BLOCKS, group, [(block, value), ...])   shuffle buckets / forwarded cached blocks

@@ -204,6 +204,7 @@ class WorkerRuntime:
         else:
             program = self.programs[program_id]
         self.programs.move_to_end(program_id)
+        tasks = [Task._make(t) for t in tasks]  # plain tuples on the wire: they pickle ~4x faster
         gs = GroupState(group, program, routes, len(tasks))
         gs.bytes0 = self._bytes_sent()
         if trace:
@@ -406,9 +407,13 @@ class WorkerRuntime:
             self._group_finished(gs)
 
     def _group_finished(self, gs: GroupState) -> None:
-        self.flush_results()
         stats = {"bytes_sent": self._bytes_sent() - gs.bytes0, "spans": gs.spans}
-        self._send(M.DRIVER, (M.DONE, gs.group, gs.busy, gs.ran, stats))
+        # The group's last results ride in the DONE message: one wake-up of the driver, not two.
+        last: list = []
+        if self.results and self.results_group == gs.group:
+            last, self.results = self.results, []
+        self.flush_results()
+        self._send(M.DRIVER, (M.DONE, gs.group, gs.busy, gs.ran, stats, last))
         del self.groups[gs.group]
         self._closed(gs.group)
 
