@@ -38,6 +38,10 @@ class Node:
         self.num_partitions = num_partitions
         self.label = label
 
+    #: indexes into narrow_inputs() of small inputs every partition reads (they
+    #: follow the data to its worker, never the other way round)
+    broadcast_inputs: tuple[int, ...] = ()
+
     def narrow_inputs(self, p: int) -> tuple[tuple[int, int], ...]:
         """(parent node id, parent partition) pairs partition ``p`` reads."""
         return ()
@@ -140,6 +144,7 @@ class BroadcastZipNode(Node):
     each worker once per iteration."""
 
     __slots__ = ("fn", "parents")
+    broadcast_inputs = (1,)
 
     def __init__(self, id: int, data: Node, state: Node, fn: Callable[..., Iterable[Any]], label: str) -> None:
         super().__init__(id, data.num_partitions, label)

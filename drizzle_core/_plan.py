@@ -160,10 +160,10 @@ class Planner:
             shuffle_in: dict[tuple[int, int], tuple] = {}
             prefer = -1
             not_before = 0.0
-            stack = [(ds, p)]
+            stack = [(ds, p, False)]
             visited: set[tuple[int, int]] = set()
             while stack:
-                d, q = stack.pop()
+                d, q, broadcast = stack.pop()
                 key = (d.node.id, q)
                 if key in visited:
                     continue
@@ -175,8 +175,8 @@ class Planner:
                     if loc is not None and loc in live:
                         # read, not computed: the node (and its data) stays off the wire
                         inputs.append((block, loc))
-                        if prefer < 0:
-                            prefer = loc
+                        if prefer < 0 and not broadcast:
+                            prefer = loc  # a broadcast input (a model, a state) goes where the data is
                         continue
                     stores.append(key)
                 plan.nodes[node.id] = node
@@ -191,11 +191,14 @@ class Planner:
                         shuffle_in[(dep.shuffle_id, q)] = (dep.shuffle_id, run, dep.num_map_partitions, by, q)
                     continue
                 parents = d.parents
+                bcast = node.broadcast_inputs
                 # Reversed: the first input is walked first, so its block decides locality.
-                for parent_id, pq in reversed(node.narrow_inputs(q)):
+                inputs_of = node.narrow_inputs(q)
+                for i in range(len(inputs_of) - 1, -1, -1):
+                    parent_id, pq = inputs_of[i]
                     for parent in parents:
                         if parent.node.id == parent_id:
-                            stack.append((parent, pq))
+                            stack.append((parent, pq, broadcast or i in bcast))
                             break
             w = prefer if prefer >= 0 else workers[p % nw]
             index = len(plan.tasks)

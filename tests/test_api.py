@@ -242,3 +242,13 @@ def test_metrics_count_bytes_workers_move(ctx):
     big.reduce_by_key(operator.add, 2).count()
     m = ctx.metrics[n]
     assert m.worker_bytes_sent > 4 * 800_000
+
+
+def test_iterate_spreads_uncached_data_over_the_workers(ctx):
+    """The broadcast state must not pull every partition to the worker that holds it."""
+    import os
+
+    ds = ctx.parallelize(np.arange(8.0).reshape(8, 1), 4)  # not cached yet: iterate caches it
+    r = ctx.iterate(ds, frozenset(), local=lambda part, s: frozenset([os.getpid()]),
+                    combine=operator.or_, update=lambda s, pids: pids, iterations=3, group_size=3)
+    assert all(len(pids) == 2 for pids in r.history)
