@@ -77,6 +77,17 @@ def test_bad_X_is_a_value_error_before_any_work(monkeypatch, cls, bad):
         KMeans(2).fit(X) if cls is KMeans else cls().fit(X, y)
 
 
+def test_bad_targets_are_value_errors_before_any_work(monkeypatch):
+    X, y = data()
+    monkeypatch.setattr(dz, "Context", NoWork)
+    with pytest.raises(ValueError, match="at least 2 classes"):
+        LogisticRegression().fit(X, np.zeros(60))
+    with pytest.raises(ValueError, match="n_clusters=61 is larger than the number of samples"):
+        KMeans(61).fit(X)
+    with pytest.raises(ValueError, match="different numbers of samples"):
+        LinearRegression().fit(X, y[:-1])
+
+
 @pytest.mark.parametrize("cls", ESTIMATORS)
 @pytest.mark.parametrize("param", [{"group_size": 0}, {"group_size": "fast"}, {"group_size": True},
                                    {"max_iter": 0}, {"tol": -1.0}, {"context": "local"},
