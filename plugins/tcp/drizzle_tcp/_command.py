@@ -43,6 +43,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--handshake-timeout", type=float, default=_net.HANDSHAKE_TIMEOUT, metavar="SECONDS",
                         help=f"drop a client that has not finished its handshake by then "
                              f"(default {_net.HANDSHAKE_TIMEOUT:g})")
+    parser.add_argument("--keepalive", default=_net.format_keepalive(_net.KEEPALIVE), metavar="IDLE,INTERVAL,COUNT",
+                        help=f"TCP keepalive on every connection: probe after IDLE idle seconds, every INTERVAL "
+                             f"seconds, give up after COUNT unanswered probes; a vanished host is noticed after "
+                             f"about IDLE + INTERVAL * COUNT seconds; 'off' disables "
+                             f"(default {_net.format_keepalive(_net.KEEPALIVE)})")
     parser.add_argument("--tls-cert", metavar="PATH", help="TLS certificate (PEM) of this worker")
     parser.add_argument("--tls-key", metavar="PATH", help="TLS private key (PEM) of this worker")
     parser.add_argument("--tls-ca", metavar="PATH", help="CA certificate (PEM) that signs the drivers' and workers'")
@@ -75,8 +80,10 @@ def run(args: argparse.Namespace) -> int:
     try:
         secret = _net.read_secret(secret_file=args.secret_file)
         tls = _net.make_tls(args.tls_cert, args.tls_key, args.tls_ca)
+        keepalive = _net.parse_keepalive(args.keepalive)
         daemon = WorkerDaemon(args.listen, secret, max_frame=args.max_frame,
-                              handshake_timeout=args.handshake_timeout, tls=tls, one_session=args.one_session)
+                              handshake_timeout=args.handshake_timeout, tls=tls, one_session=args.one_session,
+                              keepalive=keepalive)
         address = daemon.bind()
     except (OSError, ValueError) as e:
         print(f"drizzle worker: {e}", file=sys.stderr)

@@ -16,6 +16,16 @@ Threads and state (one logic thread decides; the others only hand it sockets):
   connection ends, the session is dropped whole (cached partitions,
   shuffle blocks, peer connections) and the daemon waits for the next.
 
+The session's peer table (``peers``: worker index -> address, None for a
+worker the driver lost) comes in the driver's hello and is replaced by each
+``(PEERS, [[address | None, epoch], ...])`` message the driver sends when a
+worker joins or is replaced; the daemon consumes that message in its
+``on_event`` (the runtime never sees it), calls ``hub.expect`` for every
+peer's epoch (connections to a dead predecessor close at once), and
+connects lazily to a peer the first time the runtime sends to it. Every
+worker-to-worker hello carries the caller's epoch, so the accepting Hub
+tags (and, for an older incarnation, refuses) that connection too.
+
 Shared state, under ``_lock``: ``claimed`` — the session id of the driver
 being served (set by the handshake thread that admits it, so a second
 driver is refused as busy even before the main thread sees the first; cleared
@@ -44,7 +54,7 @@ from typing import Any
 from drizzle_core.transport import DEFAULT_MAX_FRAME, DRIVER, STOP, Disconnected, Hub, WorkerRuntime, encode
 
 from . import _handshake, _net
-from ._handshake import HandshakeError
+from ._handshake import PEERS, HandshakeError
 from ._net import TLS
 
 log = logging.getLogger("drizzle.tcp.worker")
@@ -58,7 +68,8 @@ class WorkerDaemon:
 
     def __init__(self, listen: str = "127.0.0.1:7078", secret: bytes = b"", *, max_frame: int = DEFAULT_MAX_FRAME,
                  handshake_timeout: float = _net.HANDSHAKE_TIMEOUT, connect_timeout: float = _net.CONNECT_TIMEOUT,
-                 tls: TLS | None = None, one_session: bool = False) -> None:
+                 tls: TLS | None = None, one_session: bool = False,
+                 keepalive: tuple[float, float, int] | None = _net.KEEPALIVE) -> None:
         host, port = _net.parse_address(listen)
         if not secret and not _net.is_loopback(host):
             raise ValueError(f"refusing to listen on {listen} without a secret: anyone who can reach it could "
@@ -69,6 +80,7 @@ class WorkerDaemon:
         self.handshake_timeout = handshake_timeout
         self.connect_timeout = connect_timeout
         self.one_session = one_session
+        self.keepalive = keepalive
         self._server_tls = tls.server_context() if tls else None
         self._client_tls = tls.client_context() if tls else None
         self._lock = threading.Lock()
@@ -171,7 +183,7 @@ class WorkerDaemon:
             return self._decide(hello, addr, claimed_here)
 
         try:
-            _net.tune(sock)
+            _net.tune(sock, self.keepalive)
             if self._server_tls is not None:
                 sock = self._wrap_tls(sock)
             hello = _handshake.accept(sock, self.secret, self.handshake_timeout, decide)
@@ -208,7 +220,7 @@ class WorkerDaemon:
         with self._lock:
             if hello["role"] == "driver":
                 peers = hello.get("peers")
-                if not (isinstance(peers, list) and all(isinstance(p, str) for p in peers)
+                if not (isinstance(peers, list) and all(p is None or isinstance(p, str) for p in peers)
                         and 0 <= hello["index"] < len(peers)):
                     return {"ok": False, "error": "hello", "message": "the driver's hello has no valid peer list"}
                 if self._claimed is not None:
@@ -249,18 +261,22 @@ class WorkerDaemon:
     def _run_session(self, driver_sock: socket.socket, hello: dict, driver_addr: str,
                      early: list[tuple[socket.socket, dict, str]]) -> None:
         index: int = hello["index"]
-        peers: list[str] = hello["peers"]
+        peers: list[str | None] = list(hello["peers"])
         session: str = hello["session"]
+        epoch = hello.get("epoch", 0)
+        epoch = epoch if isinstance(epoch, int) else 0
         self.sessions += 1
-        log.info("serving driver %s as worker %d of %d (session %s)", driver_addr, index, len(peers), session[:8])
-        peer_hello = {"role": "worker", "index": index, "session": session}
+        log.info("serving driver %s as worker %d of %d (session %s, epoch %d)", driver_addr, index, len(peers),
+                 session[:8], epoch)
+        peer_hello = {"role": "worker", "index": index, "session": session, "epoch": epoch}
 
         def connect_peer(peer: Any) -> socket.socket:
-            if not isinstance(peer, int) or not 0 <= peer < len(peers):
+            address = peers[peer] if isinstance(peer, int) and 0 <= peer < len(peers) else None
+            if address is None:
                 raise ConnectionError(f"no connection to {'the driver' if peer == DRIVER else peer!r}")
-            sock, _reply = _net.open_connection(peers[peer], self.secret, peer_hello, tls=self._client_tls,
+            sock, _reply = _net.open_connection(address, self.secret, peer_hello, tls=self._client_tls,
                                                 connect_timeout=self.connect_timeout,
-                                                handshake_timeout=self.handshake_timeout)
+                                                handshake_timeout=self.handshake_timeout, keepalive=self.keepalive)
             return sock
 
         hub = Hub(max_frame=self.max_frame, connector=connect_peer)
@@ -269,7 +285,7 @@ class WorkerDaemon:
         hub.add(driver_sock, DRIVER)
         peer_addrs: dict[int, str] = {}
         for sock, h, addr in early:
-            hub.add(sock, h["index"], send_to=True)
+            hub.add(sock, h["index"], send_to=True, epoch=_epoch_of(h))
             peer_addrs[h["index"]] = addr
         with self._lock:
             self._wake_w = wake_w
@@ -283,7 +299,7 @@ class WorkerDaemon:
             except Exception as e:  # a dead peer: the driver hears of it and aborts the group
                 log.warning("could not send to %s: %s", "the driver" if dest == DRIVER else f"worker {dest}", e)
 
-        runtime = WorkerRuntime(index, send, bytes_sent=lambda: hub.bytes_sent)
+        runtime = WorkerRuntime(index, send, expect_peer=hub.expect, bytes_sent=lambda: hub.bytes_sent)
         why = ["the driver said STOP"]
 
         def poll(timeout: float | None) -> list:
@@ -295,7 +311,7 @@ class WorkerDaemon:
                 except queue.Empty:
                     break
                 if h["session"] == session and h["role"] == "worker":
-                    hub.add(sock, h["index"])
+                    hub.add(sock, h["index"], epoch=_epoch_of(h))
                     peer_addrs[h["index"]] = addr
                 else:  # the next driver (admitted once this one left) or its workers
                     self._later.append((sock, h, addr))
@@ -320,6 +336,9 @@ class WorkerDaemon:
                 runtime.stopped = True
                 self._release(session)
                 return True
+            if src == DRIVER and type(msg) is tuple and msg and msg[0] == PEERS:
+                self._update_peers(hub, peers, msg[1], index)
+                return True
             return False
 
         try:
@@ -336,3 +355,17 @@ class WorkerDaemon:
             hub.close()
             wake_w.close()
         log.info("session %s of driver %s ended (%s); ready for the next driver", session[:8], driver_addr, why[0])
+
+    @staticmethod
+    def _update_peers(hub: Hub, peers: list[str | None], table: list, me: int) -> None:
+        """A worker joined or was replaced: new addresses (connected to lazily) and epochs."""
+        peers[:] = [address for address, _epoch in table]
+        for peer, (address, epoch) in enumerate(table):
+            if peer != me and address is not None:
+                hub.expect(peer, epoch)  # connections to an older incarnation close now
+        log.info("peer table updated: %s", peers)
+
+
+def _epoch_of(hello: dict) -> int:
+    epoch = hello.get("epoch", 0)
+    return epoch if isinstance(epoch, int) and epoch >= 0 else 0

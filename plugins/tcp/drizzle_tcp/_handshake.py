@@ -24,11 +24,25 @@ the handshake is ever unpickled)::
                 (all zeros when status is AUTH: S cannot prove anything to a client it could not verify)
                                                                 status OK and version_s == VERSION
   4     C→S   u32 n | JSON(n) hello                             size cap, JSON object, role known
-                driver: {"role": "driver", "index": i, "peers": ["host:port", ...], "session": s}
-                worker: {"role": "worker", "index": i, "session": s}
+                driver: {"role": "driver", "index": i, "peers": ["host:port" | null, ...], "session": s,
+                         "epoch": e}
+                worker: {"role": "worker", "index": i, "session": s, "epoch": e}
   5     S→C   u32 n | JSON(n) reply                             size cap
                 {"ok": true, "pid": p} or {"ok": false, "error": "busy" | "session" | ..., "message": m}
   then  both  drizzle_core frames (pickle 5, out-of-band buffers), via Hub
+  later D→W   frame (PEERS, [[address | null, epoch] per index])  consumed by the daemon, not the runtime
+
+``peers`` is the session's peer table: worker index -> address (null for a
+worker the driver has lost); ``epoch`` is the incarnation of the worker in
+that slot (0, then 1, 2, ... each time the driver refills it with a new
+daemon). A worker connects to a peer lazily, the first time it sends to it,
+and says its own index and epoch; the acceptor's Hub tags the connection
+with that epoch, so connections to a dead predecessor are retired (see
+``Hub.expect``). When a worker joins (``add_worker``: the next index) or a
+lost one is replaced (``replace_worker``: same index, next epoch), the
+driver sends every other live worker a PEERS frame with the new table,
+before that worker's next LAUNCH on the same connection, so a peer that
+appears mid-session is reachable from the first group that uses it.
 
 The nonces are fresh random bytes (``secrets.token_bytes``) from each side,
 so a recorded exchange cannot be replayed, and the "client"/"server" labels
@@ -57,6 +71,9 @@ MAX_HELLO = 1 << 20   # a hello lists every worker's address; a million bytes is
 NONCE = 32
 
 OK, AUTH, VERSION_MISMATCH = 0, 1, 2
+
+#: driver -> worker, transport level (after the handshake): (PEERS, [[address | None, epoch] per worker index])
+PEERS = "tcp.peers"
 
 _STEP1 = struct.Struct("<8sH32s")
 _STEP2 = struct.Struct("<8sH32s32s")

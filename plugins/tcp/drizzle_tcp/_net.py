@@ -16,6 +16,10 @@ from ._handshake import HandshakeError
 
 CONNECT_TIMEOUT = 10.0
 HANDSHAKE_TIMEOUT = 5.0
+# TCP keepalive (idle seconds, seconds between probes, unanswered probes): a peer whose host
+# vanished (powered off, cable pulled, partitioned) while the connection was idle is noticed
+# about idle + interval * count = 5 s after the last byte it sent.
+KEEPALIVE = (2.0, 1.0, 3)
 
 
 def parse_address(text: str, *, default_host: str = "127.0.0.1") -> tuple[str, int]:
@@ -98,16 +102,60 @@ def make_tls(cert: str | None, key: str | None, ca: str | None) -> TLS | None:
     return TLS(cert, key, ca)  # type: ignore[arg-type]
 
 
-def tune(sock: socket.socket) -> None:
+def parse_keepalive(value: object) -> tuple[float, float, int] | None:
+    """``(idle, interval, count)``, ``"IDLE,INTERVAL,COUNT"``, or None/False/"off" (no keepalive)."""
+    if value is None or value is False or (isinstance(value, str) and value.strip().lower() in ("off", "none", "")):
+        return None
+    parts = value.split(",") if isinstance(value, str) else value
+    try:
+        idle, interval, count = parts  # type: ignore[misc]
+        out = (float(idle), float(interval), int(count))
+    except (TypeError, ValueError):
+        raise ValueError(f"keepalive is (idle seconds, interval seconds, probe count) or 'off', "
+                         f"got {value!r}") from None
+    if out[0] < 1 or out[1] < 1 or out[2] < 1:
+        raise ValueError(f"keepalive times are whole seconds >= 1 and the count >= 1, got {value!r}")
+    return out
+
+
+def format_keepalive(keepalive: tuple[float, float, int] | None) -> str:
+    return "off" if keepalive is None else ",".join(f"{x:g}" for x in keepalive)
+
+
+def tune(sock: socket.socket, keepalive: tuple[float, float, int] | None = KEEPALIVE,
+         user_timeout: float | None = None) -> None:
     """TCP_NODELAY: a frame is written by one ``sendmsg`` (header and body together), so
-    Nagle would only delay the small control messages that follow a large block."""
-    if sock.family in (socket.AF_INET, socket.AF_INET6):
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    Nagle would only delay the small control messages that follow a large block.
+
+    ``keepalive``: the kernel probes a connection idle for ``idle`` seconds every
+    ``interval`` seconds and resets it after ``count`` unanswered probes; the Hub then
+    reports the peer as disconnected (the driver: WorkerLost). It costs no thread and
+    never fires for a peer whose kernel answers (a worker busy in a long task, or even
+    stopped), only for a host that is gone. Probes are sent only while nothing is
+    unacknowledged; ``user_timeout`` (TCP_USER_TIMEOUT, seconds; off by default) bounds
+    how long sent data may stay unacknowledged — note that it also fires when the peer
+    is alive but does not read (a zero receive window) for that long.
+    """
+    if sock.family not in (socket.AF_INET, socket.AF_INET6):
+        return
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    if keepalive is not None:
+        idle, interval, count = keepalive
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+        for name, value in (("TCP_KEEPIDLE", idle), ("TCP_KEEPALIVE", idle),  # TCP_KEEPALIVE: macOS
+                            ("TCP_KEEPINTVL", interval), ("TCP_KEEPCNT", count)):
+            opt = getattr(socket, name, None)
+            if opt is not None:
+                with contextlib.suppress(OSError):
+                    sock.setsockopt(socket.IPPROTO_TCP, opt, max(1, int(value)))
+    if user_timeout is not None and hasattr(socket, "TCP_USER_TIMEOUT"):
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT, max(1, int(user_timeout * 1000)))
 
 
 def open_connection(address: str, secret: bytes, hello: dict, *, tls: ssl.SSLContext | None = None,
-                    connect_timeout: float = CONNECT_TIMEOUT,
-                    handshake_timeout: float = HANDSHAKE_TIMEOUT) -> tuple[socket.socket, dict]:
+                    connect_timeout: float = CONNECT_TIMEOUT, handshake_timeout: float = HANDSHAKE_TIMEOUT,
+                    keepalive: tuple[float, float, int] | None = KEEPALIVE,
+                    user_timeout: float | None = None) -> tuple[socket.socket, dict]:
     """Connect to the worker at ``address`` and handshake; TransportError names the address on failure."""
     host, port = parse_address(address)
     try:
@@ -120,7 +168,7 @@ def open_connection(address: str, secret: bytes, hello: dict, *, tls: ssl.SSLCon
     except OSError as e:
         raise TransportError(f"could not connect to tcp worker {address}: {e.strerror or e}") from None
     try:
-        tune(sock)
+        tune(sock, keepalive, user_timeout)
         if tls is not None:
             sock.settimeout(handshake_timeout)
             sock = tls.wrap_socket(sock, server_side=False)

@@ -17,9 +17,35 @@ Options (keyword arguments of ``Context(transport="tcp", ...)``): ``secret``
 ``max_frame`` (bytes), ``connect_timeout`` and ``handshake_timeout``
 (seconds: a worker that does not answer is an error naming it, never a
 hang), ``tls_cert``/``tls_key``/``tls_ca`` (PEM files; all three or none),
-``start_timeout`` and ``worker_log_level`` (for daemons started here).
+``start_timeout`` and ``worker_log_level`` (for daemons started here),
+``keepalive`` (``(idle, interval, count)`` seconds/probes, default
+``(2, 1, 3)``, or None: TCP keepalive on every connection, so a worker
+whose host vanishes without closing its sockets is lost after about
+idle + interval * count seconds), ``user_timeout`` (seconds, default None:
+TCP_USER_TIMEOUT on the driver's connections, bounding how long data sent
+to a worker may stay unacknowledged — it also fires on a live worker that
+does not read for that long), ``replace_lost`` (default True: a lost daemon
+started here is replaced by a new one in its slot).
 A lost connection is reported as ``WorkerLost`` naming the address (and how
 the process ended, for daemons started here).
+
+Capacity comes back (``drizzle_core`` calls these when present):
+``add_worker("host:port")`` handshakes a running daemon, gives it the next
+index and sends the other workers the new peer table (a ``PEERS`` frame, see
+``_handshake``); it takes tasks from the next group on. A daemon that
+restarts at the same address is added again the same way (a new index).
+``replace_worker(index, epoch)`` starts a fresh daemon in the slot of a lost
+one this driver started (``workers=N``), with the next epoch.
+
+What is noticed, and how fast: a daemon that exits or is killed (its
+kernel closes the sockets) at once; a host that vanishes (power, cable,
+partition) within the keepalive time while its connection is idle — during
+a group the driver only listens, so that is the usual case — but, while data
+the driver sent to it is unacknowledged, only by TCP's retransmission
+timeout (about 15 minutes on Linux) unless ``user_timeout`` is set. A worker
+process that is alive but stuck (SIGSTOP, a task that never returns) is not
+noticed: its kernel still answers, and the transport cannot tell it from a
+long task.
 """
 
 from __future__ import annotations
@@ -48,6 +74,7 @@ from drizzle_core.transport import (
 )
 
 from . import _net
+from ._handshake import PEERS
 
 log = logging.getLogger("drizzle.tcp")
 
@@ -65,7 +92,9 @@ class TcpTransport(Transport):
     def __init__(self, workers: Any = None, *, secret: str | bytes | None = None, max_frame: int | None = None,
                  connect_timeout: float = _net.CONNECT_TIMEOUT, handshake_timeout: float = _net.HANDSHAKE_TIMEOUT,
                  start_timeout: float = START_TIMEOUT, tls_cert: str | None = None, tls_key: str | None = None,
-                 tls_ca: str | None = None, worker_log_level: str | None = None) -> None:
+                 tls_ca: str | None = None, worker_log_level: str | None = None,
+                 keepalive: Any = _net.KEEPALIVE, user_timeout: float | None = None,
+                 replace_lost: bool = True) -> None:
         if isinstance(workers, str):
             workers = [w.strip() for w in workers.split(",") if w.strip()]
         if isinstance(workers, (list, tuple)):
@@ -90,10 +119,14 @@ class TcpTransport(Transport):
         self.start_timeout = start_timeout
         self.tls = _net.make_tls(tls_cert, tls_key, tls_ca)
         self.worker_log_level = worker_log_level
+        self.keepalive = _net.parse_keepalive(keepalive)
+        self.user_timeout = user_timeout
+        self.replace_lost = replace_lost
         self._client_tls = self.tls.client_context() if self.tls else None
         self._hub = Hub(max_frame=self.max_frame)
         self._procs: list[subprocess.Popen] = []
         self._pids: list[int | None] = []
+        self._epochs: list[int] = []  # incarnation of the daemon in each slot
         self._lost: set[int] = set()
         self._closed = False
         self.session = ""        # the id every worker of this driver's session knows it by
@@ -105,16 +138,71 @@ class TcpTransport(Transport):
                 self._start_daemons()
             self.session = uuid.uuid4().hex
             for i, address in enumerate(self.addresses):
-                hello = {"role": "driver", "index": i, "peers": self.addresses, "session": self.session}
-                sock, reply = _net.open_connection(address, self.secret, hello, tls=self._client_tls,
-                                                   connect_timeout=self.connect_timeout,
-                                                   handshake_timeout=self.handshake_timeout)
-                pid = reply.get("pid")
-                self._pids.append(pid if isinstance(pid, int) else None)
+                sock, pid = self._connect(i, address, self.addresses, 0)
+                self._pids.append(pid)
+                self._epochs.append(0)
                 self._hub.add(sock, i)
         except BaseException:
             self.close()
             raise
+
+    def _connect(self, i: int, address: str, peers: list[str | None], epoch: int) -> tuple[Any, int | None]:
+        """Handshake the daemon at ``address`` as worker ``i`` (incarnation ``epoch``) of this session."""
+        hello = {"role": "driver", "index": i, "peers": peers, "session": self.session, "epoch": epoch}
+        sock, reply = _net.open_connection(address, self.secret, hello, tls=self._client_tls,
+                                           connect_timeout=self.connect_timeout,
+                                           handshake_timeout=self.handshake_timeout,
+                                           keepalive=self.keepalive, user_timeout=self.user_timeout)
+        pid = reply.get("pid")
+        return sock, pid if isinstance(pid, int) else None
+
+    def _peer_table(self) -> list[str | None]:
+        """Worker index -> address, None for a worker lost (and not replaced)."""
+        return [None if i in self._lost else a for i, a in enumerate(self.addresses)]
+
+    def _announce(self, changed: int) -> None:
+        """Send every other live worker the new peer table (before its next LAUNCH)."""
+        table = [[a, e] for a, e in zip(self._peer_table(), self._epochs)]
+        for i in range(len(self.addresses)):
+            if i != changed and i not in self._lost:
+                self.send(i, (PEERS, table))
+
+    def add_worker(self, spec: Any = None) -> int:
+        """Join the running daemon at ``spec`` ("host:port") to the session; returns its index."""
+        if not isinstance(spec, str):
+            raise ValueError(f"the tcp transport adds a running worker daemon: add_worker('host:port'), "
+                             f"got {spec!r}")
+        _net.parse_address(spec)
+        if self._closed:
+            raise TransportError("the transport is closed")
+        i = len(self.addresses)
+        sock, pid = self._connect(i, spec, [*self._peer_table(), spec], 0)
+        self.addresses.append(spec)
+        self._pids.append(pid)
+        self._epochs.append(0)
+        self._hub.add(sock, i)
+        self._announce(i)
+        return i
+
+    def replace_worker(self, worker: int, epoch: int) -> bool:
+        """Start a new daemon in the slot of a lost one this driver started (incarnation ``epoch``)."""
+        if self._closed or not self.replace_lost or not 0 <= worker < len(self._procs):
+            return False
+        old = self._procs[worker]
+        if old.poll() is None:
+            old.kill()
+        old.wait()
+        proc = self._procs[worker] = self._spawn()
+        address = self._read_address(worker, proc, time.monotonic() + self.start_timeout)
+        peers = self._peer_table()
+        peers[worker] = address
+        sock, pid = self._connect(worker, address, peers, epoch)
+        self.addresses[worker], self._pids[worker], self._epochs[worker] = address, pid, epoch
+        self._hub.disconnect(worker)  # nothing should be left; never mistake it for the new one
+        self._hub.add(sock, worker)
+        self._lost.discard(worker)
+        self._announce(worker)
+        return True
 
     def _start_daemons(self) -> None:
         env = dict(os.environ)
@@ -124,19 +212,23 @@ class TcpTransport(Transport):
         env["PYTHONPATH"] = os.pathsep.join(p or os.getcwd() for p in sys.path)
         env["DRIZZLE_SECRET"] = self.secret.decode()  # not on the command line, where ps would show it
         args = ["--listen", "127.0.0.1:0", "--parent-pid", str(os.getpid()), "--one-session",
-                "--max-frame", str(self.max_frame), "--handshake-timeout", str(self.handshake_timeout)]
+                "--max-frame", str(self.max_frame), "--handshake-timeout", str(self.handshake_timeout),
+                "--keepalive", _net.format_keepalive(self.keepalive)]
         if self.tls:
             args += ["--tls-cert", self.tls.cert, "--tls-key", self.tls.key, "--tls-ca", self.tls.ca]
         if self.worker_log_level:
             args += ["--log-level", self.worker_log_level]
+        self._spawn_args = (env, args)
         for _ in range(self.spawn):
-            self._procs.append(subprocess.Popen(
-                [sys.executable, "-m", "drizzle_tcp._worker_main", *args],
-                stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, env=env, start_new_session=True,
-            ))
+            self._procs.append(self._spawn())
         deadline = time.monotonic() + self.start_timeout
         for i, proc in enumerate(self._procs):
             self.addresses.append(self._read_address(i, proc, deadline))
+
+    def _spawn(self) -> subprocess.Popen:
+        env, args = self._spawn_args
+        return subprocess.Popen([sys.executable, "-m", "drizzle_tcp._worker_main", *args],
+                                stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, env=env, start_new_session=True)
 
     def _read_address(self, i: int, proc: subprocess.Popen, deadline: float) -> str:
         """The daemon prints ``drizzle worker listening on HOST:PORT`` once it listens."""
@@ -190,6 +282,9 @@ class TcpTransport(Transport):
                 pass
             else:
                 return f"the worker process at {address} {_describe_exit(code)}"
+        if "timed out" in msg.reason and self.keepalive is not None:
+            return (f"the connection to {address} ended: {msg.reason} (no answer to TCP keepalive probes: "
+                    f"its host is unreachable or gone)")
         return f"the connection to {address} ended: {msg.reason}"
 
     @property
