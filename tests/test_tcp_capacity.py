@@ -121,6 +121,10 @@ def test_a_killed_daemon_started_by_the_driver_is_replaced(no_orphans):
         assert new[0] == pids[0] and new[1] != pids[1]
         assert ctx.workers[1] != name1 and _names_pid(ctx.workers[1]) == new[1]
         _shuffle_ok(ctx)  # the survivor reaches the replacement (new address, new epoch)
+        # both ends of the survivor <-> replacement connections know the replacement is incarnation 1
+        hubs = [p[0] for p in ctx.parallelize(range(2), 2).map_partitions(_hub_epochs).glom()]
+        assert hubs[0]["expected"].get(1) == 1 and {e for p, e in hubs[0]["conns"] if p == 1} == {1}
+        assert {e for p, e in hubs[1]["conns"] if p == 0} == {0}
         # and again, between jobs this time (noticed before the next group is planned)
         os.kill(new[1], signal.SIGKILL)
         time.sleep(0.2)
@@ -168,6 +172,17 @@ def test_keepalive_is_on_for_driver_and_worker_connections(no_orphans):
         assert [_keepalive(c.sock)[0] for c in ctx._transport._hub._conns] == [0]
     with pytest.raises(ValueError, match="keepalive"):
         dz.Context(transport="tcp", workers=1, keepalive=(0, 1, 1))
+
+
+def _hub_epochs(it):
+    """In a worker: its session Hub's expected incarnations and (peer, epoch) of its peer connections."""
+    import gc
+
+    from drizzle_core.transport import Hub
+
+    hub = next(h for h in gc.get_objects() if isinstance(h, Hub) and h._conns)
+    return [{"expected": dict(hub._expected),
+             "conns": sorted((c.peer, c.epoch) for c in hub._conns if isinstance(c.peer, int) and c.peer >= 0)}]
 
 
 def _keepalive(sock: socket.socket) -> tuple[int, int, int, int]:
