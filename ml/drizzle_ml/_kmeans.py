@@ -251,15 +251,16 @@ class KMeans(BaseEstimator):
     def make_problem(self, X: Any, num_partitions: int) -> P.Problem:
         """The fit as a :class:`~drizzle_ml.Problem`: what ``fit`` runs, and what benchmarks time."""
         X, k, _, tol, _ = self._checked(X)
-        return self._problem(X, k, tol, check_int(num_partitions, "num_partitions"))
+        return self._problem(X, self._initial_centers(X, k), tol, check_int(num_partitions, "num_partitions"))
 
-    def _problem(self, X: np.ndarray | sp.csr_matrix, k: int, tol: float, num_partitions: int) -> P.Problem:
+    def _problem(self, X: np.ndarray | sp.csr_matrix, centers: np.ndarray, tol: float,
+                 num_partitions: int) -> P.Problem:
         blocks = []
         for a, b in P.row_blocks(X.shape[0], num_partitions):
             rows = P.slice_rows(X, a, b)
             xx = float(rows.multiply(rows).sum()) if sp.issparse(rows) else float(np.einsum("ij,ij->", rows, rows))
             blocks.append((rows, xx))
-        init = KMeansState(self._initial_centers(X, k), np.inf, np.nan)
+        init = KMeansState(centers, np.inf, np.nan)
         return P.Problem(blocks=blocks, init=init, local=lloyd_local, combine=add, update=lloyd_update,
                          until=CenterShiftBelow(tol * _column_variance_mean(X)), loss=state_inertia,
                          finish=labels_and_inertia)
@@ -268,8 +269,9 @@ class KMeans(BaseEstimator):
     def fit(self, X: Any, y: Any = None) -> KMeans:
         """Cluster ``X`` (dense array or CSR matrix). ``y`` is ignored. Returns self."""
         X, k, max_iter, tol, group_size = self._checked(X)
+        centers = self._initial_centers(X, k)      # seeding on the driver, before any worker starts
         with fit_context(self.context) as ctx:
-            problem = self._problem(X, k, tol, self.num_partitions or ctx.num_workers)
+            problem = self._problem(X, centers, tol, self.num_partitions or ctx.num_workers)
             fit = P.run(problem, ctx, max_iter=max_iter, group_size=group_size,
                         verbose=bool(self.verbose), desc="KMeans")
         self.cluster_centers_ = fit.state.centers
