@@ -180,8 +180,14 @@ class Context:
         return list(self.iter_jobs(jobs, group_size))
 
     def iter_jobs(self, jobs: Iterable[tuple[D.Dataset, Callable[[Any], Any]]],
-                  group_size: GroupSize | None = None) -> Iterator[list[Any]]:
-        """Like :meth:`run_jobs`, but yields each job's results as soon as that job finishes."""
+                  group_size: GroupSize | None = None, *,
+                  keep_going: Callable[[], bool] | None = None) -> Iterator[list[Any]]:
+        """Like :meth:`run_jobs`, but yields each job's results as soon as that job finishes.
+
+        The next group is planned while the current one runs; ``keep_going()``
+        is asked before it starts, and False ends the iteration there (jobs
+        already pulled from ``jobs`` for that group do not run).
+        """
         self._check_open()
         g = self.group_size if group_size is None else group_size
         _check_group_size(g)
@@ -201,7 +207,7 @@ class Context:
 
             on_group = None  # type: ignore[assignment]
         self._scheduler.check_workers()
-        return self._scheduler.run(self._validated(jobs), next_size, on_group)
+        return self._scheduler.run(self._validated(jobs), next_size, on_group, keep_going)
 
     def _validated(self, jobs: Iterable[Any]) -> Iterator[tuple[D.Dataset, Callable[[Any], Any]]]:
         if isinstance(jobs, (str, bytes)) or not isinstance(jobs, Iterable):

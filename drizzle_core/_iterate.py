@@ -182,7 +182,8 @@ def iterate(ctx: Context, data: D.Dataset, init: Any, *, local: Callable[[Any, A
             state = new
 
     try:
-        for i, [(converged, state)] in enumerate(ctx.iter_jobs(jobs(), group_size), start=1):
+        for i, [(converged, state)] in enumerate(ctx.iter_jobs(jobs(), group_size, keep_going=lambda: not stop[0]),
+                                                    start=1):
             if result.converged:
                 continue  # the rest of a group after convergence: passed through, not new
             _checkpoint(pending.pop(i), converged, state)

@@ -74,6 +74,7 @@ class GroupPlan:
     stage_labels: dict[int, str] = field(default_factory=dict)
     run_of_worker: dict[int, set[int]] = field(default_factory=dict)  # worker -> runs it maps for
     mappers: dict[int, set[int]] = field(default_factory=dict)   # run -> workers that map for it
+    reads: set[int] = field(default_factory=set)     # nodes whose cached blocks tasks read
 
 
 class _Stage(NamedTuple):
@@ -88,7 +89,7 @@ class Planner:
     def __init__(self) -> None:
         self._stage_ids = itertools.count()
         self._run_ids = itertools.count()
-        self._group_ids = itertools.count(1)
+        self.next_group = 1
 
     def plan(
         self,
@@ -106,7 +107,8 @@ class Planner:
         """
         if not workers:
             raise WorkerLostError("no live worker is left to run jobs on", worker="")
-        plan = GroupPlan(group=next(self._group_ids))
+        plan = GroupPlan(group=self.next_group)
+        self.next_group += 1
         located: dict[Block, int] = dict(cache_locations)
         runs: dict[int, int] = {}  # shuffle_id -> run, for this group
         for job, ds, func in jobs:
@@ -203,6 +205,7 @@ class Planner:
             w = prefer if prefer >= 0 else workers[p % nw]
             index = len(plan.tasks)
             for block, loc in inputs:
+                plan.reads.add(block[1])
                 if loc != w:
                     fw = plan.forwards.setdefault(loc, [])
                     if (block, w) not in fw:

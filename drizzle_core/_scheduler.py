@@ -86,6 +86,21 @@ class _Run:
     worker_bytes: int = 0
 
 
+@dataclass
+class _Prepared:
+    """A planned and serialized group, waiting to be launched."""
+
+    plan: GroupPlan
+    program_id: int
+    program_bytes: bytes
+    plan_s: float
+    serialize_s: float
+    live: tuple[int, ...]   # the workers it was planned on
+
+
+_PLACEHOLDER = GroupPlan(group=-1)  # marks a group being planned (its plan is not made yet)
+
+
 class _Lost(Exception):
     """Internal: a worker was lost while a group ran (caught by the group loop)."""
 
@@ -108,9 +123,14 @@ class GroupScheduler:
         self._program_ids = itertools.count(1)
         self.pending_drops: dict[int, list[tuple]] = {}
         self.epochs: dict[int, int] = {}  # worker -> times replaced (its process incarnation)
-        self._deferred_unpersist: list[Any] = []  # datasets unpersisted during the group in flight
-        self._deferred_drops: dict[int, list[tuple]] = {}  # worker -> blocks to drop after it
-        self._in_group = False
+        # Groups planned (ahead) or running: {group id: plan}. While any is open,
+        # unpersists and drops wait:
+        # [(latest group id then, dataset | None, (worker, block) | None, asked while pulling jobs)].
+        self._open_plans: dict[int, Any] = {}
+        self._deferred: list[tuple[int, Any, Any, bool]] = []
+        self._latest_group = 0
+        self._recovered = False                 # a recovery since the group planned ahead was planned
+        self._pulling = False                   # the job generator is being pulled (by _prepare)
         self.max_recoveries = 3                  # lost workers one group survives
         self.on_failure: Callable[[], None] | None = None  # told of each recovery (adaptive G)
         self.trace: Trace | None = None
@@ -121,63 +141,138 @@ class GroupScheduler:
     def unpersist(self, ds: Any) -> None:
         """Stop caching ``ds``; its blocks are dropped on the workers with a later message.
 
-        Asked while a group is planned or running (a job generator unpersists
-        the state the job it just yielded reads), it takes effect when the
-        group ends: its tasks were planned against those blocks, and recovery
-        from a lost worker may still need them.
+        Asked while groups are planned or running (a job generator unpersists
+        the state the job it just yielded reads), it waits until the groups
+        open at that moment have ended: their tasks were planned against
+        those blocks, and recovery from a lost worker may still need them.
         """
-        if self._in_group:
-            self._deferred_unpersist.append(ds)
+        if self._open_plans:
+            self._deferred.append((self._latest_group, ds, None, self._pulling))
             return
         ds._cached = False
         self.drop_cached(ds.id)
 
     def drop_cached(self, node_id: int) -> None:
         """Forget a dataset's cached blocks (it was unpersisted, or garbage-collected)."""
-        drops = self._deferred_drops if self._in_group else self.pending_drops
         for block in [b for b in self.cache_locations if b[1] == node_id]:
             w = self.cache_locations.pop(block)
-            drops.setdefault(w, []).append(block)
+            if self._open_plans:
+                self._deferred.append((self._latest_group, None, (w, block), False))
+            else:
+                self.pending_drops.setdefault(w, []).append(block)
 
-    def _end_group(self, plan: GroupPlan | None) -> None:
-        """Commit the cached blocks the group made, then apply what was deferred during it."""
-        if plan is not None:
+    def _close(self, plan: GroupPlan, *, committed: bool, discarded: bool = False) -> None:
+        """A group ended (or was dropped unlaunched): commit its cached blocks, apply what waited for it.
+
+        A group ``discarded`` before launch never ran: the unpersists its job
+        generator asked for while its jobs were pulled are cancelled with it
+        (the caller may roll back to the datasets they would have superseded).
+        """
+        self._open_plans.pop(plan.group, None)
+        if committed:
             self.cache_locations.update(plan.new_cache)
-        self._in_group = False
-        for w, blocks in self._deferred_drops.items():
-            self.pending_drops.setdefault(w, []).extend(blocks)
-        self._deferred_drops.clear()
-        deferred, self._deferred_unpersist = self._deferred_unpersist, []
-        for ds in deferred:
-            self.unpersist(ds)
+        still_read = set().union(*(p.reads for p in self._open_plans.values())) if self._open_plans else set()
+        waiting, self._deferred = self._deferred, []
+        for tag, ds, drop, pulled in waiting:
+            node_id = ds.id if ds is not None else drop[1][1]
+            if discarded and pulled and tag == plan.group:
+                continue
+            if self._open_plans and (tag > plan.group or node_id in still_read):
+                self._deferred.append((tag, ds, drop, pulled))  # a later open group still reads it
+            elif ds is not None:
+                self.unpersist(ds)
+            else:
+                self.pending_drops.setdefault(drop[0], []).append(drop[1])
 
     # ---------------------------------------------------------------- run
     def run(self, jobs: Iterable[tuple[Any, Callable[[Any], Any]]],
             next_group_size: Callable[[], int],
-            on_group: Callable[[GroupMetrics], None] | None = None) -> Iterator[list[Any]]:
-        """Yield each job's results (one per partition), in job order."""
-        it = iter(jobs)
-        job_numbers = itertools.count()
-        while True:
-            g = next_group_size()
-            # Lazy: the planner pulls (and plans) one job at a time, so a job
-            # generator may unpersist what the job it yielded last has read.
-            pulled = ((next(job_numbers), ds, f) for ds, f in itertools.islice(it, g))
-            t0 = time.perf_counter()
-            self._in_group = True
-            try:
-                plan = self.planner.plan(pulled, self.live, self.cache_locations)
-            except BaseException:
-                self._end_group(None)
-                raise
-            if not plan.jobs:
-                self._end_group(None)
-                return
-            yield from self._run_group(plan, t0, on_group)
+            on_group: Callable[[GroupMetrics], None] | None = None,
+            keep_going: Callable[[], bool] | None = None) -> Iterator[list[Any]]:
+        """Yield each job's results (one per partition), in job order.
 
-    def _run_group(self, plan: GroupPlan, t0: float,
-                   on_group: Callable[[GroupMetrics], None] | None) -> Iterator[list[Any]]:
-        """Launch ``plan``, yield its jobs' results in order; survive lost workers.
+        Group k+1 is planned and serialized while group k runs (the driver
+        would otherwise sit idle waiting for results), and launched the
+        moment group k is done; so the planning cost of a group is off the
+        critical path. ``keep_going()`` is asked before each launch: False
+        drops a group planned ahead (a converged ``iterate``, a stopped stream).
+        """
+        it = iter(jobs)
+        numbers = itertools.count()
+        prep = self._prepare(it, numbers, next_group_size(), None)
+        while prep is not None:
+            ahead: list[Any] = []
+
+            def plan_next(base: GroupPlan, ahead: list[Any] = ahead) -> None:
+                try:
+                    ahead.append(self._prepare(it, numbers, next_group_size(), base))
+                except BaseException as e:  # raised once this group's results are out
+                    ahead.append(e)
+
+            try:
+                yield from self._run_group(prep, on_group, plan_next)
+            except BaseException:
+                for nxt in ahead:
+                    if isinstance(nxt, _Prepared):
+                        self._close(nxt.plan, committed=False, discarded=True)
+                raise
+            nxt = ahead[0] if ahead else self._prepare(it, numbers, next_group_size(), None)
+            if isinstance(nxt, BaseException):
+                raise nxt
+            if nxt is not None:
+                if keep_going is not None and not keep_going():
+                    self._close(nxt.plan, committed=False, discarded=True)
+                    return
+                if nxt.live != tuple(self.live) or self._recovered:
+                    nxt = self._replan(nxt)  # planned on workers or blocks that changed since
+            prep = nxt
+
+    def _prepare(self, it: Iterator[Any], numbers: Iterator[int], g: int,
+                 base: GroupPlan | None) -> _Prepared | None:
+        """Pull up to ``g`` jobs, plan and serialize them; None when there are no more jobs.
+
+        With ``base`` (the group still running) its cached blocks count as
+        made: the next group is planned to read them where ``base`` puts them.
+        """
+        # Lazy: the planner pulls (and plans) one job at a time, so a job
+        # generator may unpersist what the job it yielded last has read.
+        pulled = ((next(numbers), ds, f) for ds, f in itertools.islice(it, g))
+        located = self.cache_locations if base is None else {**self.cache_locations, **base.new_cache}
+        t0 = time.perf_counter()
+        group = self.planner.next_group
+        self._latest_group = group
+        self._open_plans[group] = _PLACEHOLDER
+        self._pulling = True
+        try:
+            plan = self.planner.plan(pulled, self.live, located)
+        except BaseException:
+            self._open_plans.pop(group, None)
+            raise
+        finally:
+            self._pulling = False
+        self._open_plans[plan.group] = plan
+        if not plan.jobs:
+            self._close(plan, committed=False)
+            return None
+        t1 = time.perf_counter()
+        program_id, program_bytes = self._serialize(plan, plan.jobs)
+        return _Prepared(plan, program_id, program_bytes, t1 - t0, time.perf_counter() - t1, tuple(self.live))
+
+    def _replan(self, prep: _Prepared) -> _Prepared:
+        old = prep.plan
+        t0 = time.perf_counter()
+        self._latest_group = self.planner.next_group
+        plan = self.planner.plan(old.jobs, self.live, self.cache_locations)
+        self._open_plans[plan.group] = plan
+        self._close(old, committed=False)
+        t1 = time.perf_counter()
+        program_id, program_bytes = self._serialize(plan, plan.jobs)
+        self._recovered = False
+        return _Prepared(plan, program_id, program_bytes, t1 - t0, time.perf_counter() - t1, tuple(self.live))
+
+    def _run_group(self, prep: _Prepared, on_group: Callable[[GroupMetrics], None] | None,
+                   plan_next: Callable[[GroupPlan], None]) -> Iterator[list[Any]]:
+        """Launch a prepared group, yield its jobs' results in order; survive lost workers.
 
         A lost worker aborts the attempt on the survivors, which keep the
         cached blocks that finished jobs made (the state later jobs read).
@@ -188,6 +283,7 @@ class GroupScheduler:
         messages of an aborted one are ignored), so each job's results are
         yielded exactly once, in job order.
         """
+        plan = first = prep.plan
         jobs = list(plan.jobs)
         next_job, last_job = jobs[0][0], jobs[-1][0]
         done: dict[int, list[Any]] = {}  # finished jobs not yielded yet
@@ -195,12 +291,11 @@ class GroupScheduler:
         busy = 0.0
         worker_bytes = 0
         msgs0, bytes0 = self.transport.messages_sent, self.transport.bytes_sent
-        t1 = time.perf_counter()
-        program_id, program_bytes = self._serialize(plan, jobs)
         t2 = time.perf_counter()
-        launched = self._launch(plan, program_id, program_bytes)
+        launched = self._launch(plan, prep.program_id, prep.program_bytes)
         t3 = time.perf_counter()
         run = self._start(plan, launched)
+        plan_next(plan)  # overlaps this group's run; its time is not this group's
         try:
             while run.remaining or run.awaiting_done:
                 lost = None
@@ -211,14 +306,18 @@ class GroupScheduler:
                         lost = lost or e
                 if lost is not None:
                     recoveries += 1
+                    self._recovered = True
                     busy += run.busy
                     worker_bytes += run.worker_bytes
                     if self.trace is not None:
                         self.trace.instant(f"lost {self.transport.worker_names[lost.worker]}", lost.reason)
                     for job in run.results.keys() - run.remaining.keys():
                         done.setdefault(job, run.results[job])
+                    old = plan
                     plan = self._recover(run, lost, recoveries, [j for j in jobs if j[0] not in done
                                                                  and j[0] >= next_job])
+                    self._open_plans[plan.group] = plan
+                    self._close(old, committed=False)
                     program_id, program_bytes = self._serialize(plan, plan.jobs)
                     run = self._start(plan, self._launch(plan, program_id, program_bytes))
                 for job in run.results.keys() - run.remaining.keys():
@@ -232,19 +331,21 @@ class GroupScheduler:
             if run.remaining or run.awaiting_done:
                 self._abort(run)
             self._run = None
-            self._end_group(None)
+            self._close(plan, committed=False)
             raise
         self._run = None
-        self._end_group(plan)
-        wall = time.perf_counter() - t0
+        self._close(plan, committed=True)
+        end = time.perf_counter()
+        wall = end - t2 + prep.plan_s + prep.serialize_s
         busy += run.busy
         worker_bytes += run.worker_bytes
         nw = max(1, len(launched))
         if self.trace is not None:
-            self.trace.group(plan.group, len(jobs), t0, t1, t2, t3, time.perf_counter())
+            self.trace.group(first.group, len(jobs), t2 - prep.plan_s - prep.serialize_s, t2 - prep.serialize_s,
+                             t2, t3, end)
         m = GroupMetrics(
-            group=plan.group, jobs=len(jobs), tasks=len(plan.tasks), workers=len(launched),
-            wall_s=wall, plan_s=t1 - t0, serialize_s=t2 - t1, launch_s=t3 - t2, busy_s=busy,
+            group=first.group, jobs=len(jobs), tasks=len(first.tasks), workers=len(launched),
+            wall_s=wall, plan_s=prep.plan_s, serialize_s=prep.serialize_s, launch_s=t3 - t2, busy_s=busy,
             coordination=min(1.0, max(0.0, 1.0 - busy / (wall * nw))),
             messages_sent=self.transport.messages_sent - msgs0, bytes_sent=self.transport.bytes_sent - bytes0,
             recoveries=recoveries, worker_bytes_sent=worker_bytes,
@@ -435,8 +536,8 @@ class GroupScheduler:
             self.live.remove(worker)
         for block in [b for b, w in self.cache_locations.items() if w == worker]:
             del self.cache_locations[block]
-        for drops in (self.pending_drops, self._deferred_drops):
-            drops.pop(worker, None)
+        self.pending_drops.pop(worker, None)
+        self._deferred = [d for d in self._deferred if d[2] is None or d[2][0] != worker]
         if run is not None:
             raise _Lost(worker, reason)
         name = self.transport.worker_names[worker]

@@ -100,6 +100,9 @@ class DStream:
     :meth:`collect_sink`) and the root :class:`Stream`'s :meth:`Stream.run`.
     """
 
+    #: attributes that change as batches are built (a stop may roll them back)
+    _batch_state: tuple[str, ...] = ()
+
     def __init__(self, root: Stream | None, parents: tuple[DStream, ...], label: str) -> None:
         self.root: Stream = root if root is not None else self  # type: ignore[assignment]
         self.parents = parents
@@ -371,6 +374,7 @@ class Stream(DStream):
         k0 = math.floor(time.time() / interval) + 1  # batch `first` starts at the next multiple of I
         pending: deque[tuple[int, BatchTime, list[int]]] = deque()
         groups_seen = [len(ctx.metrics)]
+        snapshots: dict[int, list[tuple[DStream, dict[str, Any]]]] = {}  # batch -> DStream state before it
 
         def jobs() -> Iterator[tuple[D.Dataset, Any]]:
             b = first
@@ -381,6 +385,7 @@ class Stream(DStream):
                 k = k0 + b - first
                 bt = BatchTime(round(k * interval, 6), round((k + 1) * interval, 6))
                 batch = _Batch(b, bt)
+                snapshots[b] = _snapshot(self._graph())
                 job, layout = self._job(batch)
                 pending.append((b, bt, layout))
                 try:
@@ -392,10 +397,17 @@ class Stream(DStream):
                 b += 1
                 self._next_batch = b
 
-        for result in ctx.iter_jobs(jobs(), group_size):
+        for result in ctx.iter_jobs(jobs(), group_size, keep_going=lambda: not self._stop.is_set()):
             arrived = time.time()
             b, bt, layout = pending.popleft()
+            snapshots.pop(b, None)
             self._deliver(b, bt, layout, result, arrived)
+        if pending:
+            # A group planned ahead was dropped by the stop: its batches never ran.
+            # Roll the DStreams' state back to just before the first of them.
+            first_dropped = pending[0][0]
+            _restore(snapshots[first_dropped])
+            self._next_batch = first_dropped
 
     def _cap_auto(self, last: Any) -> None:
         """Cap the AIMD group size so that planning a group does not hold its first batches back.
@@ -449,6 +461,21 @@ class Stream(DStream):
 
 
 _RAW = -1  # memo key of the batch's raw (stamped) source dataset
+
+
+def _snapshot(dstreams: list[DStream]) -> list[tuple[DStream, dict[str, Any]]]:
+    """Each DStream's mutable state (its per-batch attributes), shallow-copied.
+
+    Taken before a batch is built, so a batch that was planned but never ran
+    (a group dropped at a stop) can be undone.
+    """
+    return [(d, {k: (list(v) if isinstance(v, list) else v) for k in d._batch_state for v in (getattr(d, k),)})
+            for d in dstreams if d._batch_state]
+
+
+def _restore(snapshot: list[tuple[DStream, dict[str, Any]]]) -> None:
+    for d, attrs in snapshot:
+        vars(d).update(attrs)
 
 
 # ------------------------------------------------------------- DStream kinds
@@ -512,6 +539,8 @@ class _BroadcastJoin(DStream):
 
 
 class _StateByKey(DStream):
+    _batch_state = ("_state",)
+
     def __init__(self, parent: DStream, update: Callable[[list[Any], Any], Any], num_partitions: int | None) -> None:
         super().__init__(parent.root, (parent,), f"update_state_by_key({D._fn_name(update)})")
         self.merge = _UpdateState(update)

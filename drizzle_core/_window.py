@@ -57,6 +57,8 @@ def _multiple_of(x: float, interval: float, what: str) -> int:
 class BatchWindow(DStream):
     """The union of the last ``length`` seconds of batches, every ``slide`` seconds (see the module docstring)."""
 
+    _batch_state = ("_recent",)
+
     def __init__(self, parent: DStream, length: float, slide: float | None) -> None:
         interval = parent.root.interval
         slide = length if slide is None else slide
@@ -133,6 +135,8 @@ def windows_of(t: float, length: float, slide: float) -> list[float]:
 
 
 class _EventWindowAgg(DStream):
+    _batch_state = ("_state", "_watermark")
+
     def __init__(self, w: EventWindows, f: Callable[[Any, Any], Any], kv: Any, num_partitions: int | None) -> None:
         super().__init__(w.parent.root, (w.parent,), f"event-time window({w.length}, {w.slide})")
         self.w = w
