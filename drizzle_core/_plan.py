@@ -131,22 +131,32 @@ class Planner:
 
     # ------------------------------------------------------------------ stages
     def _stages(self, final: Dataset, located: dict[Block, int], runs: dict[int, int]) -> list[_Stage]:
-        """The job's stages that must run, parents before children (explicit stack)."""
+        """The job's stages that must run, parents before children.
+
+        A depth-first post-order with an explicit stack: a stage is emitted
+        after every shuffle it reads, and marked when emitted (a shuffle read
+        both by the final stage and by another shuffle's map side is pushed
+        twice and emitted once, before both).
+        """
         order: list[_Stage] = []
-        seen_shuffles: set[int] = set()
+        emitted: set[int] = set()  # shuffle ids whose map stage is in ``order``
         stack: list[tuple[_Stage, bool]] = [(_Stage(final, None, 0), False)]
         while stack:
             stage, expanded = stack.pop()
+            sid = stage.reader.node.deps[stage.dep_index].shuffle_id if stage.reader is not None else None
             if expanded:
-                order.append(stage)
+                if sid is None or sid not in emitted:
+                    if sid is not None:
+                        emitted.add(sid)
+                    order.append(stage)
+                continue
+            if sid is not None and sid in emitted:
                 continue
             stack.append((stage, True))
             for reader, i in _shuffle_reads(stage.dataset, located):
                 dep = reader.node.deps[i]
-                if dep.shuffle_id in runs or dep.shuffle_id in seen_shuffles:
-                    continue
-                seen_shuffles.add(dep.shuffle_id)
-                stack.append((_Stage(reader.parents[i], reader, i), False))
+                if dep.shuffle_id not in runs and dep.shuffle_id not in emitted:
+                    stack.append((_Stage(reader.parents[i], reader, i), False))
         return order
 
     # ------------------------------------------------------------------- tasks

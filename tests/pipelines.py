@@ -46,6 +46,14 @@ def prefix_sums(it):
     return out
 
 
+def swap_mod2(kv):
+    return (kv[1] % 2, kv[0])
+
+
+def sum_both(x, y):
+    return [sum(v for _, v in x) + sum(v for _, v in y)]
+
+
 int_steps = st.one_of(
     st.tuples(st.just("map"), st.integers(-3, 3), st.integers(-5, 5)),
     st.tuples(st.just("filter"), st.integers(2, 4), st.integers(0, 3)),
@@ -53,6 +61,8 @@ int_steps = st.one_of(
     st.tuples(st.just("map_partitions"), st.sampled_from(["rev", "prefix"])),
     st.tuples(st.just("union"), st.integers(1, 3)),
     st.tuples(st.just("cache")),
+    # a shuffle read by the final stage and by another shuffle's map side
+    st.tuples(st.just("diamond"), st.integers(1, 4)),
     st.tuples(st.just("key_by"), st.integers(1, 6), st.sampled_from(["reduce", "group", "join"]),
               st.integers(1, 5)),
 )
@@ -82,6 +92,11 @@ def build(ctx, source, steps):
             ds = ds.union(ds.map(lambda x, k=step[1]: x * k))
         elif kind == "cache":
             ds = ds.cache()
+        elif kind == "diamond":
+            n = step[1]
+            a = ds.key_by(lambda x: x % 3).reduce_by_key(add, n)
+            b = a.map(swap_mod2).reduce_by_key(add, n)
+            ds = b.zip_partitions(a, sum_both)
         elif kind == "key_by":
             _, k, how, n = step
             pairs = ds.key_by(lambda x, k=k: x % k)
