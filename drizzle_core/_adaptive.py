@@ -14,8 +14,9 @@ from __future__ import annotations
 class AIMD:
     """Multiplicative increase, additive decrease of the group size."""
 
-    def __init__(self, *, initial: int = 2, lower: float = 0.05, upper: float = 0.10,
-                 increase: float = 2.0, decrease: int = 1, min_size: int = 1, max_size: int = 1000) -> None:
+    def __init__(self, *, initial: int = 4, lower: float = 0.05, upper: float = 0.10,
+                 increase: float = 2.0, decrease: int = 1, min_size: int = 1, max_size: int = 1000,
+                 max_group_seconds: float = 1.0) -> None:
         if not 0 <= lower < upper <= 1:
             raise ValueError(f"need 0 <= lower < upper <= 1, got lower={lower}, upper={upper}")
         if increase <= 1 or decrease < 1 or not 1 <= min_size <= initial <= max_size:
@@ -27,15 +28,23 @@ class AIMD:
         self.decrease = decrease
         self.min_size = min_size
         self.max_size = max_size
-        self.cap: int | None = None
+        self.cap: int | None = None       # set by a caller (a stream's latency bound)
+        self.max_group_seconds = max_group_seconds
+        self.time_cap: int | None = None  # from the measured time per job
 
     def next_size(self) -> int:
-        size = self.size if self.cap is None else min(self.size, self.cap)
+        size = self.size
+        for cap in (self.cap, self.time_cap):
+            if cap is not None:
+                size = min(size, cap)
         return max(self.min_size, size)
 
-    def observe(self, coordination: float, jobs: int) -> None:
-        """Feed one finished group's coordination share and its job count."""
-        if jobs < self.size:
+    def observe(self, coordination: float, jobs: int, planned: int | None = None,
+                wall_s: float | None = None) -> None:
+        """Feed one finished group: its coordination share, jobs, planned size and wall time."""
+        if wall_s is not None and wall_s > 0 and jobs:
+            self.time_cap = max(self.min_size, int(self.max_group_seconds * jobs / wall_s))
+        if jobs < (planned if planned is not None else self.size):
             return  # a short last group says little about the right size
         if coordination > self.upper:
             self.size = min(self.max_size, max(self.size + 1, int(self.size * self.increase)))

@@ -198,7 +198,7 @@ class Context:
                 return controller.next_size()
 
             def on_group(m: GroupMetrics) -> None:
-                controller.observe(m.coordination, m.jobs)
+                controller.observe(m.coordination, m.jobs, m.planned_size, m.wall_s)
         else:
             fixed = int(g)
 

@@ -73,6 +73,7 @@ class GroupMetrics:
     bytes_sent: int
     recoveries: int = 0
     worker_bytes_sent: int = 0   # what workers sent: results, shuffle blocks, forwarded blocks
+    planned_size: int = 0        # the group size asked for (jobs is less for a short last group)
 
 
 @dataclass
@@ -96,6 +97,7 @@ class _Prepared:
     plan_s: float
     serialize_s: float
     live: tuple[int, ...]   # the workers it was planned on
+    size: int = 0           # the group size it was planned with
 
 
 _PLACEHOLDER = GroupPlan(group=-1)  # marks a group being planned (its plan is not made yet)
@@ -256,7 +258,7 @@ class GroupScheduler:
             return None
         t1 = time.perf_counter()
         program_id, program_bytes = self._serialize(plan, plan.jobs)
-        return _Prepared(plan, program_id, program_bytes, t1 - t0, time.perf_counter() - t1, tuple(self.live))
+        return _Prepared(plan, program_id, program_bytes, t1 - t0, time.perf_counter() - t1, tuple(self.live), g)
 
     def _replan(self, prep: _Prepared) -> _Prepared:
         old = prep.plan
@@ -268,7 +270,8 @@ class GroupScheduler:
         t1 = time.perf_counter()
         program_id, program_bytes = self._serialize(plan, plan.jobs)
         self._recovered = False
-        return _Prepared(plan, program_id, program_bytes, t1 - t0, time.perf_counter() - t1, tuple(self.live))
+        return _Prepared(plan, program_id, program_bytes, t1 - t0, time.perf_counter() - t1, tuple(self.live),
+                         prep.size)
 
     def _run_group(self, prep: _Prepared, on_group: Callable[[GroupMetrics], None] | None,
                    plan_next: Callable[[GroupPlan], None]) -> Iterator[list[Any]]:
@@ -348,7 +351,7 @@ class GroupScheduler:
             wall_s=wall, plan_s=prep.plan_s, serialize_s=prep.serialize_s, launch_s=t3 - t2, busy_s=busy,
             coordination=min(1.0, max(0.0, 1.0 - busy / (wall * nw))),
             messages_sent=self.transport.messages_sent - msgs0, bytes_sent=self.transport.bytes_sent - bytes0,
-            recoveries=recoveries, worker_bytes_sent=worker_bytes,
+            recoveries=recoveries, worker_bytes_sent=worker_bytes, planned_size=prep.size,
         )
         self.metrics.append(m)
         if on_group is not None:

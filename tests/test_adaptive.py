@@ -60,3 +60,19 @@ def test_a_short_last_group_does_not_move_the_size():
     ctl = AIMD(initial=16)
     ctl.observe(0.9, jobs=3)
     assert ctl.next_size() == 16
+
+
+def test_a_group_is_judged_against_the_size_it_was_planned_with():
+    # planned ahead: group k+1 is planned (size 8) before group k (size 4) is reported
+    ctl = AIMD(initial=4)
+    first, second = ctl.next_size(), None
+    ctl.observe(0.9, jobs=4, planned=first)
+    second = ctl.next_size()
+    ctl.observe(0.9, jobs=4, planned=first)  # the group planned before the increase: still counts
+    assert second == 8 and ctl.next_size() == 16
+
+
+def test_a_group_lasts_at_most_max_group_seconds():
+    ctl = AIMD(initial=64, max_group_seconds=0.5)
+    ctl.observe(0.9, jobs=64, planned=64, wall_s=6.4)  # 0.1 s per job
+    assert ctl.next_size() == 5
