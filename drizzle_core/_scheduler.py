@@ -49,7 +49,7 @@ from . import _messages as M
 from ._errors import RemoteTraceback, SerializationError, TaskError, WorkerLostError
 from ._plan import GroupPlan, Planner
 from ._trace import Trace
-from ._transport import Transport, WorkerLost
+from ._transport import Transport, WorkerJoined, WorkerLost
 from ._worker import Program
 
 log = logging.getLogger("drizzle.scheduler")
@@ -406,16 +406,16 @@ class GroupScheduler:
         if replace is None:
             return False
         try:
-            if not replace(worker, self.epochs.get(worker, 0) + 1):
-                return False
+            ready = replace(worker, self.epochs.get(worker, 0) + 1)
         except Exception as e:
             log.warning("could not replace worker %d: %s", worker, e)
             return False
-        self.worker_programs[worker] = OrderedDict()
+        if ready is False:
+            return False
         self.epochs[worker] = self.epochs.get(worker, 0) + 1
-        if worker not in self.live:
-            self.live.append(worker)
-            self.live.sort()
+        if ready:
+            self.add_worker(worker)
+        # else: starting; it joins (WorkerJoined) while the survivors carry on
         return True
 
     # ------------------------------------------------------------ launching
@@ -474,6 +474,9 @@ class GroupScheduler:
     def _dispatch(self, run: _Run, worker: int, msg: Any) -> None:
         if isinstance(msg, WorkerLost):
             self._on_worker_lost(run, worker, msg.reason)
+            return
+        if isinstance(msg, WorkerJoined):
+            self._on_worker_joined(worker)
             return
         tag, group = msg[0], msg[1]
         if group != run.plan.group:
@@ -556,11 +559,19 @@ class GroupScheduler:
             except Exception as e:  # the worker may be the one that just died
                 log.debug("could not send abort to worker %d: %s", w, e)
 
+    def _on_worker_joined(self, worker: int) -> None:
+        """A replacement is up: plans from now on (the next group, or a recovery) may use it."""
+        self.add_worker(worker)
+        if self.trace is not None:
+            self.trace.instant(f"{self.transport.worker_names[worker]} joined")
+
     def check_workers(self) -> None:
-        """Notice workers lost while idle (so the next plan avoids them)."""
+        """Notice workers lost or joined while idle (so the next plan sees them)."""
         for worker, msg in self.transport.poll(0):
             if isinstance(msg, WorkerLost):
                 self._on_worker_lost(None, worker, msg.reason)
+            elif isinstance(msg, WorkerJoined):
+                self._on_worker_joined(worker)
 
 
 def _culprit(plan: GroupPlan, batch: list, error: Exception) -> SerializationError:

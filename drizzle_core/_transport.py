@@ -22,6 +22,11 @@ class WorkerLost:
     reason: str
 
 
+@dataclass(frozen=True, slots=True)
+class WorkerJoined:
+    """Event: a worker started by ``replace_worker`` (which returned None) is ready."""
+
+
 class Transport(ABC):
     """Driver side of a transport. Created by the factory a plugin registers.
 
@@ -61,7 +66,8 @@ class Transport(ABC):
         """Stop every worker this transport started and release its resources."""
 
     # Optional, for capacity to come back (the scheduler checks with getattr):
-    #   replace_worker(index, epoch) -> bool   start a new process in a lost worker's slot
+    #   replace_worker(index, epoch) -> bool | None   start a new process in a lost worker's slot:
+    #       True, ready now; None, starting (poll reports (index, WorkerJoined()) when ready); False, cannot
     #   add_worker(spec) -> index               a new worker (tcp: an address), appended
 
     @property

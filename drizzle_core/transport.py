@@ -9,7 +9,7 @@ registers a factory through the ``drizzle_register_transports`` hook.
 from ._errors import TransportError
 from ._hub import Disconnected, Hub, ProtocolError
 from ._messages import DRIVER, STOP
-from ._transport import Transport, WorkerLost
+from ._transport import Transport, WorkerJoined, WorkerLost
 from ._wire import DEFAULT_MAX_FRAME, decode, encode
 from ._worker import WorkerRuntime
 from .hookspecs import hookimpl
@@ -23,6 +23,7 @@ __all__ = [
     "ProtocolError",
     "Transport",
     "TransportError",
+    "WorkerJoined",
     "WorkerLost",
     "WorkerRuntime",
     "decode",

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import signal
+import time
 
 import pytest
 import reference
@@ -84,7 +85,11 @@ def test_local_worker_killed_mid_group_gives_the_reference_result(tmp_path_facto
         _local["local"] = dz.Context(transport="local", workers=2)
     ctx = _local["local"]
     _run(ctx, tmp_path_factory.mktemp("kill"), items, partitions, jobs, group_size, kill_at)
-    assert len(ctx.workers) == 2 and ctx._scheduler.live == [0, 1]  # a replacement joined
+    deadline = time.monotonic() + 10
+    while ctx._scheduler.live != [0, 1] and time.monotonic() < deadline:  # a replacement joins
+        ctx._scheduler.check_workers()
+        time.sleep(0.01)
+    assert len(ctx.workers) == 2 and ctx._scheduler.live == [0, 1]
 
 
 @settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.too_slow,

@@ -20,6 +20,7 @@ from drizzle_core.transport import (
     Hub,
     Transport,
     TransportError,
+    WorkerJoined,
     WorkerLost,
 )
 
@@ -52,6 +53,7 @@ class LocalTransport(Transport):
         self._procs: list[subprocess.Popen] = []
         self._dir: str | None = None
         self._lost: set[int] = set()
+        self._starting: dict[int, float] = {}  # replacement worker -> connect deadline
         self._closed = False
 
     # ---------------------------------------------------------------- start
@@ -93,7 +95,7 @@ class LocalTransport(Transport):
         self._hub.add(self._connect(i, time.monotonic() + self.start_timeout), i)
         return i
 
-    def replace_worker(self, worker: int, epoch: int) -> bool:
+    def replace_worker(self, worker: int, epoch: int) -> bool | None:
         """Start a new process in a lost worker's slot (incarnation ``epoch``)."""
         if self._closed or not self.replace_lost:
             return False
@@ -105,9 +107,10 @@ class LocalTransport(Transport):
         with contextlib.suppress(FileNotFoundError):
             os.unlink(path)
         self._procs[worker] = self._spawn(worker, epoch)
-        self._hub.add(self._connect(worker, time.monotonic() + self.start_timeout), worker)
-        self._lost.discard(worker)
-        return True
+        # Python takes ~0.1 s to start: don't hold the recovery for it; poll()
+        # connects when the socket appears and reports WorkerJoined.
+        self._starting[worker] = time.monotonic() + self.start_timeout
+        return None
 
     def _connect(self, i: int, deadline: float):
         path = os.path.join(self._dir or "", f"w{i}.sock")
@@ -137,12 +140,39 @@ class LocalTransport(Transport):
         return self._hub.send(worker, message)
 
     def poll(self, timeout: float | None) -> list[tuple[int, Any]]:
+        if self._starting:
+            timeout = 0.005 if timeout is None else min(timeout, 0.005)
         events = self._hub.poll(timeout)
         for k, (worker, msg) in enumerate(events):
             if isinstance(msg, Disconnected):
                 events[k] = (worker, WorkerLost(self._why_lost(worker, msg)))
                 self._lost.add(worker)
+        if self._starting:
+            events.extend(self._joined())
         return events
+
+    def _joined(self) -> list[tuple[int, Any]]:
+        """Connect to replacements whose socket is up; give up on those that died or are late."""
+        joined = []
+        for worker, deadline in list(self._starting.items()):
+            proc = self._procs[worker]
+            path = os.path.join(self._dir or "", f"w{worker}.sock")
+            if proc.poll() is not None or time.monotonic() > deadline:
+                del self._starting[worker]
+                log.warning("the replacement for local worker %d did not start (%s)", worker,
+                            _describe_exit(proc.returncode) if proc.returncode is not None else "timed out")
+                continue
+            if not os.path.exists(path):
+                continue
+            try:
+                sock = _hello.connect(path, DRIVER)
+            except OSError:
+                continue
+            del self._starting[worker]
+            self._hub.add(sock, worker)
+            self._lost.discard(worker)
+            joined.append((worker, WorkerJoined()))
+        return joined
 
     def _why_lost(self, worker: int, msg: Disconnected) -> str:
         proc = self._procs[worker]
