@@ -53,8 +53,9 @@ class TransportConformance:
     workers = 2
 
     @pytest.fixture(scope="class")
-    def ctx(self):
-        with dz.Context(transport=self.transport, workers=self.workers, **self.options) as ctx:
+    @classmethod
+    def ctx(cls):
+        with dz.Context(transport=cls.transport, workers=cls.workers, **cls.options) as ctx:
             yield ctx
 
     def test_narrow_pipeline_keeps_partition_order(self, ctx):

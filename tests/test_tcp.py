@@ -98,7 +98,8 @@ class TestTcpTls(TransportConformance):
     transport = "tcp"
 
     @pytest.fixture(scope="class")
-    def ctx(self, tls_files):
+    @classmethod
+    def ctx(cls, tls_files):
         with dz.Context(transport="tcp", workers=2, **tls_files) as ctx:
             yield ctx
 
@@ -188,7 +189,8 @@ def _wait_eof(sock: socket.socket) -> None:
 # --------------------------------------------------------------- bad input
 class TestBadInput:
     @pytest.fixture(scope="class")
-    def daemon(self, tmp_path_factory):
+    @classmethod
+    def daemon(cls, tmp_path_factory):
         d = Daemon(tmp_path_factory.mktemp("daemon"), "--max-frame", str(MAX_FRAME),
                    "--handshake-timeout", str(HANDSHAKE_TIMEOUT))
         yield d
