@@ -19,8 +19,9 @@ iterations after the last one the driver saw.
 
 Convergence: the state travels as ``(converged, state)``. The reducer
 evaluates ``until`` after each update; once true, later iterations of the
-same group pass the state through without calling ``local`` or ``update``,
-and the driver starts no new group.
+same group pass the state through without calling ``local`` or ``update``;
+the driver, seeing the converged state, aborts the rest of the group and
+starts no new one.
 """
 
 from __future__ import annotations
@@ -181,11 +182,9 @@ def iterate(ctx: Context, data: D.Dataset, init: Any, *, local: Callable[[Any, A
             state.unpersist()  # the job just yielded is planned: its input can go after the group
             state = new
 
+    states = ctx.iter_jobs(jobs(), group_size, keep_going=lambda: not stop[0])
     try:
-        for i, [(converged, state)] in enumerate(ctx.iter_jobs(jobs(), group_size, keep_going=lambda: not stop[0]),
-                                                    start=1):
-            if result.converged:
-                continue  # the rest of a group after convergence: passed through, not new
+        for i, [(converged, state)] in enumerate(states, start=1):
             _checkpoint(pending.pop(i), converged, state)
             result.history.append(state)
             result.state = state
@@ -195,6 +194,11 @@ def iterate(ctx: Context, data: D.Dataset, init: Any, *, local: Callable[[Any, A
             if converged:
                 result.converged = True
                 stop[0] = True
+                break
     finally:
+        # After convergence the rest of the group would only pass the state
+        # through: closing the stream aborts it (and the group, cut short,
+        # does not feed the group-size tuner with what looks like overhead).
+        states.close()
         state0.unpersist()
     return result

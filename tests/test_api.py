@@ -195,6 +195,7 @@ def test_iterate_matches_a_sequential_loop_for_every_group_size(ctx):
 
 
 def test_iterate_until_stops_inside_the_group(ctx):
+    """Repeated converging fits must not inflate the automatic group size either."""
     ds = ctx.parallelize(np.ones((10, 1)), 2)
     n = len(ctx.metrics)
     r = ctx.iterate(ds, 0.0, local=lambda part, s: float(part.sum()), combine=operator.add,
@@ -202,7 +203,13 @@ def test_iterate_until_stops_inside_the_group(ctx):
                     until=lambda s: s >= 75)
     assert r.converged and r.iterations == 8 and r.state == 80.0
     assert r.history == [10.0 * i for i in range(1, 9)]
-    assert len(ctx.metrics) - n == 1  # no second group started
+    assert len(ctx.metrics) == n  # the group was cut short at convergence; no second group started
+    assert ctx.parallelize(range(4), 2).sum() == 6  # and the workers are free for the next job
+    size = ctx._adaptive.next_size()
+    for _ in range(5):
+        ctx.iterate(ds, 0.0, local=lambda part, s: float(part.sum()), combine=operator.add,
+                    update=lambda s, total: s + total, iterations=1000, until=lambda s: s >= 75)
+    assert ctx._adaptive.next_size() <= max(size, 16)
 
 
 def test_iterate_data_goes_to_workers_once(ctx):
