@@ -9,6 +9,7 @@ registers a factory through the ``drizzle_register_transports`` hook.
 from ._errors import TransportError
 from ._hub import Disconnected, Hub, ProtocolError
 from ._messages import DRIVER, STOP
+from ._process import describe_exit, die_with_parent, worker_env
 from ._transport import Transport, WorkerJoined, WorkerLost
 from ._wire import DEFAULT_MAX_FRAME, decode, encode
 from ._worker import WorkerRuntime
@@ -27,6 +28,9 @@ __all__ = [
     "WorkerLost",
     "WorkerRuntime",
     "decode",
+    "describe_exit",
+    "die_with_parent",
     "encode",
     "hookimpl",
+    "worker_env",
 ]

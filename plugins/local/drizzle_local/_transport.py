@@ -6,7 +6,6 @@ import contextlib
 import logging
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -22,6 +21,8 @@ from drizzle_core.transport import (
     TransportError,
     WorkerJoined,
     WorkerLost,
+    describe_exit,
+    worker_env,
 )
 
 from . import _hello
@@ -29,11 +30,6 @@ from . import _hello
 log = logging.getLogger("drizzle.local")
 
 START_TIMEOUT = 60.0
-# One BLAS thread per worker: the workers are the parallelism, and N workers
-# each running N BLAS threads on N cores would oversubscribe them.
-_THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "VECLIB_MAXIMUM_THREADS",
-                "NUMEXPR_NUM_THREADS")
-
 
 class LocalTransport(Transport):
     """``workers`` processes on this host; see the package docstring."""
@@ -59,13 +55,7 @@ class LocalTransport(Transport):
     # ---------------------------------------------------------------- start
     def start(self) -> None:
         self._dir = tempfile.mkdtemp(prefix="drizzle-local-")
-        env = dict(os.environ)
-        for var in _THREAD_VARS:
-            env.setdefault(var, "1")
-        # The driver's import path, as multiprocessing's spawn passes it: functions
-        # from the user's own modules (a script's neighbours, tests) pickle by
-        # reference and must import on the workers too.
-        env["PYTHONPATH"] = os.pathsep.join(p or os.getcwd() for p in sys.path)
+        env = worker_env()
         try:
             self._env = env
             for i in range(self.num_workers):
@@ -118,7 +108,7 @@ class LocalTransport(Transport):
             code = self._procs[i].poll()
             if code is not None:
                 raise TransportError(f"local worker {i} (pid {self._procs[i].pid}) exited while starting "
-                                     f"({_describe_exit(code)}); its error output is above")
+                                     f"({describe_exit(code)}); its error output is above")
             if os.path.exists(path):
                 try:
                     return _hello.connect(path, DRIVER)
@@ -160,7 +150,7 @@ class LocalTransport(Transport):
             if proc.poll() is not None or time.monotonic() > deadline:
                 del self._starting[worker]
                 log.warning("the replacement for local worker %d did not start (%s)", worker,
-                            _describe_exit(proc.returncode) if proc.returncode is not None else "timed out")
+                            describe_exit(proc.returncode) if proc.returncode is not None else "timed out")
                 continue
             if not os.path.exists(path):
                 continue
@@ -180,7 +170,7 @@ class LocalTransport(Transport):
             code = proc.wait(timeout=1.0)
         except subprocess.TimeoutExpired:
             return f"its connection ended ({msg.reason}) but the process is still running"
-        return f"the process {_describe_exit(code)}"
+        return f"the process {describe_exit(code)}"
 
     @property
     def messages_sent(self) -> int:
@@ -212,11 +202,3 @@ class LocalTransport(Transport):
         if self._dir:
             shutil.rmtree(self._dir, ignore_errors=True)
 
-
-def _describe_exit(code: int) -> str:
-    if code < 0:
-        try:
-            return f"was killed by signal {-code} ({signal.Signals(-code).name})"
-        except ValueError:
-            return f"was killed by signal {-code}"
-    return f"exited with status {code}"

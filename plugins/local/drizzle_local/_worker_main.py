@@ -8,29 +8,17 @@ outlives a driver killed with kill -9.
 
 from __future__ import annotations
 
-import ctypes
 import logging
 import os
 import signal
 import socket
 import sys
 
-from drizzle_core.transport import DRIVER, Disconnected, Hub, WorkerRuntime
+from drizzle_core.transport import DRIVER, Disconnected, Hub, WorkerRuntime, die_with_parent
 
 from . import _hello
 
 log = logging.getLogger("drizzle.local.worker")
-
-
-def _die_with_parent(parent_pid: int) -> None:
-    if sys.platform.startswith("linux"):
-        try:
-            libc = ctypes.CDLL(None, use_errno=True)
-            libc.prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG
-        except OSError:
-            pass
-    if os.getppid() != parent_pid:  # the parent died before prctl took effect
-        os._exit(0)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -38,7 +26,7 @@ def main(argv: list[str] | None = None) -> int:
     index_s, directory, parent_s = args[:3]
     index, parent_pid = int(index_s), int(parent_s)
     epoch = int(args[3]) if len(args) > 3 else 0
-    _die_with_parent(parent_pid)
+    die_with_parent(parent_pid)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the driver's to handle
     logging.basicConfig(level=os.environ.get("DRIZZLE_LOG_LEVEL", "WARNING"),
                         format=f"%(asctime)s worker {index} %(levelname)s %(name)s: %(message)s")

@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import ctypes
 import logging
-import os
 import signal
 import sys
 
-from drizzle_core.transport import DEFAULT_MAX_FRAME
+from drizzle_core.transport import DEFAULT_MAX_FRAME, die_with_parent
 
 from . import _net
 
@@ -57,25 +55,13 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--one-session", action="store_true", help=argparse.SUPPRESS)
 
 
-def _die_with_parent(parent_pid: int) -> None:
-    """Daemons a driver starts itself die with it, even after kill -9 (as drizzle_local's workers)."""
-    if sys.platform.startswith("linux"):
-        try:
-            libc = ctypes.CDLL(None, use_errno=True)
-            libc.prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG
-        except OSError:
-            pass
-    if os.getppid() != parent_pid:  # the parent died before prctl took effect
-        os._exit(0)
-
-
 def run(args: argparse.Namespace) -> int:
     from ._daemon import WorkerDaemon
 
     level = args.worker_log_level or getattr(args, "log_level", None) or "WARNING"
     logging.getLogger("drizzle").setLevel(level.upper())
     if args.parent_pid is not None:
-        _die_with_parent(args.parent_pid)
+        die_with_parent(args.parent_pid)
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the driver's to handle
     try:
         secret = _net.read_secret(secret_file=args.secret_file)

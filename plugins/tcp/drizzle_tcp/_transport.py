@@ -55,7 +55,6 @@ import logging
 import os
 import secrets
 import selectors
-import signal
 import subprocess
 import sys
 import time
@@ -71,6 +70,8 @@ from drizzle_core.transport import (
     Transport,
     TransportError,
     WorkerLost,
+    describe_exit,
+    worker_env,
 )
 
 from . import _net
@@ -79,10 +80,6 @@ from ._handshake import PEERS
 log = logging.getLogger("drizzle.tcp")
 
 START_TIMEOUT = 60.0
-# One BLAS thread per worker: the workers are the parallelism (as in drizzle_local).
-_THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "VECLIB_MAXIMUM_THREADS",
-                "NUMEXPR_NUM_THREADS")
-
 
 class TcpTransport(Transport):
     """Workers reached over TCP; see the module docstring."""
@@ -205,11 +202,7 @@ class TcpTransport(Transport):
         return True
 
     def _start_daemons(self) -> None:
-        env = dict(os.environ)
-        for var in _THREAD_VARS:
-            env.setdefault(var, "1")
-        # The driver's import path, as multiprocessing's spawn passes it (see drizzle_local).
-        env["PYTHONPATH"] = os.pathsep.join(p or os.getcwd() for p in sys.path)
+        env = worker_env()
         env["DRIZZLE_SECRET"] = self.secret.decode()  # not on the command line, where ps would show it
         args = ["--listen", "127.0.0.1:0", "--parent-pid", str(os.getpid()), "--one-session",
                 "--max-frame", str(self.max_frame), "--handshake-timeout", str(self.handshake_timeout),
@@ -242,7 +235,7 @@ class TcpTransport(Transport):
                     if line.startswith("drizzle worker listening on "):
                         return line.rsplit(" ", 1)[1]
                     code = proc.wait(timeout=5)
-                    raise TransportError(f"tcp worker {i} (pid {proc.pid}) {_describe_exit(code)} while "
+                    raise TransportError(f"tcp worker {i} (pid {proc.pid}) {describe_exit(code)} while "
                                          f"starting; its error output is above")
                 if time.monotonic() > deadline:
                     raise TransportError(f"tcp worker {i} (pid {proc.pid}) did not start within "
@@ -281,7 +274,7 @@ class TcpTransport(Transport):
             except subprocess.TimeoutExpired:
                 pass
             else:
-                return f"the worker process at {address} {_describe_exit(code)}"
+                return f"the worker process at {address} {describe_exit(code)}"
         if "timed out" in msg.reason and self.keepalive is not None:
             return (f"the connection to {address} ended: {msg.reason} (no answer to TCP keepalive probes: "
                     f"its host is unreachable or gone)")
@@ -317,11 +310,3 @@ class TcpTransport(Transport):
                 proc.kill()
                 proc.wait()
 
-
-def _describe_exit(code: int) -> str:
-    if code < 0:
-        try:
-            return f"was killed by signal {-code} ({signal.Signals(-code).name})"
-        except ValueError:
-            return f"was killed by signal {-code}"
-    return f"exited with status {code}"
