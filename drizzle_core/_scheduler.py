@@ -7,8 +7,9 @@ group's program (nodes and job functions) is cloudpickled ONCE and each
 worker gets ONE launch message with all of its tasks. From then on the
 driver only listens: map outputs travel worker to worker, and each job's
 results are yielded, in job order, as soon as that job's last result
-arrives. The next group is planned when every worker has reported the
-current one done.
+arrives. While a group runs, the next one is pulled, planned and pickled
+(``_prepare``, against the blocks the running group will leave), and it is
+launched the moment every worker has reported the current one done.
 
 State kept between groups (shapes in comments):
 
@@ -17,6 +18,9 @@ State kept between groups (shapes in comments):
     worker_programs: [OrderedDict[program id]]  mirror of each worker's program LRU
     programs: OrderedDict[key -> (program id, bytes, Program)]  serialized programs
     pending_drops: {worker: [block]}        unpersisted blocks to drop at next launch
+    epochs: {worker: incarnation}           how often a worker's slot was refilled
+    _open_plans: {group: GroupPlan}         planned ahead or running
+    _deferred: [(group, dataset, drop, pulled)]  unpersists waiting for open groups
     metrics: [GroupMetrics]
 
 State of the group in flight (``_Run``): the plan, ``results: {job:
@@ -26,12 +30,12 @@ ignored), ``awaiting_done: {worker}``.
 
 Events and their transitions (one small method each): ``RESULTS`` →
 ``_on_results``; ``FAILED`` → ``_on_failed`` (abort the group everywhere,
-raise TaskError); ``DONE`` → ``_on_done``; ``WorkerLost`` →
-``_on_worker_lost`` (forget its blocks; during a group, ``_recover``:
-abort the attempt, keep finished jobs' cached blocks, replace the worker if
-the transport can, re-plan the unfinished jobs).
+raise TaskError: a user error is not retried); ``DONE`` → ``_on_done``;
+``WorkerLost`` → ``_on_worker_lost`` (forget its blocks; during a group,
+``_recover``: abort the attempt, keep finished jobs' cached blocks, start a
+replacement if the transport can, re-plan the unfinished jobs — at most
+``max_recoveries`` times per group); ``WorkerJoined`` → ``_on_worker_joined``.
 """
-
 from __future__ import annotations
 
 import itertools
