@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import inspect
 import numbers
+import warnings
 from collections.abc import Iterator
 from typing import Any
 
@@ -58,6 +59,17 @@ class BaseEstimator:
                 continue
             shown.append(f"{name}=<array {value.shape}>" if isinstance(value, np.ndarray) else f"{name}={value!r}")
         return f"{type(self).__name__}({', '.join(shown)})"
+
+    def _record_gd_fit(self, fit: Any, n_features: int) -> None:
+        """The fitted attributes every gradient-descent estimator sets, and its convergence warning."""
+        self.n_iter_ = fit.iterations
+        self.loss_curve_ = [s.loss for s in fit.history]
+        self.n_features_in_ = n_features
+        self.iterate_seconds_ = fit.seconds
+        if not fit.converged:
+            warnings.warn(f"{type(self).__name__} did not converge in {fit.iterations} iterations "
+                          f"(max |gradient| {fit.state.grad_max:.3g} > tol {self.tol}); "  # type: ignore[attr-defined]
+                          "raise max_iter or tol", ConvergenceWarning, stacklevel=3)
 
     def _check_fitted(self, attr: str) -> None:
         if not hasattr(self, attr):

@@ -14,7 +14,6 @@ same machinery serves any smooth loss; the step and the stopping rule are in
 
 from __future__ import annotations
 
-import warnings
 from typing import Any
 
 import numpy as np
@@ -25,7 +24,6 @@ from . import _gd
 from . import _problem as P
 from ._base import (
     BaseEstimator,
-    ConvergenceWarning,
     check_context,
     check_float,
     check_group_size,
@@ -122,14 +120,7 @@ class LinearRegression(BaseEstimator):
         theta = fit.state.best
         self.coef_ = theta[:d].copy()
         self.intercept_ = float(theta[d]) if self.fit_intercept else 0.0
-        self.n_iter_ = fit.iterations
-        self.loss_curve_ = [s.loss for s in fit.history]
-        self.n_features_in_ = d
-        self.iterate_seconds_ = fit.seconds
-        if not fit.converged:
-            warnings.warn(f"LinearRegression did not converge in {fit.iterations} iterations "
-                          f"(max |gradient| {fit.state.grad_max:.3g} > tol {self.tol}); "
-                          "raise max_iter or tol", ConvergenceWarning, stacklevel=2)
+        self._record_gd_fit(fit, d)
         return self
 
     def predict(self, X: Any) -> np.ndarray:

@@ -14,7 +14,6 @@ The step and the stopping rule are in :mod:`._gd`.
 
 from __future__ import annotations
 
-import warnings
 from typing import Any
 
 import numpy as np
@@ -26,7 +25,6 @@ from . import _gd
 from . import _problem as P
 from ._base import (
     BaseEstimator,
-    ConvergenceWarning,
     check_context,
     check_float,
     check_group_size,
@@ -188,14 +186,7 @@ class LogisticRegression(BaseEstimator):
             self.coef_ = theta[:d * K].reshape(d, K).T.copy()
         self.intercept_ = theta[d * K:].copy() if self.fit_intercept else np.zeros(K)
         self.classes_ = classes
-        self.n_iter_ = fit.iterations
-        self.loss_curve_ = [s.loss for s in fit.history]
-        self.n_features_in_ = d
-        self.iterate_seconds_ = fit.seconds
-        if not fit.converged:
-            warnings.warn(f"LogisticRegression did not converge in {fit.iterations} iterations "
-                          f"(max |gradient| {fit.state.grad_max:.3g} > tol {self.tol}); "
-                          "raise max_iter or tol", ConvergenceWarning, stacklevel=2)
+        self._record_gd_fit(fit, d)
         return self
 
     # ------------------------------------------------------------ predicting
