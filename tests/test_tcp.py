@@ -7,6 +7,7 @@ daemon logged exactly one line about it and still serves a good driver.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -497,9 +498,10 @@ def _netns_usable() -> str | None:
     return None
 
 
-def test_workers_in_their_own_network_namespaces(tmp_path, no_orphans):
-    """Two daemons on 10.200.0.2 and .3 in their own namespaces, the driver in a third: the driver
-    and the shuffle (worker to worker) really cross veth interfaces."""
+@contextlib.contextmanager
+def netns_workers(*args: str):
+    """Namespaces "a" and "b" with a worker daemon each (10.200.0.2 and .3, extra ``args``) and "drv"
+    for a driver; yields ``(net, env, addresses)`` and tears everything down. Skips where unusable."""
     why = _netns_usable()
     if why:
         pytest.skip(why)
@@ -512,11 +514,28 @@ def test_workers_in_their_own_network_namespaces(tmp_path, no_orphans):
         for name, host in (("a", 2), ("b", 3)):
             proc = subprocess.Popen(
                 ["ip", "netns", "exec", net.ns(name), sys.executable, "-m", "drizzle_tcp._worker_main",
-                 "--listen", f"10.200.0.{host}:7078"], stdout=subprocess.PIPE, env=env, text=True)
+                 "--listen", f"10.200.0.{host}:7078", *args], stdout=subprocess.PIPE, env=env, text=True)
             procs.append(proc)
             line = proc.stdout.readline()
             assert line.startswith("drizzle worker listening on 10.200.0."), line
             addresses.append(line.split()[-1])
+        yield net, env, addresses
+    finally:
+        for proc in procs:
+            proc.terminate()
+            try:
+                proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+            proc.stdout.close()
+        net.teardown()
+
+
+def test_workers_in_their_own_network_namespaces(tmp_path, no_orphans):
+    """Two daemons on 10.200.0.2 and .3 in their own namespaces, the driver in a third: the driver
+    and the shuffle (worker to worker) really cross veth interfaces."""
+    with netns_workers() as (net, env, addresses):
         sent_before = {n: net.tx_bytes(n) for n in ("a", "b")}
         script = tmp_path / "driver.py"
         script.write_text(_NETNS_DRIVER)
@@ -531,16 +550,6 @@ def test_workers_in_their_own_network_namespaces(tmp_path, no_orphans):
         sent = {n: net.tx_bytes(n) - sent_before[n] for n in ("a", "b")}
         # each worker sent the blocks that crossed from it over its own eth0 (4 MB each)
         assert crossed >= 1 and sum(sent.values()) >= crossed * (4 << 20), (crossed, sent)
-    finally:
-        for proc in procs:
-            proc.terminate()
-            try:
-                proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-            proc.stdout.close()
-        net.teardown()
 
 
 def test_daemons_started_by_a_driver_die_with_it_on_kill_9(tmp_path, no_orphans):

@@ -26,7 +26,7 @@ import time
 
 import pytest
 from conformance import worker_pids
-from test_tcp import SECRET, Daemon, NetNS, _env, _netns_usable
+from test_tcp import SECRET, Daemon, netns_workers
 
 import drizzle_core as dz
 
@@ -260,24 +260,7 @@ def test_a_vanished_host_is_lost_within_the_keepalive_time(tmp_path, no_orphans)
     """A worker's network link goes down mid-group (nothing is closed: the host just vanishes); the
     driver's keepalive (1 s idle, 1 s interval, 2 probes) notices it within a few seconds and the
     group finishes on the survivor."""
-    why = _netns_usable()
-    if why:
-        pytest.skip(why)
-    net = NetNS()
-    procs: list[subprocess.Popen] = []
-    env = _env(DRIZZLE_SECRET=SECRET)
-    try:
-        net.setup()
-        addresses = []
-        for name, host in (("a", 2), ("b", 3)):
-            proc = subprocess.Popen(
-                ["ip", "netns", "exec", net.ns(name), sys.executable, "-m", "drizzle_tcp._worker_main",
-                 "--listen", f"10.200.0.{host}:7078", "--keepalive", "1,1,2"], stdout=subprocess.PIPE, env=env,
-                text=True)
-            procs.append(proc)
-            line = proc.stdout.readline()
-            assert line.startswith("drizzle worker listening on 10.200.0."), line
-            addresses.append(line.split()[-1])
+    with netns_workers("--keepalive", "1,1,2") as (net, env, addresses):
         script = tmp_path / "driver.py"
         script.write_text(_VANISH_DRIVER)
         run = subprocess.run(["ip", "netns", "exec", net.ns("drv"), sys.executable, str(script), net.ns("b"),
@@ -289,13 +272,3 @@ def test_a_vanished_host_is_lost_within_the_keepalive_time(tmp_path, no_orphans)
         assert "10.200.0.3" in result["reason"] and "keepalive" in result["reason"], result["reason"]
         assert result["detected_after"] < 5.0, result  # about idle + interval * count = 3 s after the last byte
         assert len(result["live"]) == 1 and "10.200.0.2" in result["live"][0]
-    finally:
-        for proc in procs:
-            proc.terminate()
-            try:
-                proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-            proc.stdout.close()
-        net.teardown()

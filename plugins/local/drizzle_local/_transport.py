@@ -31,6 +31,7 @@ log = logging.getLogger("drizzle.local")
 
 START_TIMEOUT = 60.0
 
+
 class LocalTransport(Transport):
     """``workers`` processes on this host; see the package docstring."""
 

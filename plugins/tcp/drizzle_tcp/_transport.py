@@ -81,6 +81,7 @@ log = logging.getLogger("drizzle.tcp")
 
 START_TIMEOUT = 60.0
 
+
 class TcpTransport(Transport):
     """Workers reached over TCP; see the module docstring."""
 
