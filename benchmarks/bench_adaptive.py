@@ -45,6 +45,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+from _tables import table
 
 WORKERS = 2
 PARTITIONS = 4
@@ -194,14 +195,6 @@ def measure(workload: Workload, configs: list[Config], repeat: int) -> None:
 
 
 # -------------------------------------------------------------------- table
-
-
-def table(headers: list[str], rows: list[list[str]]) -> str:
-    widths = [max(len(r[i]) for r in [headers, *rows]) for i in range(len(headers))]
-    lines = ["  ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(r, widths)))
-             for r in [headers, *rows]]
-    lines.insert(1, "  ".join("-" * w for w in widths))
-    return "\n".join(lines)
 
 
 def rle(values: list[Any]) -> str:

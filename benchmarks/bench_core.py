@@ -45,6 +45,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+from _tables import fmt, table
 
 WORKERS = 2
 PARTITIONS = 4
@@ -480,18 +481,6 @@ def bench_ray(workloads: list[str], iterations: int, repeat: int, quick: bool) -
 # -------------------------------------------------------------------- table
 
 
-def _fmt(x: float | None, spec: str) -> str:
-    return "-" if x is None else format(x, spec)
-
-
-def table(headers: list[str], rows: list[list[str]]) -> str:
-    widths = [max(len(r[i]) for r in [headers, *rows]) for i in range(len(headers))]
-    lines = ["  ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(r, widths)))
-             for r in [headers, *rows]]
-    lines.insert(1, "  ".join("-" * w for w in widths))
-    return "\n".join(lines)
-
-
 def report(workload: str, rows: list[Row]) -> None:
     rows = [r for r in rows if r.workload == workload]
     if not rows:
@@ -507,18 +496,18 @@ def report(workload: str, rows: list[Row]) -> None:
         overhead = None
         if r.tasks_per_iter:
             overhead = (r.ms - floor) / r.tasks_per_iter * WORKERS * 1e3
-        out.append([r.system, str(r.iterations), _fmt(r.ms, ".4f"), _fmt(r.ms / floor, ".1f") + "x",
-                    (_fmt(r.ms / ref, ".2f") + "x") if ref else "-",
-                    _fmt(r.tasks_per_iter, ".0f"), _fmt(overhead, ".1f"), _fmt(r.msgs_per_worker_group, ".2f")])
+        out.append([r.system, str(r.iterations), fmt(r.ms, ".4f"), fmt(r.ms / floor, ".1f") + "x",
+                    (fmt(r.ms / ref, ".2f") + "x") if ref else "-",
+                    fmt(r.tasks_per_iter, ".0f"), fmt(overhead, ".1f"), fmt(r.msgs_per_worker_group, ".2f")])
     print(table(["system", "iters", "ms/iter", "x floor", f"x G={REFERENCE_G}", "tasks/iter",
                  "overhead us/task", "msgs/worker/group"], out))
     dz_rows = [r for r in rows if r.breakdown]
     if dz_rows:
         print(table(["drizzle driver, per job", "plan us", "serialize us", "launch us", "coordination",
                      "launch bytes/group"],
-                    [[r.system, _fmt(r.breakdown["plan_us"], ".1f"), _fmt(r.breakdown["serialize_us"], ".1f"),
-                      _fmt(r.breakdown["launch_us"], ".1f"), _fmt(r.breakdown["coordination"], ".0%"),
-                      _fmt(r.breakdown["bytes_per_group"], ",.0f")] for r in dz_rows]))
+                    [[r.system, fmt(r.breakdown["plan_us"], ".1f"), fmt(r.breakdown["serialize_us"], ".1f"),
+                      fmt(r.breakdown["launch_us"], ".1f"), fmt(r.breakdown["coordination"], ".0%"),
+                      fmt(r.breakdown["bytes_per_group"], ",.0f")] for r in dz_rows]))
 
 
 FOOTNOTES = f"""

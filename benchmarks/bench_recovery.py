@@ -58,6 +58,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+from _tables import fmt, table
 
 WORKERS = 2
 PARTITIONS = 4
@@ -313,18 +314,6 @@ def run_kmeans(case: KMeansCase, g: int, seed: int, victim_role: str) -> Outcome
 # -------------------------------------------------------------------- table
 
 
-def _fmt(x: float | None, spec: str = ".1f") -> str:
-    return "-" if x is None else format(x, spec)
-
-
-def table(headers: list[str], rows: list[list[str]]) -> str:
-    widths = [max(len(r[i]) for r in [headers, *rows]) for i in range(len(headers))]
-    lines = ["  ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(r, widths)))
-             for r in [headers, *rows]]
-    lines.insert(1, "  ".join("-" * w for w in widths))
-    return "\n".join(lines)
-
-
 def med(values: list[float | None]) -> float | None:
     vs = [v for v in values if v is not None]
     return statistics.median(vs) if vs else None
@@ -342,14 +331,14 @@ def report(results: list[tuple[str, int, list[Outcome]]]) -> None:
     for label, g, outs in results:
         recs = sorted({o.recoveries for o in outs})
         held = [o.held_state for o in outs if o.held_state is not None]
-        main_rows.append([label, str(g), _fmt(med([o.normal_ms for o in outs]), ".3f"),
+        main_rows.append([label, str(g), fmt(med([o.normal_ms for o in outs]), ".3f"),
                           spread([o.next_ms for o in outs]), spread([o.resume_ms for o in outs]),
                           "/".join(map(str, recs)), f"{sum(o.ok for o in outs)}/{len(outs)}",
                           f"{sum(held)}/{len(held)}" if held else "-"])
-        parts_rows.append([label, str(g), _fmt(med([o.detect_ms for o in outs])),
-                           _fmt(med([o.replace_ms for o in outs])), _fmt(med([o.rerun_ms for o in outs])),
-                           _fmt(med([o.after_ms for o in outs]), ".3f"),
-                           _fmt(med([o.normal_ms for o in outs]), ".3f")])
+        parts_rows.append([label, str(g), fmt(med([o.detect_ms for o in outs])),
+                           fmt(med([o.replace_ms for o in outs])), fmt(med([o.rerun_ms for o in outs])),
+                           fmt(med([o.after_ms for o in outs]), ".3f"),
+                           fmt(med([o.normal_ms for o in outs]), ".3f")])
     print(f"\n== kill -9 of one of {WORKERS} local workers mid-run; ms, median (min..max) over the repeats ==")
     print(table(["workload", "G", "normal ms/iter", "kill->next ms", "kill->resume ms", "recoveries", "ok",
                  "victim held state"], main_rows))

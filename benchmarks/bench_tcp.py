@@ -34,6 +34,7 @@ import sys
 import time
 
 import numpy as np
+from _tables import table
 
 import drizzle_core as dz
 from drizzle_core._workloads import running_sum_jobs, running_sum_source, single_stage_data, single_stage_jobs
@@ -41,14 +42,6 @@ from drizzle_core._workloads import running_sum_jobs, running_sum_source, single
 WORKERS = 2
 GROUP_SIZES = (1, 10, 100)
 TRANSPORTS = ("local", "tcp")
-
-
-def _table(headers: list[str], rows: list[list[object]]) -> str:
-    cells = [headers] + [[str(c) for c in r] for r in rows]
-    widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
-    lines = ["  ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(r, widths))) for r in cells]
-    lines.insert(1, "  ".join("-" * w for w in widths))
-    return "\n".join(lines)
 
 
 def time_single(ctx: dz.Context, g: int, iterations: int, repeat: int) -> float:
@@ -149,14 +142,14 @@ def main(argv: list[str] | None = None) -> int:
             loc, tcp = med[(workload, "local", g)], med[(workload, "tcp", g)]
             rows.append([{"single": "single stage", "running": "running sum"}[workload], g,
                          f"{loc:.4f}", f"{tcp:.4f}", f"{tcp / loc:.2f}"])
-    print(_table(["workload", "G", "local ms/iter", "tcp ms/iter", "tcp/local"], rows))
+    print(table(["workload", "G", "local ms/iter", "tcp ms/iter", "tcp/local"], rows))
 
     print(f"\nShuffle: 4 map blocks of {args.block_mb} MB float64, group_by_key into 2 reducers on 2 workers, "
           f"median of {max(2, args.repeat // 2)} runs (whole job: making the blocks included).\n"
           f"'crossing' counts the blocks that went from one worker to the other (target on tcp: >= 500 MB/s)\n")
     rows = [[t, f"{shuf[t][2]:.3f}", f"{shuf[t][0]:.0f}", f"{shuf[t][1]:.0f}"] for t in TRANSPORTS]
     rows.append(["tcp/local", f"{shuf['tcp'][2] / shuf['local'][2]:.2f}", "", ""])
-    print(_table(["transport", "s/shuffle", "MB/s crossing", "MB/s all blocks"], rows))
+    print(table(["transport", "s/shuffle", "MB/s crossing", "MB/s all blocks"], rows))
     return 0
 
 
