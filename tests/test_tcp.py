@@ -234,6 +234,14 @@ class TestBadInput:
         with dz.Context(transport="tcp", workers=[daemon.address]) as ctx:
             assert ctx.parallelize(range(5), 2).count() == 5
 
+    def test_a_different_secret_says_how_secrets_are_compared(self, daemon):
+        """The driver cannot see the worker's secret, so its error says what to compare."""
+        before = len(daemon.lines())
+        with pytest.raises(TransportError, match="authentication failed") as info:
+            dz.Context(transport="tcp", workers=[daemon.address], secret=SECRET + "-but-longer\n")
+        assert "stripping surrounding whitespace" in str(info.value) and "same file" in str(info.value)
+        self._one_line_then_serves(daemon, before, "authentication failed")
+
     def test_version_mismatch(self, daemon, monkeypatch):
         monkeypatch.setattr(_handshake, "VERSION", 99)
         before = len(daemon.lines())
@@ -395,6 +403,60 @@ def test_drizzle_worker_command(tmp_path):
         assert "serving driver" in log and "ended" in log
     finally:
         daemon.close()
+
+
+# ------------------------------------------------------------ secrets
+def test_a_secret_file_with_a_final_newline_is_the_same_secret_on_both_sides(tmp_path):
+    """The README recipe: the daemon reads the file with --secret-file, the driver with
+    ``open(path).read()`` (newline kept) or ``secret_file=``; both strip, so all agree."""
+    daemon = Daemon(tmp_path)
+    path = tmp_path / "secret"  # the file Daemon passes as --secret-file
+    assert path.read_text() == SECRET + "\n"
+    try:
+        with open(path) as f:
+            as_read = f.read()
+        for option in ({"secret": as_read}, {"secret_file": str(path)}, {"secret_file": path},
+                       {"secret": (" " + SECRET + "\r\n").encode()}):
+            with dz.Context(transport="tcp", workers=[daemon.address], **option) as ctx:
+                assert ctx.parallelize(range(10), 2).sum() == 45, option
+    finally:
+        daemon.close()
+
+
+def test_secret_and_secret_file_together_are_an_error(tmp_path):
+    path = tmp_path / "secret"
+    path.write_text(SECRET)
+    with pytest.raises(ValueError, match="secret= or secret_file=, not both"):
+        dz.Context(transport="tcp", workers=["127.0.0.1:1"], secret=SECRET, secret_file=str(path))
+
+
+@pytest.mark.parametrize("option", [{"secret": ""}, {"secret": " \n"}, {"secret": b"\t"}, {"secret_file": "blank"}])
+def test_an_empty_secret_is_an_error_naming_where_it_came_from(tmp_path, option):
+    (tmp_path / "blank").write_text("\n")
+    if "secret_file" in option:
+        option = {"secret_file": str(tmp_path / "blank")}
+    with pytest.raises(ValueError, match="empty") as info:
+        dz.Context(transport="tcp", workers=["127.0.0.1:1"], **option)
+    assert ("blank" if "secret_file" in option else "secret=") in str(info.value)
+
+
+def test_secret_errors_name_the_culprit(tmp_path, monkeypatch):
+    with pytest.raises(TypeError, match="secret_file="):
+        dz.Context(transport="tcp", workers=["127.0.0.1:1"], secret=tmp_path / "secret")  # a path, not a secret
+    with pytest.raises(ValueError, match=r"cannot read the secret file .*missing"):
+        dz.Context(transport="tcp", workers=["127.0.0.1:1"], secret_file=str(tmp_path / "missing"))
+    monkeypatch.setenv("DRIZZLE_SECRET", "  ")
+    with pytest.raises(ValueError, match=r"\$DRIZZLE_SECRET is empty"):
+        dz.Context(transport="tcp", workers=["127.0.0.1:1"])
+
+
+def test_drizzle_worker_refuses_an_empty_secret_file(tmp_path):
+    (tmp_path / "blank").write_text("\n")
+    out = subprocess.run([sys.executable, "-m", "drizzle_tcp._worker_main", "--listen", "127.0.0.1:0",
+                          "--secret-file", str(tmp_path / "blank")], capture_output=True, text=True, env=_env(),
+                         timeout=60)
+    assert out.returncode == 2
+    assert "secret file" in out.stderr and "empty" in out.stderr
 
 
 def test_tcp_is_an_error_listing_what_is_installed_without_the_plugin(monkeypatch):

@@ -9,7 +9,7 @@ import sys
 
 from drizzle_core.transport import DEFAULT_MAX_FRAME, die_with_parent
 
-from . import _net
+from . import _handshake, _net
 
 log = logging.getLogger("drizzle.tcp.worker")
 
@@ -20,11 +20,12 @@ Run a Drizzle worker daemon for the tcp transport. It listens on HOST:PORT
 driver disconnects, the worker drops its cached data and waits for the next.
 Drive it with
 
-    dz.Context(transport="tcp", workers=["host1:7078", "host2:7078"], secret=...)
+    dz.Context(transport="tcp", workers=["host1:7078", "host2:7078"], secret_file="secret.txt")
 
 Every connection is authenticated by an HMAC challenge both ways on a
 shared secret before anything is unpickled: give the secret in a file
-(--secret-file) or in $DRIZZLE_SECRET. Listening on anything but loopback
+(--secret-file) or in $DRIZZLE_SECRET; surrounding whitespace (a final
+newline) is stripped, on the driver too. Listening on anything but loopback
 requires a secret. Optional TLS: --tls-cert, --tls-key and --tls-ca.
 """
 
@@ -35,7 +36,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--listen", default="127.0.0.1:7078", metavar="HOST:PORT",
                         help="address to listen on (default 127.0.0.1:7078; port 0 picks a free port)")
     parser.add_argument("--secret-file", metavar="PATH",
-                        help="file holding the shared secret (default: $DRIZZLE_SECRET)")
+                        help="file holding the shared secret, surrounding whitespace stripped "
+                             "(default: $DRIZZLE_SECRET)")
     parser.add_argument("--max-frame", type=int, default=DEFAULT_MAX_FRAME, metavar="BYTES",
                         help=f"largest message accepted, in bytes (default {DEFAULT_MAX_FRAME})")
     parser.add_argument("--handshake-timeout", type=float, default=_net.HANDSHAKE_TIMEOUT, metavar="SECONDS",
@@ -64,7 +66,7 @@ def run(args: argparse.Namespace) -> int:
         die_with_parent(args.parent_pid)
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the driver's to handle
     try:
-        secret = _net.read_secret(secret_file=args.secret_file)
+        secret = _handshake.read_secret(secret_file=args.secret_file)
         tls = _net.make_tls(args.tls_cert, args.tls_key, args.tls_ca)
         keepalive = _net.parse_keepalive(args.keepalive)
         daemon = WorkerDaemon(args.listen, secret, max_frame=args.max_frame,

@@ -52,6 +52,12 @@ costs the worker one thread for at most ``timeout`` seconds.
 
 A worker without a secret (allowed on loopback only) uses the empty key:
 the same exchange, proving only that both ends speak this protocol.
+
+Both ends get their key from :func:`read_secret` (the driver's ``secret=``,
+``secret_file=`` or ``$DRIZZLE_SECRET``; the daemon's ``--secret-file`` or
+``$DRIZZLE_SECRET``), which strips surrounding whitespace: a secret file
+written by ``echo`` ends in a newline that ``--secret-file`` and
+``open(path).read()`` would otherwise disagree about.
 """
 
 from __future__ import annotations
@@ -59,6 +65,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import os
 import secrets
 import socket
 import struct
@@ -87,6 +94,58 @@ class HandshakeError(Exception):
     def __init__(self, kind: str, message: str) -> None:
         super().__init__(message)
         self.kind = kind
+
+
+def normalize_secret(secret: str | bytes, source: str = "the secret") -> bytes:
+    """The HMAC key for ``secret`` (str or bytes): its bytes (UTF-8 for a str) without surrounding whitespace.
+
+    The one normalization every side applies, so the key never depends on
+    how the secret was read (a file with or without its final newline, text
+    or binary). An empty result is an error, not "no secret": a blank file
+    usually means the wrong file, and an empty key would authenticate anyone.
+    ``source`` names where the secret came from, for that error.
+    """
+    if isinstance(secret, str):
+        key = secret.encode()
+    elif isinstance(secret, (bytes, bytearray, memoryview)):
+        key = bytes(secret)
+    else:
+        raise TypeError(f"{source} must be str or bytes, got {type(secret).__name__} "
+                        f"(to read the secret from a file, pass its path as secret_file=)")
+    key = key.strip()
+    if not key:
+        raise ValueError(f"{source} is empty (or only whitespace); a shared secret must have content")
+    return key
+
+
+def read_secret(secret: str | bytes | None = None, secret_file: str | os.PathLike | None = None) -> bytes:
+    """The HMAC key: ``secret``, else the contents of ``secret_file``, else ``$DRIZZLE_SECRET``, else ``b""``.
+
+    Used by the driver (``secret=``/``secret_file=`` options) and by the
+    daemon (``--secret-file``), so both normalize alike (:func:`normalize_secret`).
+    ``b""`` (no secret anywhere; an empty ``$DRIZZLE_SECRET`` counts as unset)
+    is the no-secret key, which a daemon accepts on loopback only.
+    """
+    if secret is not None and secret_file is not None:
+        raise ValueError("give the tcp transport secret= or secret_file=, not both")
+    if secret is not None:
+        return normalize_secret(secret, "secret=")
+    if secret_file is not None:
+        path = os.fspath(secret_file)
+        try:
+            with open(path, "rb") as f:
+                data = f.read()
+        except OSError as e:
+            raise ValueError(f"cannot read the secret file {path!r}: {e.strerror or e}") from None
+        return normalize_secret(data, f"the secret file {path!r}")
+    env = os.environ.get("DRIZZLE_SECRET")
+    return normalize_secret(env, "$DRIZZLE_SECRET") if env else b""
+
+
+#: how to find out why two secrets differ; every authentication error on the driver ends with it
+SECRET_HINT = ("the secrets differ (both sides compare them after stripping surrounding whitespace); check that "
+               "the driver's secret_file=, secret= or $DRIZZLE_SECRET and the worker's --secret-file or "
+               "$DRIZZLE_SECRET hold the same secret, e.g. that both name the same file")
 
 
 def _mac(secret: bytes, *parts: bytes) -> bytes:
@@ -177,11 +236,14 @@ def connect(sock: socket.socket, secret: bytes, timeout: float, hello: dict) -> 
     sock.sendall(_STEP2.pack(MAGIC, VERSION, nonce_c, mac_c))
     status, version_s, mac_s = _STEP3.unpack(_recv_exact(sock, _STEP3.size, deadline, "the worker's answer"))
     if status == AUTH:
-        raise HandshakeError("auth", "authentication failed: the worker rejected our secret "
-                                     "(pass the worker's secret= or set DRIZZLE_SECRET)")
+        if not secret:
+            raise HandshakeError("auth", "authentication failed: the worker rejected this driver, which has no "
+                                         "secret (pass secret_file= or secret=, or set DRIZZLE_SECRET)")
+        raise HandshakeError("auth", f"authentication failed: the worker rejected our secret: {SECRET_HINT}")
     expected = _mac(secret, b"server", nonce_c, nonce_s, struct.pack("<HB", version_s, status))
     if not hmac.compare_digest(mac_s, expected):
-        raise HandshakeError("auth", "authentication failed: the worker could not prove it knows the secret")
+        raise HandshakeError("auth", f"authentication failed: the worker could not prove it knows our secret: "
+                                     f"{SECRET_HINT}")
     if status == VERSION_MISMATCH or version_s != VERSION:
         raise HandshakeError("version", f"protocol version mismatch: the worker speaks {version_s}, "
                                         f"this side {VERSION} (install the same drizzle-tcp on both)")

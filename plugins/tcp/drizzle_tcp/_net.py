@@ -50,16 +50,6 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-def read_secret(secret: str | bytes | None = None, secret_file: str | None = None) -> bytes:
-    """The shared secret: given, else from ``secret_file``, else ``$DRIZZLE_SECRET``, else empty."""
-    if secret is not None:
-        return secret.encode() if isinstance(secret, str) else bytes(secret)
-    if secret_file is not None:
-        with open(secret_file, "rb") as f:
-            return f.read().strip()
-    return os.environ.get("DRIZZLE_SECRET", "").encode()
-
-
 @dataclass(frozen=True)
 class TLS:
     """TLS settings shared by every node: its certificate and key, and the CA that signs its peers'.

@@ -13,7 +13,9 @@ that every worker can reach, not 127.0.0.1, when the workers are on several
 machines.)
 
 Options (keyword arguments of ``Context(transport="tcp", ...)``): ``secret``
-(default ``$DRIZZLE_SECRET``; fresh and random for ``workers=N``),
+or ``secret_file`` (a path; not both), default ``$DRIZZLE_SECRET``, fresh and
+random for ``workers=N``; surrounding whitespace is stripped, as the daemon's
+``--secret-file`` does (``_handshake.read_secret``),
 ``max_frame`` (bytes), ``connect_timeout`` and ``handshake_timeout``
 (seconds: a worker that does not answer is an error naming it, never a
 hang), ``tls_cert``/``tls_key``/``tls_ca`` (PEM files; all three or none),
@@ -74,7 +76,7 @@ from drizzle_core.transport import (
     worker_env,
 )
 
-from . import _net
+from . import _handshake, _net
 from ._handshake import PEERS
 
 log = logging.getLogger("drizzle.tcp")
@@ -87,7 +89,8 @@ class TcpTransport(Transport):
 
     name = "tcp"
 
-    def __init__(self, workers: Any = None, *, secret: str | bytes | None = None, max_frame: int | None = None,
+    def __init__(self, workers: Any = None, *, secret: str | bytes | None = None,
+                 secret_file: str | os.PathLike | None = None, max_frame: int | None = None,
                  connect_timeout: float = _net.CONNECT_TIMEOUT, handshake_timeout: float = _net.HANDSHAKE_TIMEOUT,
                  start_timeout: float = START_TIMEOUT, tls_cert: str | None = None, tls_key: str | None = None,
                  tls_ca: str | None = None, worker_log_level: str | None = None,
@@ -108,9 +111,9 @@ class TcpTransport(Transport):
         else:
             raise ValueError(f"the tcp transport takes a list of worker addresses ('host:port') or a number of "
                              f"workers to start on this host, got {workers!r}")
-        if self.spawn and secret is None:
+        if self.spawn and secret is None and secret_file is None:
             secret = secrets.token_hex(32)  # fresh for daemons we start: nobody else can join them
-        self.secret = _net.read_secret(secret)
+        self.secret = _handshake.read_secret(secret, secret_file)
         self.max_frame = max_frame or DEFAULT_MAX_FRAME
         self.connect_timeout = connect_timeout
         self.handshake_timeout = handshake_timeout
