@@ -277,7 +277,8 @@ def run_kmeans(case: KMeansCase, g: int, seed: int, victim_role: str) -> Outcome
 
     def fit(ctx: Any, ds: Any, probe: Probe) -> Any:
         return ctx.iterate(ds, pr.init, local=pr.local, combine=pr.combine, update=pr.update,
-                           iterations=case.iterations, group_size=g, on_iteration=lambda i, s: probe.record())
+                           iterations=case.iterations, group_size=g, on_iteration=lambda i, s: probe.record(),
+                           keep_history=True)
 
     with dz.Context(transport="local", workers=WORKERS, group_size=g) as ctx:
         ds = ctx.parallelize(pr.blocks, PARTITIONS).cache()

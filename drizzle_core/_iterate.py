@@ -44,7 +44,7 @@ class IterateResult:
     """What :meth:`Context.iterate` returns."""
 
     state: Any                                    # the last state
-    history: list[Any] = field(default_factory=list)  # every iteration's state, in order
+    history: list[Any] = field(default_factory=list)  # every state, in order (``keep_history=True`` only)
     iterations: int = 0                           # iterations that ran
     converged: bool = False                       # ``until`` became true
 
@@ -145,7 +145,7 @@ def _checkpoint(ds: D.Dataset, converged: bool, state: Any) -> None:
 def iterate(ctx: Context, data: D.Dataset, init: Any, *, local: Callable[[Any, Any], Any],
             combine: Callable[[Any, Any], Any], update: Callable[[Any, Any], Any], iterations: int,
             group_size: Any = None, until: Callable[[Any], bool] | None = None,
-            on_iteration: Callable[[int, Any], None] | None = None) -> IterateResult:
+            on_iteration: Callable[[int, Any], None] | None = None, keep_history: bool = False) -> IterateResult:
     for name, f in (("local", local), ("combine", combine), ("update", update)):
         if not callable(f):
             raise TypeError(f"iterate: {name} must be callable, got {type(f).__name__}")
@@ -186,7 +186,8 @@ def iterate(ctx: Context, data: D.Dataset, init: Any, *, local: Callable[[Any, A
     try:
         for i, [(converged, state)] in enumerate(states, start=1):
             _checkpoint(pending.pop(i), converged, state)
-            result.history.append(state)
+            if keep_history:
+                result.history.append(state)
             result.state = state
             result.iterations = i
             if on_iteration is not None:

@@ -21,6 +21,7 @@ driver → worker
                           these cached blocks it made (finished jobs' state)
     (DROP, [block ...])   forget cached blocks
     (STOP,)               exit
+    (DESCRIBE, token)     report the runtime's bookkeeping (tests assert it is empty after work)
 
 worker → driver
     (RESULTS, group, [(task index, attempt, value), ...])   batched
@@ -28,6 +29,8 @@ worker → driver
     (DONE, group, busy seconds, tasks run, stats, results)    all of this worker's tasks of the group
         ran; ``stats``: ``{"bytes_sent": bytes this worker sent, "spans": [(task, start, seconds)] | None}``;
         ``results``: the group's last results (as in RESULTS), saving a message
+
+    (DESCRIBED, token, {container: size})   the answer to DESCRIBE
 
 worker → worker
     (BLOCKS, group, [(block, value), ...])   shuffle buckets / forwarded cached blocks
@@ -41,6 +44,11 @@ RESULTS = "results"
 FAILED = "failed"
 DONE = "done"
 BLOCKS = "blocks"
+DESCRIBE = "describe"
+DESCRIBED = "described"
+
+# How a FAILED traceback starts when the worker could not unpickle the group's program.
+PROGRAM_LOAD_FAILED = "could not load the group's program on this worker"
 
 DRIVER = -1
 PROGRAM_CACHE = 16

@@ -101,33 +101,22 @@ class Planner:
 
         ``jobs`` is consumed lazily, one job planned before the next is pulled.
 
-        ``cache_locations`` maps cached blocks that exist now to their worker;
-        it is not modified (the scheduler commits ``plan.new_cache`` once the
-        group has finished).
+        ``cache_locations`` maps cached blocks that exist now (or that a
+        running group will leave) to their worker; it is not modified (the
+        scheduler commits ``plan.new_cache`` once the group has finished).
         """
+        builder = self.begin(workers, cache_locations)
+        for job, ds, func in jobs:
+            builder.add(job, ds, func)
+        return builder.plan
+
+    def begin(self, workers: Sequence[int], cache_locations: dict[Block, int]) -> PlanBuilder:
+        """Start a group's plan and add its jobs one at a time (see :class:`PlanBuilder`)."""
         if not workers:
             raise WorkerLostError("no live worker is left to run jobs on", worker="")
         plan = GroupPlan(group=self.next_group)
         self.next_group += 1
-        located: dict[Block, int] = dict(cache_locations)
-        runs: dict[int, int] = {}  # shuffle_id -> run, for this group
-        for job, ds, func in jobs:
-            plan.jobs.append((job, ds, func))
-            plan.funcs.setdefault(id(func), func)
-            plan.job_partitions[job] = ds.num_partitions
-            for stage in self._stages(ds, located, runs):
-                if stage.reader is not None:
-                    dep = stage.reader.node.deps[stage.dep_index]
-                    runs[dep.shuffle_id] = run = next(self._run_ids)
-                    plan.routes[run] = [set() for _ in range(stage.reader.num_partitions)]
-                    plan.nodes[stage.reader.id] = stage.reader.node
-                    out: tuple = (stage.reader.id, stage.dep_index, run, stage.reader.num_partitions)
-                    kind = MAP
-                else:
-                    out = (id(func),)
-                    kind = RESULT
-                self._plan_stage(plan, job, stage.dataset, kind, out, workers, located, runs)
-        return plan
+        return PlanBuilder(self, plan, tuple(workers), dict(cache_locations))
 
     # ------------------------------------------------------------------ stages
     def _stages(self, final: Dataset, located: dict[Block, int], runs: dict[int, int]) -> list[_Stage]:
@@ -234,6 +223,46 @@ class Planner:
                                    tuple(b for b, _ in inputs), tuple(shuffle_in.values()),
                                    tuple(stores), 0, not_before))
             plan.worker_of.append(w)
+
+
+class PlanBuilder:
+    """One group's plan, built a job at a time.
+
+    Why incremental: the scheduler plans the next group while the current one
+    runs, and must keep reading results meanwhile (a 250-job group took 270 ms
+    to plan in one piece, holding back the running group's results). It adds
+    a few jobs between polls of the transport instead.
+    """
+
+    __slots__ = ("located", "plan", "planner", "runs", "workers")
+
+    def __init__(self, planner: Planner, plan: GroupPlan, workers: tuple[int, ...],
+                 located: dict[Block, int]) -> None:
+        self.planner = planner
+        self.plan = plan
+        self.workers = workers
+        self.located = located             # cached blocks that exist, or that earlier tasks make
+        self.runs: dict[int, int] = {}      # shuffle_id -> run, for this group
+
+    def add(self, job: int, ds: Dataset, func: Callable[[Any], Any]) -> None:
+        """Plan every stage of one job that must run (shuffles already planned in the group run once)."""
+        plan, located, runs = self.plan, self.located, self.runs
+        planner = self.planner
+        plan.jobs.append((job, ds, func))
+        plan.funcs.setdefault(id(func), func)
+        plan.job_partitions[job] = ds.num_partitions
+        for stage in planner._stages(ds, located, runs):
+            if stage.reader is not None:
+                dep = stage.reader.node.deps[stage.dep_index]
+                runs[dep.shuffle_id] = run = next(planner._run_ids)
+                plan.routes[run] = [set() for _ in range(stage.reader.num_partitions)]
+                plan.nodes[stage.reader.id] = stage.reader.node
+                out: tuple = (stage.reader.id, stage.dep_index, run, stage.reader.num_partitions)
+                kind = MAP
+            else:
+                out = (id(func),)
+                kind = RESULT
+            planner._plan_stage(plan, job, stage.dataset, kind, out, self.workers, located, runs)
 
 
 def _shuffle_reads(ds: Dataset, located: dict[Block, int]) -> list[tuple[Dataset, int]]:

@@ -1,4 +1,4 @@
-"""Group scheduler (driver side): plan a group, launch it, gather results.
+"""Group scheduler (driver side): plan groups, launch them, route what comes back.
 
 Policy. Jobs are taken from the caller's iterable G at a time (G fixed, or
 tuned per group by :class:`~drizzle_core._adaptive.AIMD`). For each group the
@@ -7,42 +7,55 @@ group's program (nodes and job functions) is cloudpickled ONCE and each
 worker gets ONE launch message with all of its tasks. From then on the
 driver only listens: map outputs travel worker to worker, and each job's
 results are yielded, in job order, as soon as that job's last result
-arrives. While a group runs, the next one is pulled, planned and pickled
-(``_prepare``, against the blocks the running group will leave), and it is
-launched the moment every worker has reported the current one done.
+arrives. While a group runs, the next one is planned a few jobs at a time
+between polls of the transport (so planning never holds back results), and
+launched the moment the current one is done.
 
-State kept between groups (shapes in comments):
+Several groups can be in flight at once, and that is first-class: an action
+called while results are consumed (inside an ``iter_jobs`` loop, a stream's
+sink, an ``iterate`` callback, a job generator) launches its own group, and
+two threads may run jobs on one Context. Messages are routed to the run of
+their group, whichever caller happens to be polling; each caller waits for
+its own run. One re-entrant lock guards all of this state and the transport;
+it is never held while results are handed to the caller.
 
-    live: [worker index]                   workers that can take tasks
-    cache_locations: {block: worker}        cached partitions that exist
+State (shapes in comments):
+
+    live: [worker index]                     workers that can take tasks
+    cache_locations: {block: worker}          cached partitions that exist
     worker_programs: [OrderedDict[program id]]  mirror of each worker's program LRU
     programs: OrderedDict[key -> (program id, bytes, Program)]  serialized programs
-    pending_drops: {worker: [block]}        unpersisted blocks to drop at next launch
-    epochs: {worker: incarnation}           how often a worker's slot was refilled
-    _open_plans: {group: GroupPlan}         planned ahead or running
-    _deferred: [(group, dataset, drop, pulled)]  unpersists waiting for open groups
+    pending_drops: {worker: [block]}          blocks to drop with the next message to it
+    epochs: {worker: incarnation}             how often a worker's slot was refilled
+    _runs: {wire group id: _Run}              launched groups (current attempts)
+    _open_plans: {group: GroupPlan}           planned (ahead, perhaps in part) or running
+    _deferred: [_DeferredDrop]                unpersists waiting for the groups that may read them
+    _version: int                             bumped when workers or blocks change under open plans
     metrics: [GroupMetrics]
 
-State of the group in flight (``_Run``): the plan, ``results: {job:
-[value per partition]}``, ``remaining: {job: results missing}``,
-``finished: {task index}`` (a second result for a task is a duplicate and is
-ignored), ``awaiting_done: {worker}``.
+Ids. ``plan.group`` numbers plans (metrics, traces, deferred drops). Each
+launch attempt gets a *wire* id, increasing in launch order: workers use it
+to tell a late message of a finished group from an early one of a group
+not launched to them yet, which needs that order.
 
 Events and their transitions (one small method each): ``RESULTS`` →
-``_on_results``; ``FAILED`` → ``_on_failed`` (abort the group everywhere,
-raise TaskError: a user error is not retried); ``DONE`` → ``_on_done``;
-``WorkerLost`` → ``_on_worker_lost`` (forget its blocks; during a group,
-``_recover``: abort the attempt, keep finished jobs' cached blocks, start a
-replacement if the transport can, re-plan the unfinished jobs — at most
-``max_recoveries`` times per group); ``WorkerJoined`` → ``_on_worker_joined``.
+``_on_results``; ``FAILED`` → ``_on_failed`` (abort that attempt; the owner
+raises TaskError after delivering the jobs that finished before it: a user
+error is not retried); ``DONE`` → ``_on_done``; ``WorkerLost`` →
+``_on_worker_lost`` (forget its blocks; every run in flight recovers: abort
+the attempt, keep finished jobs' cached blocks, start a replacement if the
+transport can, re-plan the unfinished jobs — at most ``max_recoveries``
+times per group); ``WorkerJoined`` → ``_on_worker_joined``.
 """
 from __future__ import annotations
 
+import contextlib
 import itertools
 import logging
 import pickle
+import threading
 import time
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -51,12 +64,17 @@ import cloudpickle
 
 from . import _messages as M
 from ._errors import RemoteTraceback, SerializationError, TaskError, WorkerLostError
-from ._plan import GroupPlan, Planner
+from ._plan import GroupPlan, PlanBuilder, Planner
 from ._trace import Trace
 from ._transport import Transport, WorkerJoined, WorkerLost
 from ._worker import Program
 
 log = logging.getLogger("drizzle.scheduler")
+
+_POLL_SLICE = 0.05     # longest wait in one poll: lets another thread in, and bounds a missed wake-up
+_PLAN_SLICE = 0.0005   # planning ahead between two polls, in seconds
+_SHARED_POLL = 0.002   # poll slice while several threads drive runs
+_HANDOFF = 0.0005      # lock released this long between polls while several threads drive runs
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,18 +98,22 @@ class GroupMetrics:
     planned_size: int = 0        # the group size asked for (jobs is less for a short last group)
 
 
-@dataclass
-class _Run:
-    plan: GroupPlan
-    results: dict[int, list[Any]]
-    remaining: dict[int, int]
-    awaiting_done: set[int]
-    finished: set[int] = field(default_factory=set)
-    busy: float = 0.0
-    worker_bytes: int = 0
+@dataclass(eq=False, slots=True)
+class _DeferredDrop:
+    """An unpersist, or a stale copy of a block, waiting for the groups that may still read it.
+
+    Released when every group in ``waits_for`` has closed and no group open
+    then reads or makes ``node_id``'s blocks.
+    """
+
+    node_id: int
+    waits_for: set[int]                 # plan ids open when it was asked
+    dataset: Any = None                 # the unpersisted Dataset: its cached flag clears at release
+    copy: tuple[int, tuple] | None = None  # (worker, block): one superseded copy, not the dataset
+    pulled_for: int | None = None       # asked while this group's jobs were pulled: cancelled with it
 
 
-@dataclass
+@dataclass(eq=False, slots=True)
 class _Prepared:
     """A planned and serialized group, waiting to be launched."""
 
@@ -100,20 +122,83 @@ class _Prepared:
     program_bytes: bytes
     plan_s: float
     serialize_s: float
-    live: tuple[int, ...]   # the workers it was planned on
+    version: int            # the scheduler's _version it was planned at
     size: int = 0           # the group size it was planned with
 
 
-_PLACEHOLDER = GroupPlan(group=-1)  # marks a group being planned (its plan is not made yet)
+@dataclass(eq=False, slots=True)
+class _Ahead:
+    """The next group of one ``run`` call, planned a few jobs at a time while the current one runs."""
+
+    jobs: Iterator[Any]
+    numbers: Iterator[int]
+    size: int
+    builder: PlanBuilder | None = None
+    version: int = 0
+    pulled: int = 0
+    exhausted: bool = False
+    finished: bool = False
+    plan_s: float = 0.0
+    prepared: _Prepared | None = None
+    error: Exception | None = None
 
 
-class _Lost(Exception):
-    """Internal: a worker was lost while a group ran (caught by the group loop)."""
+@dataclass(eq=False)
+class _Run:
+    """One launched group, across the attempts its recoveries make."""
 
-    def __init__(self, worker: int, reason: str) -> None:
-        super().__init__(worker, reason)
-        self.worker = worker
-        self.reason = reason
+    prep: _Prepared
+    jobs: list[tuple[int, Any, Any]]
+    next_job: int                       # the next job to hand to the caller
+    last_job: int
+    plan: GroupPlan                     # the current attempt
+    wire: int = 0                       # its group id on the wire
+    program_id: int = 0
+    attempt_open: bool = False          # the current attempt's plan is still in _open_plans
+    results: dict[int, list[Any]] = field(default_factory=dict)   # job -> value per partition (unfinished)
+    remaining: dict[int, int] = field(default_factory=dict)       # job -> results missing
+    awaiting_done: set[int] = field(default_factory=set)          # workers whose DONE is due
+    finished: set[int] = field(default_factory=set)               # task indexes with a result
+    done: dict[int, list[Any]] = field(default_factory=dict)      # finished jobs not handed out yet
+    launched: list[int] = field(default_factory=list)             # workers of the first attempt
+    busy: float = 0.0
+    worker_bytes: int = 0
+    recoveries: int = 0
+    error: BaseException | None = None  # raised by the owner once the jobs before it are out
+    t_launch: float = 0.0
+    t_launched: float = 0.0
+    msgs0: int = 0
+    bytes0: int = 0
+
+    @property
+    def complete(self) -> bool:
+        return not self.remaining and not self.awaiting_done
+
+
+class JobIterator(Iterator[list[Any]]):
+    """What ``iter_jobs`` returns: each job's results as soon as it finishes, in job order.
+
+    ``group`` is the group id of the job most recently returned (streams
+    report it per batch). ``close()`` stops early: the rest of the running
+    group is aborted and nothing planned ahead runs.
+    """
+
+    __slots__ = ("_gen", "group")
+
+    def __init__(self, gen: Iterator[tuple[int, list[Any]]]) -> None:
+        self._gen = gen
+        self.group = -1
+
+    def __iter__(self) -> JobIterator:
+        return self
+
+    def __next__(self) -> list[Any]:
+        group, result = next(self._gen)
+        self.group = group
+        return result
+
+    def close(self) -> None:
+        self._gen.close()  # type: ignore[attr-defined]
 
 
 class GroupScheduler:
@@ -127,21 +212,36 @@ class GroupScheduler:
         self.worker_programs: list[OrderedDict[int, None]] = [OrderedDict() for _ in range(num_workers)]
         self.programs: OrderedDict[tuple, tuple[int, bytes, Program]] = OrderedDict()
         self._program_ids = itertools.count(1)
+        self._wire_ids = itertools.count(1)
         self.pending_drops: dict[int, list[tuple]] = {}
         self.epochs: dict[int, int] = {}  # worker -> times replaced (its process incarnation)
-        # Groups planned (ahead) or running: {group id: plan}. While any is open,
-        # unpersists and drops wait:
-        # [(latest group id then, dataset | None, (worker, block) | None, asked while pulling jobs)].
-        self._open_plans: dict[int, Any] = {}
-        self._deferred: list[tuple[int, Any, Any, bool]] = []
-        self._latest_group = 0
-        self._recovered = False                 # a recovery since the group planned ahead was planned
-        self._pulling = False                   # the job generator is being pulled (by _prepare)
+        self._runs: dict[int, _Run] = {}
+        self._open_plans: dict[int, GroupPlan] = {}
+        self._deferred: list[_DeferredDrop] = []
+        self._pulling: list[int] = []           # groups whose jobs are being pulled now (innermost last)
+        self._version = 0
+        self._gc_drops: deque[int] = deque()    # node ids of collected datasets, applied at a safe point
+        self._lock = threading.RLock()
+        self._cond = threading.Condition(self._lock)
+        self._depth = 0                         # nesting of critical sections (GC drops wait for 0)
+        self._drivers: dict[int, int] = {}      # thread id -> runs it is driving
         self.max_recoveries = 3                  # lost workers one group survives
         self.on_failure: Callable[[], None] | None = None  # told of each recovery (adaptive G)
         self.trace: Trace | None = None
         self.metrics: list[GroupMetrics] = []
-        self._run: _Run | None = None
+        self._described: dict[int, dict[int, dict[str, int]]] = {}  # token -> {worker: bookkeeping}
+        self._tokens = itertools.count(1)
+
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[None]:
+        with self._lock:
+            self._depth += 1
+            try:
+                yield
+            finally:
+                self._depth -= 1
+                if self._depth == 0 and self._gc_drops:
+                    self._apply_gc_drops()
 
     # ------------------------------------------------------------- caching
     def unpersist(self, ds: Any) -> None:
@@ -152,23 +252,56 @@ class GroupScheduler:
         open at that moment have ended: their tasks were planned against
         those blocks, and recovery from a lost worker may still need them.
         """
-        if self._open_plans:
-            self._deferred.append((self._latest_group, ds, None, self._pulling))
-            return
-        ds._cached = False
-        self.drop_cached(ds.id)
+        with self._locked():
+            if self._open_plans:
+                self._deferred.append(_DeferredDrop(ds.id, set(self._open_plans), dataset=ds,
+                                                    pulled_for=self._pulling[-1] if self._pulling else None))
+                return
+            ds._cached = False
+            self._drop_node(ds.id)
+            if not self._runs:
+                self._flush_drops()
+
+    def keep_cached(self, node_id: int) -> None:
+        """A dataset is cached again: cancel unpersists of it still waiting."""
+        with self._locked():
+            self._deferred = [d for d in self._deferred if d.node_id != node_id or d.copy is not None]
 
     def drop_cached(self, node_id: int) -> None:
-        """Forget a dataset's cached blocks (it was unpersisted, or garbage-collected)."""
+        """Forget a dataset's cached blocks (it was garbage-collected). Safe from any thread, at any time.
+
+        A finalizer can run in the middle of the scheduler's own code (the
+        garbage collector runs anywhere): the drop is queued and applied at
+        the next point where no scheduler code is running.
+        """
+        self._gc_drops.append(node_id)
+        if self._lock.acquire(blocking=False):
+            try:
+                if self._depth == 0:
+                    self._apply_gc_drops()
+            finally:
+                self._lock.release()
+
+    def _apply_gc_drops(self) -> None:
+        self._depth += 1
+        try:
+            while self._gc_drops:
+                node_id = self._gc_drops.popleft()
+                if self._open_plans:
+                    self._deferred.append(_DeferredDrop(node_id, set(self._open_plans)))
+                else:
+                    self._drop_node(node_id)
+            if not self._runs:
+                self._flush_drops()  # idle: free the blocks now rather than with the next job
+        finally:
+            self._depth -= 1
+
+    def _drop_node(self, node_id: int) -> None:
         for block in [b for b in self.cache_locations if b[1] == node_id]:
-            w = self.cache_locations.pop(block)
-            if self._open_plans:
-                self._deferred.append((self._latest_group, None, (w, block), False))
-            else:
-                self.pending_drops.setdefault(w, []).append(block)
+            self.pending_drops.setdefault(self.cache_locations.pop(block), []).append(block)
 
     def _close(self, plan: GroupPlan, *, committed: bool, discarded: bool = False) -> None:
-        """A group ended (or was dropped unlaunched): commit its cached blocks, apply what waited for it.
+        """A plan ended (ran, was aborted, or was dropped unlaunched): commit its blocks, release drops.
 
         A group ``discarded`` before launch never ran: the unpersists its job
         generator asked for while its jobs were pulled are cancelled with it
@@ -176,234 +309,313 @@ class GroupScheduler:
         """
         self._open_plans.pop(plan.group, None)
         if committed:
-            self.cache_locations.update(plan.new_cache)
-        still_read = set().union(*(p.reads for p in self._open_plans.values())) if self._open_plans else set()
+            for block, w in plan.new_cache.items():
+                if w not in self.live:
+                    continue
+                old = self.cache_locations.get(block)
+                if old is not None and old != w:
+                    # two groups in flight made the same block: the older copy goes once no group reads it
+                    self._deferred.append(_DeferredDrop(block[1], set(self._open_plans), copy=(old, block)))
+                self.cache_locations[block] = w
+        self._release_deferred(plan.group if discarded else None)
+        if not self._runs:
+            self._flush_drops()
+
+    def _release_deferred(self, discarded: int | None = None) -> None:
+        if not self._deferred:
+            return
+        touched: set[int] = set()
+        for p in self._open_plans.values():
+            touched |= p.reads
+            touched.update(b[1] for b in p.new_cache)
         waiting, self._deferred = self._deferred, []
-        for tag, ds, drop, pulled in waiting:
-            node_id = ds.id if ds is not None else drop[1][1]
-            if discarded and pulled and tag == plan.group:
-                continue
-            if self._open_plans and (tag > plan.group or node_id in still_read):
-                self._deferred.append((tag, ds, drop, pulled))  # a later open group still reads it
-            elif ds is not None:
-                self.unpersist(ds)
+        for d in waiting:
+            if discarded is not None and d.pulled_for == discarded:
+                continue  # asked by a job that never ran
+            d.waits_for &= self._open_plans.keys()
+            if d.waits_for or d.node_id in touched:
+                self._deferred.append(d)
+            elif d.copy is not None:
+                w, block = d.copy
+                if self.cache_locations.get(block) != w and w in self.live:
+                    self.pending_drops.setdefault(w, []).append(block)
             else:
-                self.pending_drops.setdefault(drop[0], []).append(drop[1])
+                if d.dataset is not None:
+                    d.dataset._cached = False
+                self._drop_node(d.node_id)
+
+    def _flush_drops(self) -> None:
+        """Send pending drops now (nothing is running that would carry them)."""
+        for w in [w for w in self.pending_drops if w in self.live]:
+            self.transport.send(w, (M.DROP, self.pending_drops.pop(w)))
 
     # ---------------------------------------------------------------- run
     def run(self, jobs: Iterable[tuple[Any, Callable[[Any], Any]]],
             next_group_size: Callable[[], int],
             on_group: Callable[[GroupMetrics], None] | None = None,
-            keep_going: Callable[[], bool] | None = None) -> Iterator[list[Any]]:
-        """Yield each job's results (one per partition), in job order.
+            keep_going: Callable[[], bool] | None = None) -> JobIterator:
+        """Each job's results (one per partition), in job order (see :class:`JobIterator`).
 
-        Group k+1 is planned and serialized while group k runs (the driver
-        would otherwise sit idle waiting for results), and launched the
-        moment group k is done; so the planning cost of a group is off the
+        Group k+1 is planned and serialized while group k runs, between polls,
+        and launched the moment group k is done; so planning is off the
         critical path. ``keep_going()`` is asked before each launch: False
         drops a group planned ahead (a converged ``iterate``, a stopped stream).
         """
-        it = iter(jobs)
+        return JobIterator(self._run(iter(jobs), next_group_size, on_group, keep_going))
+
+    def _run(self, it: Iterator[Any], next_group_size: Callable[[], int],
+             on_group: Callable[[GroupMetrics], None] | None,
+             keep_going: Callable[[], bool] | None) -> Iterator[tuple[int, list[Any]]]:
         numbers = itertools.count()
-        prep = self._prepare(it, numbers, next_group_size(), None)
+        with self._locked():
+            prep = self._finish_ahead(_Ahead(it, numbers, next_group_size()))
         while prep is not None:
-            ahead: list[Any] = []
-
-            def plan_next(base: GroupPlan, ahead: list[Any] = ahead) -> None:
-                try:
-                    ahead.append(self._prepare(it, numbers, next_group_size(), base))
-                except BaseException as e:  # raised once this group's results are out
-                    ahead.append(e)
-
+            with self._locked():
+                run = self._launch_run(prep)
+                ahead = _Ahead(it, numbers, next_group_size())
             try:
-                yield from self._run_group(prep, on_group, plan_next)
+                yield from self._drive(run, ahead)
             except BaseException:
-                for nxt in ahead:
-                    if isinstance(nxt, _Prepared):
-                        self._close(nxt.plan, committed=False, discarded=True)
+                with self._locked():
+                    self._discard_ahead(ahead)
+                    self._end_run(run, committed=False)
                 raise
-            nxt = ahead[0] if ahead else self._prepare(it, numbers, next_group_size(), None)
-            if isinstance(nxt, BaseException):
-                raise nxt
-            if nxt is not None:
-                if keep_going is not None and not keep_going():
-                    self._close(nxt.plan, committed=False, discarded=True)
-                    return
-                if nxt.live != tuple(self.live) or self._recovered:
-                    nxt = self._replan(nxt)  # planned on workers or blocks that changed since
+            with self._locked():
+                self._end_run(run, committed=True)
+                m = self._group_metrics(run)
+                if on_group is not None:
+                    on_group(m)
+                nxt = self._finish_ahead(ahead)
+                if nxt is not None:
+                    if keep_going is not None and not keep_going():
+                        self._close(nxt.plan, committed=False, discarded=True)
+                        return
+                    if nxt.version != self._version:
+                        nxt = self._replan(nxt)  # planned on workers or blocks that changed since
             prep = nxt
 
-    def _prepare(self, it: Iterator[Any], numbers: Iterator[int], g: int,
-                 base: GroupPlan | None) -> _Prepared | None:
-        """Pull up to ``g`` jobs, plan and serialize them; None when there are no more jobs.
-
-        With ``base`` (the group still running) its cached blocks count as
-        made: the next group is planned to read them where ``base`` puts them.
-        """
-        # Lazy: the planner pulls (and plans) one job at a time, so a job
-        # generator may unpersist what the job it yielded last has read.
-        pulled = ((next(numbers), ds, f) for ds, f in itertools.islice(it, g))
-        located = self.cache_locations if base is None else {**self.cache_locations, **base.new_cache}
-        t0 = time.perf_counter()
-        group = self.planner.next_group
-        self._latest_group = group
-        self._open_plans[group] = _PLACEHOLDER
-        self._pulling = True
+    def _drive(self, run: _Run, ahead: _Ahead) -> Iterator[tuple[int, list[Any]]]:
+        """Hand out ``run``'s jobs as they finish; poll (for every run) and plan ahead meanwhile."""
+        me = threading.get_ident()
+        with self._locked():
+            self._drivers[me] = self._drivers.get(me, 0) + 1
         try:
-            plan = self.planner.plan(pulled, self.live, located)
-        except BaseException:
-            self._open_plans.pop(group, None)
-            raise
+            while True:
+                with self._locked():
+                    out = self._take(run)
+                    if not out:
+                        if run.error is not None:
+                            raise run.error
+                        if run.complete:
+                            return
+                        self._step(ahead)
+                        continue
+                group = run.prep.plan.group
+                for result in out:  # outside the lock: the caller may run anything, in any thread
+                    yield group, result
         finally:
-            self._pulling = False
-        self._open_plans[plan.group] = plan
-        if not plan.jobs:
-            self._close(plan, committed=False)
-            return None
-        t1 = time.perf_counter()
-        program_id, program_bytes = self._serialize(plan, plan.jobs)
-        return _Prepared(plan, program_id, program_bytes, t1 - t0, time.perf_counter() - t1, tuple(self.live), g)
+            with self._locked():
+                left = self._drivers.pop(me) - 1
+                if left:
+                    self._drivers[me] = left
+
+    def _take(self, run: _Run) -> list[list[Any]]:
+        out = []
+        while run.next_job <= run.last_job and run.next_job in run.done:
+            if self.trace is not None:
+                self.trace.instant(f"job {run.next_job} done")
+            out.append(run.done.pop(run.next_job))
+            run.next_job += 1
+        return out
+
+    def _step(self, ahead: _Ahead | None) -> None:
+        """One round: read what arrived and route it; with nothing to read, plan ahead a little."""
+        planning = ahead is not None and not ahead.finished
+        shared = len(self._drivers) > 1
+        timeout = 0.0 if planning else (_SHARED_POLL if shared else _POLL_SLICE)
+        events = self.transport.poll(timeout)
+        for worker, msg in events:
+            self._dispatch(worker, msg)
+        if planning and not events:
+            self._plan_some(ahead, _PLAN_SLICE)
+        if shared:
+            self._cond.wait(_HANDOFF)  # releases the lock: another thread's turn
+
+    def _plan_some(self, ahead: _Ahead, budget: float | None) -> None:
+        """Add jobs to ``ahead``'s plan for about ``budget`` seconds (None: all); serialize it when full."""
+        if ahead.finished:
+            return
+        t0 = time.perf_counter()
+        try:
+            if ahead.builder is None:
+                ahead.version = self._version
+                ahead.builder = self.planner.begin(self.live, self._located())
+                self._open_plans[ahead.builder.plan.group] = ahead.builder.plan
+            builder = ahead.builder
+            self._pulling.append(builder.plan.group)
+            try:
+                # Lazy: one job pulled and planned at a time, so a job generator may
+                # unpersist what the job it yielded last has read.
+                while ahead.pulled < ahead.size:
+                    job = next(ahead.jobs, None)
+                    if job is None:
+                        ahead.exhausted = True
+                        break
+                    ds, f = job
+                    builder.add(next(ahead.numbers), ds, f)
+                    ahead.pulled += 1
+                    if budget is not None and time.perf_counter() - t0 > budget:
+                        break
+            finally:
+                self._pulling.pop()
+            ahead.plan_s += time.perf_counter() - t0
+            if not (ahead.exhausted or ahead.pulled >= ahead.size):
+                return
+            ahead.finished = True
+            plan = builder.plan
+            if not plan.jobs:
+                self._close(plan, committed=False)
+                return
+            t1 = time.perf_counter()
+            program_id, program_bytes = self._serialize(plan, plan.jobs)
+            ahead.prepared = _Prepared(plan, program_id, program_bytes, ahead.plan_s, time.perf_counter() - t1,
+                                       ahead.version, ahead.size)
+        except Exception as e:  # raised once the running group's results are out
+            ahead.error = e
+            self._discard_ahead(ahead)
+        except BaseException:
+            self._discard_ahead(ahead)
+            raise
+
+    def _finish_ahead(self, ahead: _Ahead) -> _Prepared | None:
+        self._plan_some(ahead, None)
+        if ahead.error is not None:
+            raise ahead.error
+        return ahead.prepared
+
+    def _discard_ahead(self, ahead: _Ahead) -> None:
+        ahead.finished = True
+        plan = ahead.prepared.plan if ahead.prepared is not None else (
+            ahead.builder.plan if ahead.builder is not None else None)
+        ahead.prepared = None
+        if plan is not None and plan.group in self._open_plans:
+            self._close(plan, committed=False, discarded=True)
+
+    def _located(self, before: _Run | None = None) -> dict[tuple, int]:
+        """Cached blocks a new plan may read: those that exist, and those launched groups will leave.
+
+        With ``before``, only groups launched before it (a re-plan must not
+        wait on a group launched after it, which may be waiting on it).
+        """
+        located = self.cache_locations
+        runs = [r for r in self._runs.values() if r.error is None and r.attempt_open
+                and (before is None or r.wire < before.wire)]
+        if not runs:
+            return located
+        located = dict(located)
+        for r in sorted(runs, key=lambda r: r.wire):
+            located.update(r.plan.new_cache)
+        return located
 
     def _replan(self, prep: _Prepared) -> _Prepared:
         old = prep.plan
         t0 = time.perf_counter()
-        self._latest_group = self.planner.next_group
-        plan = self.planner.plan(old.jobs, self.live, self.cache_locations)
+        plan = self.planner.plan(old.jobs, self.live, self._located())
         self._open_plans[plan.group] = plan
         self._close(old, committed=False)
         t1 = time.perf_counter()
         program_id, program_bytes = self._serialize(plan, plan.jobs)
-        self._recovered = False
-        return _Prepared(plan, program_id, program_bytes, t1 - t0, time.perf_counter() - t1, tuple(self.live),
+        return _Prepared(plan, program_id, program_bytes, t1 - t0, time.perf_counter() - t1, self._version,
                          prep.size)
 
-    def _run_group(self, prep: _Prepared, on_group: Callable[[GroupMetrics], None] | None,
-                   plan_next: Callable[[GroupPlan], None]) -> Iterator[list[Any]]:
-        """Launch a prepared group, yield its jobs' results in order; survive lost workers.
-
-        A lost worker aborts the attempt on the survivors, which keep the
-        cached blocks that finished jobs made (the state later jobs read).
-        The jobs not finished yet are planned again on the live workers — a
-        replacement worker included when the transport can start one — and
-        what the lost worker held is recomputed from lineage. Results come
-        from the latest attempt only (attempts are separate groups: late
-        messages of an aborted one are ignored), so each job's results are
-        yielded exactly once, in job order.
-        """
-        plan = first = prep.plan
+    def _launch_run(self, prep: _Prepared) -> _Run:
+        plan = prep.plan
         jobs = list(plan.jobs)
-        next_job, last_job = jobs[0][0], jobs[-1][0]
-        done: dict[int, list[Any]] = {}  # finished jobs not yielded yet
-        recoveries = 0
-        busy = 0.0
-        worker_bytes = 0
-        msgs0, bytes0 = self.transport.messages_sent, self.transport.bytes_sent
-        t2 = time.perf_counter()
-        launched = self._launch(plan, prep.program_id, prep.program_bytes)
-        t3 = time.perf_counter()
-        run = self._start(plan, launched)
-        plan_next(plan)  # overlaps this group's run; its time is not this group's
-        try:
-            while run.remaining or run.awaiting_done:
-                lost = None
-                for worker, msg in self.transport.poll(None):
-                    try:
-                        self._dispatch(run, worker, msg)
-                    except _Lost as e:  # finish the round: results in it still count
-                        lost = lost or e
-                if lost is not None:
-                    recoveries += 1
-                    self._recovered = True
-                    busy += run.busy
-                    worker_bytes += run.worker_bytes
-                    if self.trace is not None:
-                        self.trace.instant(f"lost {self.transport.worker_names[lost.worker]}", lost.reason)
-                    for job in run.results.keys() - run.remaining.keys():
-                        done.setdefault(job, run.results[job])
-                    old = plan
-                    plan = self._recover(run, lost, recoveries, [j for j in jobs if j[0] not in done
-                                                                 and j[0] >= next_job])
-                    self._open_plans[plan.group] = plan
-                    self._close(old, committed=False)
-                    program_id, program_bytes = self._serialize(plan, plan.jobs)
-                    run = self._start(plan, self._launch(plan, program_id, program_bytes))
-                for job in run.results.keys() - run.remaining.keys():
-                    done.setdefault(job, run.results[job])
-                while next_job <= last_job and next_job in done:
-                    if self.trace is not None:
-                        self.trace.instant(f"job {next_job} done")
-                    yield done.pop(next_job)
-                    next_job += 1
-        except BaseException:
-            if run.remaining or run.awaiting_done:
-                self._abort(run)
-            self._run = None
-            self._close(plan, committed=False)
-            raise
-        self._run = None
-        self._close(plan, committed=True)
-        end = time.perf_counter()
-        wall = end - t2 + prep.plan_s + prep.serialize_s
-        busy += run.busy
-        worker_bytes += run.worker_bytes
-        nw = max(1, len(launched))
-        if self.trace is not None:
-            self.trace.group(first.group, len(jobs), t2 - prep.plan_s - prep.serialize_s, t2 - prep.serialize_s,
-                             t2, t3, end)
-        m = GroupMetrics(
-            group=first.group, jobs=len(jobs), tasks=len(first.tasks), workers=len(launched),
-            wall_s=wall, plan_s=prep.plan_s, serialize_s=prep.serialize_s, launch_s=t3 - t2, busy_s=busy,
-            coordination=min(1.0, max(0.0, 1.0 - busy / (wall * nw))),
-            messages_sent=self.transport.messages_sent - msgs0, bytes_sent=self.transport.bytes_sent - bytes0,
-            recoveries=recoveries, worker_bytes_sent=worker_bytes, planned_size=prep.size,
-        )
-        self.metrics.append(m)
-        if on_group is not None:
-            on_group(m)
-
-    def _start(self, plan: GroupPlan, launched: list[int]) -> _Run:
-        run = _Run(
-            plan=plan,
-            results={job: [None] * n for job, n in plan.job_partitions.items()},
-            remaining=dict(plan.job_partitions),
-            awaiting_done=set(launched),
-        )
-        self._run = run
+        run = _Run(prep=prep, jobs=jobs, next_job=jobs[0][0], last_job=jobs[-1][0], plan=plan)
+        run.msgs0, run.bytes0 = self.transport.messages_sent, self.transport.bytes_sent
+        run.t_launch = time.perf_counter()
+        self._start_attempt(run, plan, prep.program_id, prep.program_bytes)
+        run.launched = sorted(run.awaiting_done)
+        run.t_launched = time.perf_counter()
         return run
 
-    def _recover(self, run: _Run, lost: _Lost, recoveries: int, unfinished: list) -> GroupPlan:
-        """Abort the attempt, keep what finished jobs cached, re-plan ``unfinished``."""
-        name = self.transport.worker_names[lost.worker]
-        if recoveries > self.max_recoveries:
-            self._abort(run)
-            raise WorkerLostError(f"lost {name}: {lost.reason} (gave up after {self.max_recoveries} "
-                                  f"recoveries in one group)", worker=name)
-        log.warning("lost %s during group %d: %s; recovering", name, run.plan.group, lost.reason)
-        # Cached blocks made by result tasks that finished on a live worker stay.
+    def _start_attempt(self, run: _Run, plan: GroupPlan, program_id: int, program_bytes: bytes) -> None:
+        wire = next(self._wire_ids)
+        run.plan, run.wire, run.program_id, run.attempt_open = plan, wire, program_id, True
+        run.results = {job: [None] * n for job, n in plan.job_partitions.items()}
+        run.remaining = dict(plan.job_partitions)
+        run.finished = set()
+        self._runs[wire] = run
+        run.awaiting_done = set(self._launch(plan, wire, program_id, program_bytes))
+
+    def _end_run(self, run: _Run, *, committed: bool) -> None:
+        """The owner is done with ``run`` (all handed out, or it gave up): close its attempt."""
+        if run.wire in self._runs:
+            if not run.complete:
+                self._abort_attempt(run)
+            self._runs.pop(run.wire, None)
+        if run.attempt_open:
+            run.attempt_open = False
+            self._close(run.plan, committed=committed and run.error is None)
+
+    def _group_metrics(self, run: _Run) -> GroupMetrics:
+        prep, first = run.prep, run.prep.plan
+        end = time.perf_counter()
+        wall = end - run.t_launch + prep.plan_s + prep.serialize_s
+        nw = max(1, len(run.launched))
+        if self.trace is not None:
+            t2 = run.t_launch
+            self.trace.group(first.group, len(run.jobs), t2 - prep.plan_s - prep.serialize_s, t2 - prep.serialize_s,
+                             t2, run.t_launched, end)
+        m = GroupMetrics(
+            group=first.group, jobs=len(run.jobs), tasks=len(first.tasks), workers=len(run.launched),
+            wall_s=wall, plan_s=prep.plan_s, serialize_s=prep.serialize_s, launch_s=run.t_launched - run.t_launch,
+            busy_s=run.busy, coordination=min(1.0, max(0.0, 1.0 - run.busy / (wall * nw))),
+            messages_sent=self.transport.messages_sent - run.msgs0, bytes_sent=self.transport.bytes_sent - run.bytes0,
+            recoveries=run.recoveries, worker_bytes_sent=run.worker_bytes, planned_size=prep.size,
+        )
+        self.metrics.append(m)
+        return m
+
+    # ------------------------------------------------------------ recovery
+    def _recover(self, run: _Run, worker: int, reason: str) -> None:
+        """Abort ``run``'s attempt, keep what its finished jobs cached on live workers."""
         keep: dict[int, list[tuple]] = {}
+        plan = run.plan
         for index in run.finished:
-            w = run.plan.worker_of[index]
+            w = plan.worker_of[index]
             if w in self.live:
-                for node_id, q in run.plan.tasks[index].stores:
+                for node_id, q in plan.tasks[index].stores:
                     keep.setdefault(w, []).append(("c", node_id, q))
                     self.cache_locations[("c", node_id, q)] = w
-        self._abort(run, keep)
-        if self._replace(lost.worker):
-            log.warning("started a replacement for %s", name)
-        if not self.live:
-            raise WorkerLostError(f"lost {name}: {lost.reason}; no worker is left", worker=name)
-        if self.on_failure is not None:
-            self.on_failure()
-        return self.planner.plan(unfinished, self.live, self.cache_locations)
+        self._abort_attempt(run, keep)
+
+    def _reattempt(self, run: _Run) -> None:
+        """Plan ``run``'s unfinished jobs again on the live workers and launch them."""
+        old = run.plan
+        unfinished = [j for j in run.jobs if j[0] >= run.next_job and j[0] not in run.done]
+        try:
+            if unfinished:
+                plan = self.planner.plan(unfinished, self.live, self._located(before=run))
+                self._open_plans[plan.group] = plan
+        finally:
+            if run.attempt_open:
+                run.attempt_open = False
+                self._close(old, committed=False)
+        if unfinished:
+            program_id, program_bytes = self._serialize(plan, plan.jobs)
+            self._start_attempt(run, plan, program_id, program_bytes)
 
     def add_worker(self, worker: int) -> None:
         """A worker joined (index ``worker``): plans from the next group on may use it."""
-        while len(self.worker_programs) <= worker:
-            self.worker_programs.append(OrderedDict())
-        self.worker_programs[worker] = OrderedDict()
-        if worker not in self.live:
-            self.live.append(worker)
-            self.live.sort()
+        with self._locked():
+            while len(self.worker_programs) <= worker:
+                self.worker_programs.append(OrderedDict())
+            self.worker_programs[worker] = OrderedDict()
+            if worker not in self.live:
+                self.live.append(worker)
+                self.live.sort()
+            self._version += 1
 
     def _replace(self, worker: int) -> bool:
         replace = getattr(self.transport, "replace_worker", None)
@@ -445,7 +657,9 @@ class GroupScheduler:
             self.programs.popitem(last=False)
         return pid, data
 
-    def _launch(self, plan: GroupPlan, program_id: int, program_bytes: bytes) -> list[int]:
+    def _launch(self, plan: GroupPlan, wire: int, program_id: int, program_bytes: bytes) -> list[int]:
+        if self._gc_drops:
+            self._apply_gc_drops()
         per_worker: dict[int, list] = {}
         for task, w in zip(plan.tasks, plan.worker_of):
             per_worker.setdefault(w, []).append(tuple(task))  # a NamedTuple pickles ~4x slower
@@ -466,25 +680,31 @@ class GroupScheduler:
                 body = shared
             runs = plan.run_of_worker.get(w, ())
             routes = {run: tuple(tuple(sorted(d)) for d in plan.routes[run]) for run in runs}
-            messages.append((M.LAUNCH, plan.group, program_id, body, per_worker[w], routes,
+            messages.append((M.LAUNCH, wire, program_id, body, per_worker[w], routes,
                              plan.forwards.get(w, []), self.pending_drops.pop(w, []), self.epochs,
                              self.trace is not None))
-        for w in [w for w in self.pending_drops if w not in per_worker]:
+        for w in [w for w in self.pending_drops if w not in per_worker and w in self.live]:
             self.transport.send(w, (M.DROP, self.pending_drops.pop(w)))
         self.transport.send_shared(workers, messages)
         return workers
 
     # --------------------------------------------------------------- events
-    def _dispatch(self, run: _Run, worker: int, msg: Any) -> None:
+    def _dispatch(self, worker: int, msg: Any) -> None:
         if isinstance(msg, WorkerLost):
-            self._on_worker_lost(run, worker, msg.reason)
+            self._on_worker_lost(worker, msg.reason)
             return
         if isinstance(msg, WorkerJoined):
             self._on_worker_joined(worker)
             return
-        tag, group = msg[0], msg[1]
-        if group != run.plan.group:
-            return  # a late message of an aborted group
+        tag = msg[0]
+        if tag == M.DESCRIBED:
+            box = self._described.get(msg[1])
+            if box is not None:
+                box[worker] = msg[2]
+            return
+        run = self._runs.get(msg[1])
+        if run is None:
+            return  # a late message of an aborted attempt, or of a group already closed
         if tag == M.RESULTS:
             self._on_results(run, msg[2])
         elif tag == M.DONE:
@@ -510,6 +730,7 @@ class GroupScheduler:
                 run.remaining[job] = left
             else:
                 del run.remaining[job]
+                run.done[job] = run.results.pop(job)
 
     def _on_done(self, run: _Run, worker: int, busy: float, stats: dict) -> None:
         run.awaiting_done.discard(worker)
@@ -529,37 +750,79 @@ class GroupScheduler:
                 exc = pickle.loads(exc_bytes)
             except Exception:
                 exc = None
-        self._abort(run)
+        # The worker may not hold the program now (it could not load it): send it again next time.
+        self.worker_programs[worker].pop(run.program_id, None)
+        self._abort_attempt(run)
         name = self.transport.worker_names[worker]
         label = run.plan.stage_labels[task.stage]
         what = f"{type(exc).__name__}: {exc}" if exc is not None else tb.strip().splitlines()[-1]
+        hint = _unimportable(run.plan, exc) if tb.startswith(M.PROGRAM_LOAD_FAILED) else ""
         err = TaskError(
-            f"job {task.job}, stage {task.stage} ({label}), partition {task.partition} failed on {name}: {what}",
+            f"job {task.job}, stage {task.stage} ({label}), partition {task.partition} failed on {name}: {what}{hint}",
             job=task.job, stage=task.stage, partition=task.partition, worker=name,
             remote_traceback=tb, exception=exc,
         )
-        raise err from RemoteTraceback(tb)
+        err.__cause__ = RemoteTraceback(tb)
+        run.error = err
+        self._version += 1
+        # Groups in flight waiting on blocks this attempt would have made never get them: re-plan them.
+        lost = run.plan.new_cache
+        if lost:
+            for other in sorted(self._runs.values(), key=lambda r: r.wire):
+                if other.error is None and not other.complete and any(
+                        b in lost for t in other.plan.tasks for b in t.inputs):
+                    self._recover(other, worker, "an input group failed")
+                    self._reattempt(other)
 
-    def _on_worker_lost(self, run: _Run | None, worker: int, reason: str) -> None:
-        """Forget the worker and what it held; during a group, start a recovery."""
+    def _on_worker_lost(self, worker: int, reason: str) -> None:
+        """Forget the worker and what it held; every run in flight recovers."""
         if worker in self.live:
             self.live.remove(worker)
         for block in [b for b, w in self.cache_locations.items() if w == worker]:
             del self.cache_locations[block]
         self.pending_drops.pop(worker, None)
-        self._deferred = [d for d in self._deferred if d[2] is None or d[2][0] != worker]
-        if run is not None:
-            raise _Lost(worker, reason)
+        self._deferred = [d for d in self._deferred if d.copy is None or d.copy[0] != worker]
+        for plan in self._open_plans.values():
+            if any(w == worker for w in plan.new_cache.values()):
+                plan.new_cache = {b: w for b, w in plan.new_cache.items() if w != worker}
+        self._version += 1
         name = self.transport.worker_names[worker]
-        log.warning("lost %s between jobs: %s", name, reason)
-        self._replace(worker)
+        affected = [r for r in sorted(self._runs.values(), key=lambda r: r.wire)
+                    if r.error is None and not r.complete]
+        if self.trace is not None:
+            self.trace.instant(f"lost {name}", reason)
+        if not affected:
+            log.warning("lost %s between jobs: %s", name, reason)
+            self._replace(worker)
+            return
+        log.warning("lost %s during group %s: %s; recovering", name,
+                    ", ".join(str(r.prep.plan.group) for r in affected), reason)
+        for run in affected:
+            run.recoveries += 1
+            self._recover(run, worker, reason)
+        if self._replace(worker):
+            log.warning("started a replacement for %s", name)
+        if self.on_failure is not None:
+            self.on_failure()
+        for run in affected:
+            if run.recoveries > self.max_recoveries:
+                run.error = WorkerLostError(f"lost {name}: {reason} (gave up after {self.max_recoveries} "
+                                            f"recoveries in one group)", worker=name)
+            elif not self.live:
+                run.error = WorkerLostError(f"lost {name}: {reason}; no worker is left", worker=name)
+            else:
+                try:
+                    self._reattempt(run)
+                except Exception as e:  # e.g. nothing left to plan on
+                    run.error = e
 
-    def _abort(self, run: _Run, keep: dict[int, list[tuple]] | None = None) -> None:
+    def _abort_attempt(self, run: _Run, keep: dict[int, list[tuple]] | None = None) -> None:
         run.remaining.clear()
         run.awaiting_done.clear()
+        self._runs.pop(run.wire, None)
         for w in self.live:
             try:
-                self.transport.send(w, (M.ABORT, run.plan.group, (keep or {}).get(w, [])))
+                self.transport.send(w, (M.ABORT, run.wire, (keep or {}).get(w, [])))
             except Exception as e:  # the worker may be the one that just died
                 log.debug("could not send abort to worker %d: %s", w, e)
 
@@ -570,12 +833,41 @@ class GroupScheduler:
             self.trace.instant(f"{self.transport.worker_names[worker]} joined")
 
     def check_workers(self) -> None:
-        """Notice workers lost or joined while idle (so the next plan sees them)."""
-        for worker, msg in self.transport.poll(0):
-            if isinstance(msg, WorkerLost):
-                self._on_worker_lost(None, worker, msg.reason)
-            elif isinstance(msg, WorkerJoined):
-                self._on_worker_joined(worker)
+        """Read what arrived while idle (workers lost or joined), so the next plan sees it."""
+        with self._locked():
+            for worker, msg in self.transport.poll(0):
+                self._dispatch(worker, msg)
+
+    def bookkeeping(self, timeout: float = 10.0) -> dict[str, Any]:
+        """Sizes of every driver container that must be empty between jobs, and each live worker's.
+
+        For tests and debugging (``Context.bookkeeping()``): after every job,
+        stream and iterate everything but cached partitions must be gone, on
+        the driver and on the workers. Workers answer a DESCRIBE message; one
+        that does not answer within ``timeout`` seconds is reported as None.
+        """
+        with self._locked():
+            token = next(self._tokens)
+            box: dict[int, dict[str, int]] = {}
+            self._described[token] = box
+            asked = list(self.live)
+            for w in asked:
+                self.transport.send(w, (M.DESCRIBE, token))
+            deadline = time.monotonic() + timeout
+            try:
+                while len(box) < len(asked) and time.monotonic() < deadline:
+                    for worker, msg in self.transport.poll(_POLL_SLICE):
+                        self._dispatch(worker, msg)
+            finally:
+                del self._described[token]
+            driver = {
+                "runs": len(self._runs), "open_plans": len(self._open_plans), "deferred_drops": len(self._deferred),
+                "pulling": len(self._pulling), "gc_drops": len(self._gc_drops),
+                "pending_drops": sum(len(v) for v in self.pending_drops.values()),
+                "driving_threads": len(self._drivers), "cached_blocks": len(self.cache_locations),
+            }
+            names = self.transport.worker_names
+            return {"driver": driver, "workers": {names[w]: box.get(w) for w in asked}}
 
 
 def _culprit(plan: GroupPlan, batch: list, error: Exception) -> SerializationError:
@@ -598,6 +890,24 @@ def _culprit(plan: GroupPlan, batch: list, error: Exception) -> SerializationErr
         except Exception as e:
             return SerializationError(f"cannot serialize the function {_name(f)} of job {job}: {e}")
     return SerializationError(f"cannot serialize the group's program: {error}")
+
+
+def _unimportable(plan: GroupPlan, exc: BaseException | None) -> str:
+    """For a program the workers could not load: which module is missing, and which user functions need it."""
+    module = getattr(exc, "name", None) if isinstance(exc, ImportError) else None
+    if not module:
+        return ("; the workers could not load the group's program (are the modules it uses installed on "
+                "the workers?)")
+    users = []
+    funcs = [f for node in plan.nodes.values() for f in node.user_functions()] + list(plan.funcs.values())
+    for f in funcs:
+        g = getattr(f, "f", f)
+        mod = getattr(g, "__module__", None) or ""
+        if (mod == module or mod.startswith(module + ".")) and _name(g) not in users:
+            users.append(_name(g))
+    who = f" needed by {', '.join(users)}" if users else ""
+    return (f"; module {module!r}{who} exists on the driver but cannot be imported on the workers: install it "
+            f"there, or ship it with cloudpickle.register_pickle_by_value({module})")
 
 
 def _name(f: Any) -> str:

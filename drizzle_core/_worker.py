@@ -51,6 +51,8 @@ log = logging.getLogger("drizzle.worker")
 # Materialize a narrow pipeline every this many nodes, so that generator chains
 # (each next() recursing through every level in C) stay shallow.
 _MATERIALIZE_EVERY = 200
+# Stages whose task durations are remembered (insertion order: the oldest is forgotten first).
+_DURATIONS_KEPT = 256
 
 
 class Program:
@@ -151,6 +153,23 @@ class WorkerRuntime:
                 f"blocks={len(self.blocks)} transient={len(self.transient)} "
                 f"pending_forwards={sorted(self.pending_forwards)} buffered_results={len(self.results)}")
 
+    def bookkeeping(self) -> dict[str, int]:
+        """Sizes of every container that must be empty when no group is in flight.
+
+        Cached partitions (``c`` blocks) are the only thing that may stay, and
+        are counted apart; tests assert the rest is zero after every job, stream
+        and iterate, the way Spark's scheduler suite asserts its maps empty.
+        """
+        cached = sum(1 for b in self.blocks if b[0] == "c" and b not in self.transient)
+        return {
+            "groups": len(self.groups), "tasks": len(self.tasks), "waiting": len(self.waiting),
+            "waiters": len(self.waiters), "ready": len(self.ready), "timers": len(self.timers),
+            "pending_forwards": len(self.pending_forwards), "combine_left": len(self.combine_left),
+            "combine_acc": len(self.combine_acc), "transient": len(self.transient),
+            "shuffle_blocks": sum(1 for b in self.blocks if b[0] == "s"), "results": len(self.results),
+            "cached_blocks": cached, "stage_durations": len(self._durations),
+        }
+
     # ------------------------------------------------------------- messages
     def handle(self, src: int, msg: tuple) -> None:
         tag = msg[0]
@@ -164,6 +183,9 @@ class WorkerRuntime:
             self._drop(msg[1])
         elif tag == M.STOP:
             self.stopped = True
+        elif tag == M.DESCRIBE:
+            self.flush_results()
+            self._send(M.DRIVER, (M.DESCRIBED, msg[1], self.bookkeeping()))
         else:
             log.warning("worker %d: unknown message %r from %r", self.index, tag, src)
 
@@ -186,23 +208,23 @@ class WorkerRuntime:
                 self.transient.pop(b, None)
         if drops:
             self._drop(drops)
-        if program_bytes is not None:
+        program = self.programs.get(program_id) if program_bytes is None else None
+        if program is None:
             try:
+                if program_bytes is None:
+                    raise LookupError(f"program {program_id} is not held here (the driver must send it again)")
                 program = pickle.loads(program_bytes)
             except Exception as e:
                 # e.g. a function from a module this worker cannot import: the
                 # group fails with the reason; the worker keeps serving.
-                first = tasks[0] if tasks else None
+                first = Task._make(tasks[0]) if tasks else None
                 self._send(M.DRIVER, (M.FAILED, group, first.index if first else -1, first.attempt if first else 0,
-                                      "could not load the group's program on this worker:\n" + traceback.format_exc(),
-                                      _picklable(e)))
+                                      f"{M.PROGRAM_LOAD_FAILED}:\n" + traceback.format_exc(), _picklable(e)))
                 self.dead_groups.add(group)
                 return
             self.programs[program_id] = program
             if len(self.programs) > M.PROGRAM_CACHE:
                 self.programs.popitem(last=False)
-        else:
-            program = self.programs[program_id]
         self.programs.move_to_end(program_id)
         tasks = [Task._make(t) for t in tasks]  # plain tuples on the wire: they pickle ~4x faster
         gs = GroupState(group, program, routes, len(tasks))
@@ -305,8 +327,10 @@ class WorkerRuntime:
         self.dead_groups.add(group)
         gs = self.groups.pop(group, None)
         for key in [k for k in self.tasks if k[0] == group]:
-            del self.tasks[key]
+            task = self.tasks.pop(key)
             self.waiting.pop(key, None)
+            for b in task.inputs:
+                self._release(b)  # a forwarded copy only this task would have read goes too
         self.ready = deque(item for item in self.ready if item[0].group != group)
         self.timers = [t for t in self.timers if t[1] != group]
         heapq.heapify(self.timers)
@@ -316,6 +340,8 @@ class WorkerRuntime:
         for b in [b for b in self.blocks if b[0] == "s" and b[1] == group]:
             del self.blocks[b]
             self.transient.pop(b, None)
+        for b in [b for b in self.transient if b[0] == "s" and b[1] == group]:
+            del self.transient[b]  # counted for a consumer here, never arrived
         for b in [b for b, keys in self.waiters.items() if all(k[0] == group for k in keys)]:
             del self.waiters[b]
         if gs is not None:
@@ -323,7 +349,8 @@ class WorkerRuntime:
             for b in gs.stored:
                 if b not in kept:
                     self.blocks.pop(b, None)
-        self.pending_forwards = {b: [d for d in ds if d[1] != group] for b, ds in self.pending_forwards.items()}
+        forwards = {b: [d for d in ds if d[1] != group] for b, ds in self.pending_forwards.items()}
+        self.pending_forwards = {b: ds for b, ds in forwards.items() if ds}
         if self.results_group == group:
             self.results = []
         self._closed(group)
@@ -393,8 +420,14 @@ class WorkerRuntime:
             if gs.spans is not None:
                 gs.spans.append((task.index, time.time() - took, took))
             key = (task.node, task.kind)
-            old = self._durations.get(key)
-            self._durations[key] = took if old is None else 0.8 * old + 0.2 * took
+            durations = self._durations
+            old = durations.get(key)
+            if old is None:
+                if len(durations) >= _DURATIONS_KEPT:  # every stream batch has new stages: keep the recent
+                    del durations[next(iter(durations))]
+                durations[key] = took
+            else:
+                durations[key] = 0.8 * old + 0.2 * took
         for b in task.inputs:
             self._release(b)
         for entry in task.shuffle_in:

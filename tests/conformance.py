@@ -16,6 +16,7 @@ import time
 
 import numpy as np
 import pytest
+from bookkeeping import assert_no_bookkeeping
 
 import drizzle_core as dz
 
@@ -57,6 +58,12 @@ class TransportConformance:
     def ctx(cls):
         with dz.Context(transport=cls.transport, workers=cls.workers, **cls.options) as ctx:
             yield ctx
+
+    @pytest.fixture(autouse=True)
+    def _nothing_left_behind(self, ctx):
+        """After every test: no open plan, deferred drop or transient block; workers hold what the driver knows."""
+        yield
+        assert_no_bookkeeping(ctx)
 
     def test_narrow_pipeline_keeps_partition_order(self, ctx):
         ds = ctx.parallelize(range(100), 7)
@@ -205,6 +212,8 @@ class ProcessConformance:
             # capacity is back (a replacement), or the survivor carries on
             assert ctx.parallelize(range(10), 4).sum() == 45
             assert pids[1] not in worker_pids(ctx)
+            state.unpersist()
+            assert_no_bookkeeping(ctx)
 
     def test_a_function_that_kills_its_worker_is_retried_a_bounded_number_of_times(self, no_orphans):
         with dz.Context(transport=self.transport, workers=2, **self.options) as ctx:

@@ -189,7 +189,7 @@ def test_iterate_matches_a_sequential_loop_for_every_group_size(ctx):
         seen: list[int] = []
         r = ctx.iterate(ds, np.zeros(3), local=_grad, combine=operator.add,
                         update=lambda w, g: w - 0.1 * g / 400, iterations=25, group_size=g,
-                        on_iteration=lambda i, s, seen=seen: seen.append(i))
+                        on_iteration=lambda i, s, seen=seen: seen.append(i), keep_history=True)
         assert r.iterations == 25 and seen == list(range(1, 26)) and not r.converged
         np.testing.assert_allclose(np.array(r.history), np.array(expected), rtol=1e-12, atol=1e-14)
 
@@ -200,7 +200,7 @@ def test_iterate_until_stops_inside_the_group(ctx):
     n = len(ctx.metrics)
     r = ctx.iterate(ds, 0.0, local=lambda part, s: float(part.sum()), combine=operator.add,
                     update=lambda s, total: s + total, iterations=1000, group_size=50,
-                    until=lambda s: s >= 75)
+                    until=lambda s: s >= 75, keep_history=True)
     assert r.converged and r.iterations == 8 and r.state == 80.0
     assert r.history == [10.0 * i for i in range(1, 9)]
     assert len(ctx.metrics) == n  # the group was cut short at convergence; no second group started
@@ -257,5 +257,6 @@ def test_iterate_spreads_uncached_data_over_the_workers(ctx):
 
     ds = ctx.parallelize(np.arange(8.0).reshape(8, 1), 4)  # not cached yet: iterate caches it
     r = ctx.iterate(ds, frozenset(), local=lambda part, s: frozenset([os.getpid()]),
-                    combine=operator.or_, update=lambda s, pids: pids, iterations=3, group_size=3)
+                    combine=operator.or_, update=lambda s, pids: pids, iterations=3, group_size=3,
+                    keep_history=True)
     assert all(len(pids) == 2 for pids in r.history)

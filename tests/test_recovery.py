@@ -44,7 +44,8 @@ def _data():
 def _fit(ctx, local, g):
     ds = ctx.parallelize(_data(), 4)
     return ctx.iterate(ds, np.zeros(3), local=local, combine=operator.add,
-                       update=lambda w, grad: w - 0.3 * grad / 2000, iterations=60, group_size=g)
+                       update=lambda w, grad: w - 0.3 * grad / 2000, iterations=60, group_size=g,
+                       keep_history=True)
 
 
 @pytest.mark.parametrize("transport", ["local", "tcp"])

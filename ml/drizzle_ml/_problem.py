@@ -96,7 +96,7 @@ def run(problem: Problem, ctx: dz.Context, *, max_iter: int, group_size: int | s
         start = time.perf_counter()
         res = ctx.iterate(ds, problem.init, local=problem.local, combine=problem.combine,
                           update=problem.update, iterations=max_iter, group_size=group_size,
-                          until=problem.until, on_iteration=bar)
+                          until=problem.until, on_iteration=bar, keep_history=True)
         seconds = time.perf_counter() - start
         if bar is not None:
             bar.close("converged" if res.converged else "")
