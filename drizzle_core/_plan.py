@@ -69,12 +69,15 @@ class GroupPlan:
     nodes: dict[int, Node] = field(default_factory=dict)
     funcs: dict[int, Callable[..., Any]] = field(default_factory=dict)
     new_cache: dict[Block, int] = field(default_factory=dict)    # cached block -> worker, made by this group
+    made_of: dict[int, list[Block]] = field(default_factory=dict)  # node -> its blocks in new_cache
     result_tasks: dict[int, tuple[int, int]] = field(default_factory=dict)  # task -> (job, partition)
     job_partitions: dict[int, int] = field(default_factory=dict)
     stage_labels: dict[int, str] = field(default_factory=dict)
     run_of_worker: dict[int, set[int]] = field(default_factory=dict)  # worker -> runs it maps for
     mappers: dict[int, set[int]] = field(default_factory=dict)   # run -> workers that map for it
-    reads: set[int] = field(default_factory=set)     # nodes whose cached blocks tasks read
+    # node -> the last job of the group whose tasks read or make its cached blocks: an
+    # unpersisted dataset's blocks can go once that job is done, not the whole group
+    read_by: dict[int, int] = field(default_factory=dict)
 
 
 class _Stage(NamedTuple):
@@ -203,15 +206,18 @@ class Planner:
                             break
             w = prefer if prefer >= 0 else workers[p % nw]
             index = len(plan.tasks)
+            read_by = plan.read_by
             for block, loc in inputs:
-                plan.reads.add(block[1])
+                read_by[block[1]] = job
                 if loc != w:
                     fw = plan.forwards.setdefault(loc, [])
                     if (block, w) not in fw:
                         fw.append((block, w))
             for node_id, q in stores:
+                read_by[node_id] = job
                 located[("c", node_id, q)] = w
                 plan.new_cache[("c", node_id, q)] = w
+                plan.made_of.setdefault(node_id, []).append(("c", node_id, q))
             for entry in shuffle_in.values():
                 plan.routes[entry[1]][entry[4]].add(w)
             if kind == MAP:
