@@ -3,6 +3,7 @@
     python benchmarks/bench_streaming.py                 # about three minutes
     python benchmarks/bench_streaming.py --quick         # smoke run, under a minute
     python benchmarks/bench_streaming.py --rate 150000 --window 10 --seconds 40
+    python benchmarks/bench_streaming.py --only latency      # section 0 alone, about a minute
 
 The workload is examples/ysb.py: ad events made on the workers at a set
 rate, filter views, broadcast-join ad -> campaign (100 x 10), count views per
@@ -11,6 +12,11 @@ its final count reaching the sink.
 
 What is reported:
 
+0. Latency at small batches, G=1 against G="auto" (issue 9: auto must never
+   be worse than G=1): 4 ms batches at 20,000 events/s with 0.2 s windows,
+   ``--latency-runs`` runs of each, interleaved; per run the p50 and p99 of
+   batch latency (after a warm-up) and the largest group; then the median
+   and the spread (min-max) over the runs.
 1. At one event rate (``--rate``): p50 and p99 window latency for G=1 (one
    micro-batch per scheduling group, as in Spark Streaming: every batch pays
    a driver round trip) and for G="auto" (Drizzle: groups of batches
@@ -41,6 +47,7 @@ from typing import Any
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "examples"))
 
 import ysb
+from _tables import table
 
 import drizzle_core as dz
 from drizzle_core._stream_metrics import percentile, summarize
@@ -85,6 +92,49 @@ def ms(x: float) -> str:
     return f"{x * 1e3:9.1f}"
 
 
+def latency_runs(ctx: dz.Context, args: argparse.Namespace) -> dict[Any, list[dict]]:
+    """Section 0: ``--latency-runs`` interleaved runs of G=1 and auto at small batches."""
+    out: dict[Any, list[dict]] = {g: [] for g in GROUPS}
+    warm = int(args.warmup_latency / args.latency_interval)
+    for _ in range(args.latency_runs):
+        for g in GROUPS:
+            g0 = len(ctx.metrics)
+            r = ysb.run_ysb(ctx, args.latency_rate, args.latency_seconds, g, window=0.2,
+                            interval=args.latency_interval, partitions=2)
+            s = summarize(r.metrics[warm:], args.latency_interval)
+            groups = ctx.metrics[g0:]
+            out[g].append({"p50": s.latency_p50, "p99": s.latency_p99, "max": s.latency_max,
+                           "largest": max((m.jobs for m in groups), default=0),
+                           "median_group": statistics.median(m.jobs for m in groups) if groups else 0,
+                           "correct": r.correct})
+    return out
+
+
+def spread(runs: list[dict], key: str) -> str:
+    xs = [x[key] * 1e3 for x in runs]
+    return f"{statistics.median(xs):.1f} ({min(xs):.1f}-{max(xs):.1f})"
+
+
+def print_latency(out: dict[Any, list[dict]], args: argparse.Namespace) -> None:
+    print(f"\n0. batch latency at {args.latency_interval * 1e3:g} ms batches, {args.latency_rate:,.0f} events/s, "
+          f"0.2 s windows: {args.latency_runs} interleaved runs of {args.latency_seconds:g} s "
+          f"({args.warmup_latency:g} s warm-up left out)")
+    rows = []
+    for i in range(args.latency_runs):
+        for g in GROUPS:
+            x = out[g][i]
+            rows.append([f"run {i + 1} G={g}", f"{x['p50'] * 1e3:.1f}", f"{x['p99'] * 1e3:.1f}",
+                         f"{x['max'] * 1e3:.1f}", f"{x['median_group']:g}", str(x["largest"]), str(x["correct"])])
+    print(table(["run", "p50 ms", "p99 ms", "max ms", "median group", "largest group", "correct"], rows))
+    print()
+    print(table(["G", "p50 ms: median (min-max)", "p99 ms: median (min-max)", "runs with p99 < G=1's"],
+                [[f"G={g}", spread(out[g], "p50"), spread(out[g], "p99"),
+                  "-" if g == 1 else f"{sum(a['p99'] <= b['p99'] for a, b in zip(out[g], out[1]))} of "
+                                     f"{args.latency_runs}"] for g in GROUPS]))
+    one, auto = statistics.median(x["p99"] for x in out[1]), statistics.median(x["p99"] for x in out["auto"])
+    print(f"median p99: auto / G=1 = {auto / one:.2f}")
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--rate", type=float, default=150_000, help="events/s for the G=1 vs auto comparison")
@@ -99,16 +149,29 @@ def main(argv: list[str] | None = None) -> int:
                     help="rates for the sustained-rate search (ascending)")
     ap.add_argument("--png", type=str, default="ysb_latency.png", help="latency-over-time plot ('' for none)")
     ap.add_argument("--quick", action="store_true", help="short runs, one repeat, small sweep")
+    ap.add_argument("--only", choices=["all", "latency"], default="all", help="latency: section 0 alone")
+    ap.add_argument("--latency-interval", type=float, default=0.004, help="section 0: batch interval, seconds")
+    ap.add_argument("--latency-rate", type=float, default=20_000, help="section 0: events/s")
+    ap.add_argument("--latency-runs", type=int, default=5, help="section 0: runs of each G")
+    ap.add_argument("--latency-seconds", type=float, default=4.0, help="section 0: length of each run")
+    ap.add_argument("--warmup-latency", type=float, default=0.4, help="section 0: seconds left out")
     args = ap.parse_args(argv)
     if args.quick:
         args.seconds, args.warmup, args.repeat, args.sweep = 4.0, 1.0, 1, "50000,200000"
+        args.latency_runs, args.latency_seconds = 2, 2.0
     rates = [float(r) for r in args.sweep.split(",") if r]
 
-    print(f"YSB on {args.workers} local workers: {args.interval * 1e3:g} ms batches, {args.window:g} s windows, "
-          f"{args.partitions} source partitions, {args.seconds:g} s runs ({args.warmup:g} s warm-up left out), "
-          f"median of {args.repeat}; cpus={os.cpu_count()}")
+    print(f"YSB on {args.workers} local workers, cpus={os.cpu_count()}")
+    if args.only == "all":
+        print(f"sections 1-2: {args.interval * 1e3:g} ms batches, {args.window:g} s windows, "
+              f"{args.partitions} source partitions, {args.seconds:g} s runs ({args.warmup:g} s warm-up left out), "
+              f"median of {args.repeat}")
     t_start = time.perf_counter()
     with dz.Context(workers=args.workers) as ctx:
+        print_latency(latency_runs(ctx, args), args)
+        if args.only == "latency":
+            print(f"\n(total {time.perf_counter() - t_start:.0f} s)")
+            return 0
         at = measure(ctx, args.rate, args)
         print(f"\n1. at {args.rate:,.0f} events/s")
         print(f"{'G':>6} {'win p50 ms':>10} {'win p99 ms':>10} {'batch p50':>10} {'batch p99':>10} "

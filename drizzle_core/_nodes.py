@@ -96,7 +96,10 @@ class NarrowNode(Node):
         return self.fn(p, parents[0])
 
     def user_functions(self) -> list[Any]:
-        return [self.fn]
+        # An engine op may name the user callables it wraps (a stream source's
+        # reader names the user's generator), so an error names those.
+        inner = getattr(self.fn, "user_functions", None)
+        return list(inner()) if callable(inner) else [self.fn]
 
 
 class UnionNode(Node):

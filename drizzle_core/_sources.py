@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import os
 import socket
 import threading
@@ -44,6 +45,22 @@ if TYPE_CHECKING:
     from ._context import Context
 
 log = logging.getLogger("drizzle.stream.sources")
+
+
+def check_seconds(value: Any, name: str, *, zero: bool = False) -> float:
+    """``value`` as float seconds, or a ValueError naming ``name``.
+
+    Every time parameter of a stream passes here: a non-finite one (inf, nan)
+    used to be accepted and then reached ``select``/``sleep`` on the workers as
+    a timeout, where ``inf`` raises OverflowError and kills every worker.
+    Refused up front instead, with the parameter's name. Bools are refused
+    too (``True`` is an int, but never meant as one second).
+    """
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    if not ok or value < 0 or (value == 0 and not zero):
+        what = "a finite, non-negative" if zero else "a finite, positive"
+        raise ValueError(f"{name} must be {what} number of seconds, got {value!r}")
+    return float(value)
 
 
 class BatchTime(NamedTuple):
@@ -81,9 +98,20 @@ class Source:
     def _batch(self, ctx: Context, b: int, bt: BatchTime) -> D.Dataset:
         """Batch ``b``'s raw dataset (stamp first, then records), time-triggered at its end."""
         parts = [[(b, bt.start, bt.end)] for _ in range(self.num_partitions)]
-        node = N.SourceNode(next(D._ids), parts, f"{type(self).__name__} batch {b}",
-                            start_at=bt.end + self.settle)
-        return D.Dataset(ctx, node, ()).map_partitions(_Read(self), with_index=True)
+        label = f"{self!r} batch {b}"
+        node = N.SourceNode(next(D._ids), parts, label, start_at=bt.end + self.settle)
+        coords = D.Dataset(ctx, node, ())
+        # The reader is the narrow op itself (not wrapped by map_partitions), so the
+        # node's user_functions() reach the user's generator through _Read.
+        read = N.NarrowNode(next(D._ids), node, _Read(self), f"read {label}")
+        return D.Dataset(ctx, read, (coords,))
+
+    def _user_functions(self) -> list[Any]:
+        """The user's callables this source runs on the workers (named when one does not pickle)."""
+        return []
+
+    def __repr__(self) -> str:
+        return type(self).__name__
 
 
 class _Read:
@@ -99,6 +127,13 @@ class _Read:
         out: list[Any] = [time.time()]
         out.extend(self.source._records(p, b, BatchTime(start, end)))
         return out
+
+    def user_functions(self) -> list[Any]:
+        """The user's generator first (so a pickling error names it), then the reader as a whole."""
+        return [*self.source._user_functions(), self]
+
+    def __repr__(self) -> str:
+        return f"the reader of {self.source!r}"
 
     def __reduce__(self):
         return (_Read, (self.source,))
@@ -122,6 +157,12 @@ class GeneratorSource(Source):
     def _records(self, p: int, b: int, bt: BatchTime) -> Iterable[Any]:
         return self.gen(p, b, bt)
 
+    def _user_functions(self) -> list[Any]:
+        return [self.gen]
+
+    def __repr__(self) -> str:
+        return f"GeneratorSource({D._fn_name(self.gen)})"
+
 
 class DirectorySource(Source):
     """Lines of the text files that appear in ``path``; one record per line.
@@ -142,7 +183,7 @@ class DirectorySource(Source):
                  encoding: str = "utf-8") -> None:
         super().__init__(num_partitions)
         self.path = os.fspath(path)
-        self.settle = settle
+        self.settle = check_seconds(settle, "DirectorySource: settle", zero=True)
         self.encoding = encoding
 
     def _records(self, p: int, b: int, bt: BatchTime) -> Iterable[Any]:

@@ -36,12 +36,18 @@ One batch = one job. The job's dataset is a union of:
   them now (a batch-time window's cached input in a batch that emits nothing).
 
 Group size. ``group_size`` is an int or ``"auto"``. For a stream, ``"auto"``
-is the context's AIMD controller (:mod:`~drizzle_core._adaptive`) with a
-cap: ``G * I <= max_group_seconds`` (1 s by default), because a group is
-also the unit of reaction: a stop, or a failure, is acted on at the next
-group boundary. Idle time waiting for batches to come due counts as
-coordination for AIMD, so in a stream that keeps up it grows G to the cap
-quickly, and a stream that falls behind (workers busy) shrinks it slowly.
+is the context's AIMD controller (:mod:`~drizzle_core._adaptive`) with two
+caps. The time limit, ``G * I <= max_group_seconds`` (1 s by default),
+because a group is also the unit of reaction: a stop, or a failure, is
+acted on at the next group boundary. And the latency budget
+(:class:`~drizzle_core._adaptive.LatencyCap`): a group's driver cost (about
+G times the per-batch planning, serializing and launching) must fit in the
+slack G=1 has between batches, so that grouping never delays results more
+than G=1 does; the figures are medians over recent groups and the cap grows
+gradually, so one slow group does not lift it to the time limit. Idle time
+waiting for batches to come due counts as coordination for AIMD, so in a
+stream that keeps up it grows G to the caps quickly, and a stream that
+falls behind (workers busy) shrinks it slowly.
 
 Stopping. :meth:`Stream.stop` (from a sink callback or another thread),
 ``run(batches=N)`` or ``run(duration=S)``: no batch is planned after the stop
@@ -52,10 +58,30 @@ usual, so every delivered batch is complete and state stays consistent. Then
 be run again: batch indices and per-key state continue; batch times restart
 from the new ``run`` call's clock.
 
-State kept on the driver between batches (all are references to cached
-datasets on the workers; nothing holds data): per stateful DStream its latest
-state dataset, per batch-time window the last ``length / I`` input datasets,
-and per broadcast join the table's single cached partition.
+Failures. A batch is *delivered* once every sink's callback returned for it.
+When a task fails or a sink raises, ``run`` raises that error after rolling
+the DStreams back to their state after the last delivered batch (the same
+rollback a stop does for the group it drops): running the stream again
+continues with the first batch not delivered. So the batch whose sink
+raised is delivered again, to every sink (output is at-least-once, as in
+Spark Streaming), and state counts every batch exactly once.
+
+Checkpoints. Each batch's state dataset (``update_state_by_key``, event-time
+windows) is computed from the previous one, so its lineage — which the
+driver keeps, to recompute lost blocks — would grow by one batch's datasets
+per batch, without bound. Every ``checkpoint_every`` batches (10 by default)
+the batch's job also returns the state partitions to the driver, and when
+they arrive the state dataset's lineage is replaced by that value (Spark's
+periodic checkpoint; the driver is the reliable store, as in ``iterate``).
+The state stays cached on its workers; a lost worker's state is recomputed
+from the last checkpoint and at most ``checkpoint_every`` batches after it.
+Its cost is the state's size sent to the driver once per checkpoint.
+
+State kept on the driver between batches (references to cached datasets on
+the workers, plus one checkpointed value per stateful DStream): per stateful
+DStream its latest state dataset and the lineage back to its last checkpoint,
+per batch-time window the last ``length / I`` input datasets, and per
+broadcast join the table's single cached partition.
 """
 
 from __future__ import annotations
@@ -71,7 +97,8 @@ from typing import TYPE_CHECKING, Any
 
 from . import _dataset as D
 from . import _nodes as N
-from ._sources import BatchTime, Source
+from ._adaptive import GroupSample, LatencyCap
+from ._sources import BatchTime, Source, check_seconds
 from ._stream_metrics import BatchMetrics, StreamSummary, percentile, summarize
 
 if TYPE_CHECKING:
@@ -79,17 +106,22 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("drizzle.stream")
 
+#: batches between checkpoints of a stateful DStream (see the module docstring)
+DEFAULT_CHECKPOINT_EVERY = 10
 
 
 @dataclass
 class _Batch:
-    """Everything about one batch while its job is being built."""
+    """One batch, from building its job until it is delivered (or rolled back)."""
 
     index: int
     time: BatchTime
+    checkpoint_due: bool = False                                   # stateful DStreams checkpoint in this batch
     memo: dict[int, D.Dataset] = field(default_factory=dict)       # id(DStream) -> its dataset for this batch
     touch: list[D.Dataset] = field(default_factory=list)           # computed this batch, output ignored
+    checkpoint: list[D.Dataset] = field(default_factory=list)      # state returned to the driver, lineage cut
     release: list[D.Dataset] = field(default_factory=list)         # unpersist once this batch's job is planned
+    layout: list[int] = field(default_factory=list)                # partitions per part of the job's union
 
 
 class DStream:
@@ -265,28 +297,39 @@ class Stream(DStream):
     """
 
     def __init__(self, ctx: Context, source: Source, batch_interval: float = 0.1, *,
-                 group_size: int | str = "auto", max_group_seconds: float = 1.0) -> None:
+                 group_size: int | str = "auto", max_group_seconds: float = 1.0,
+                 checkpoint_every: int = DEFAULT_CHECKPOINT_EVERY) -> None:
         from ._context import _check_group_size
 
         if not isinstance(source, Source):
             raise TypeError(f"ctx.stream needs a Source (GeneratorSource, DirectorySource, SocketSource), "
                             f"got {type(source).__name__}")
-        if not (isinstance(batch_interval, (int, float)) and batch_interval > 0):
-            raise ValueError(f"batch_interval must be a positive number of seconds, got {batch_interval!r}")
+        interval = check_seconds(batch_interval, "batch_interval")
         _check_group_size(group_size)
-        if not max_group_seconds > 0:
-            raise ValueError(f"max_group_seconds must be positive, got {max_group_seconds!r}")
         super().__init__(None, (), f"stream of {type(source).__name__}")
         self.ctx = ctx
         self.source = source
-        self.interval = float(batch_interval)
+        self.interval = interval
         self.group_size = group_size
-        self.max_group_seconds = max_group_seconds
+        self.max_group_seconds = check_seconds(max_group_seconds, "max_group_seconds")
+        self.checkpoint_every = checkpoint_every
         self.metrics: list[BatchMetrics] = []
         self._sinks: list[tuple[DStream, Callable[[list[Any], BatchMetrics], Any]]] = []
         self._stop = threading.Event()
         self._running = False
-        self._next_batch = 0
+        self._next_batch = 0  # the first batch not delivered yet: where the next run starts
+        self._latency_cap = LatencyCap(self.interval, self._time_cap())
+
+    @property
+    def checkpoint_every(self) -> int:
+        """Every this many batches, stateful DStreams return their state to the driver (see the module docstring)."""
+        return self._checkpoint_every
+
+    @checkpoint_every.setter
+    def checkpoint_every(self, n: int) -> None:
+        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+            raise ValueError(f"checkpoint_every must be a positive int (batches), got {n!r}")
+        self._checkpoint_every = n
 
     def _build(self, batch: _Batch) -> D.Dataset:
         raw = batch.memo[_RAW]
@@ -323,8 +366,7 @@ class Stream(DStream):
         if batches is not None and (isinstance(batches, bool) or not isinstance(batches, int) or batches < 0):
             raise ValueError(f"batches must be a non-negative int, got {batches!r}")
         if duration is not None:
-            if not duration >= 0:
-                raise ValueError(f"duration must be non-negative, got {duration!r}")
+            duration = check_seconds(duration, "duration", zero=True)
             by_time = math.floor(duration / self.interval + 1e-9)
             batches = by_time if batches is None else min(batches, by_time)
         g = self.group_size if group_size is None else group_size
@@ -333,8 +375,9 @@ class Stream(DStream):
         self._stop.clear()
         controller = ctx._adaptive
         saved = (controller.size, controller.cap)
+        self._latency_cap = LatencyCap(self.interval, self._time_cap(), start=max(1, controller.next_size()))
         if g == "auto":
-            controller.cap = max(1, int(self.max_group_seconds / self.interval + 1e-9))
+            controller.cap = self._latency_cap.cap
             controller.size = min(controller.size, controller.cap)
         first_metric = len(self.metrics)
         try:
@@ -367,14 +410,30 @@ class Stream(DStream):
             stack.extend((p, False) for p in d.parents)
         return order
 
+    def _time_cap(self) -> int:
+        return max(1, int(self.max_group_seconds / self.interval + 1e-9))
+
     def _loop(self, batches: int | None, group_size: int | str) -> None:
+        """Build, run and deliver batches; on any exit, roll back to the first batch not delivered.
+
+        A batch is *delivered* when every sink's callback has returned for it.
+        Whatever ends the loop — the end of ``batches``, a stop (the group
+        planned ahead is dropped unrun), a failed task, a sink that raised —
+        the DStreams' state is set back to what it was after the last
+        delivered batch, and the next run starts with the batch after it:
+        a batch whose sink raised is processed and delivered again (to every
+        sink: at-least-once output, as in Spark Streaming), and no batch is
+        skipped or counted twice in the state.
+        """
         ctx = self.ctx
         interval = self.interval
         first = self._next_batch
+        every = self.checkpoint_every
         k0 = math.floor(time.time() / interval) + 1  # batch `first` starts at the next multiple of I
-        pending: deque[tuple[int, BatchTime, list[int]]] = deque()
+        pending: deque[_Batch] = deque()  # built (planned or planned ahead), not delivered; in batch order
+        snapshots: dict[int, _Snapshot] = {}  # batch -> DStream state before it was built, until delivered
         groups_seen = [len(ctx.metrics)]
-        snapshots: dict[int, list[tuple[DStream, dict[str, Any]]]] = {}  # batch -> DStream state before it
+        last_delivered: list[_Batch] = []  # [the last batch delivered], whose release may not have run
 
         def jobs() -> Iterator[tuple[D.Dataset, Any]]:
             b = first
@@ -383,99 +442,161 @@ class Stream(DStream):
                     groups_seen[0] = len(ctx.metrics)
                     self._cap_auto(ctx.metrics[-1])
                 k = k0 + b - first
-                bt = BatchTime(round(k * interval, 6), round((k + 1) * interval, 6))
-                batch = _Batch(b, bt)
+                batch = _Batch(b, BatchTime(round(k * interval, 6), round((k + 1) * interval, 6)),
+                               checkpoint_due=(b + 1) % every == 0)
                 snapshots[b] = _snapshot(self._graph())
-                job, layout = self._job(batch)
-                pending.append((b, bt, layout))
-                try:
-                    yield job, D._to_list
-                finally:
-                    # the job just yielded is planned: what it superseded can go after the group
-                    for ds in batch.release:
-                        ds.unpersist()
+                job = self._job(batch)
+                pending.append(batch)
+                # No try/finally: a generator closed here (the loop ended) must not
+                # release what this batch superseded — it may not have run.
+                yield job, D._to_list
+                # the job just yielded is planned: what it superseded can go after its group
+                _release(batch)
                 b += 1
-                self._next_batch = b
 
-        for result in ctx.iter_jobs(jobs(), group_size, keep_going=lambda: not self._stop.is_set()):
-            arrived = time.time()
-            b, bt, layout = pending.popleft()
-            snapshots.pop(b, None)
-            self._deliver(b, bt, layout, result, arrived)
-        if pending:
-            # A group planned ahead was dropped by the stop: its batches never ran.
-            # Roll the DStreams' state back to just before the first of them.
-            first_dropped = pending[0][0]
-            _restore(snapshots[first_dropped])
-            self._next_batch = first_dropped
+        gen = jobs()
+        results = ctx.iter_jobs(gen, group_size, keep_going=lambda: not self._stop.is_set())
+        delivered = first
+        try:
+            for result in results:
+                arrived = time.time()
+                batch = pending[0]
+                self._deliver(batch, result, arrived, getattr(results, "group", -1))
+                pending.popleft()
+                snapshots.pop(batch.index, None)
+                delivered = batch.index + 1
+                last_delivered[:] = [batch]
+        finally:
+            # Close both now, not at garbage collection: the scheduler settles the
+            # groups it planned (dropping those not launched) before we roll back.
+            results.close()
+            gen.close()
+            snapshot = snapshots.get(delivered)
+            if snapshot is not None:
+                _restore(snapshot)
+            if last_delivered:
+                # Its release ran when the next job was pulled, and that pull may have
+                # been for a group the stop dropped (whose releases are cancelled).
+                _release(last_delivered[0])
+            self._next_batch = delivered
 
     def _cap_auto(self, last: Any) -> None:
-        """Cap the AIMD group size so that planning a group does not hold its first batches back.
+        """Feed the latency cap (:class:`~drizzle_core._adaptive.LatencyCap`) one finished group; apply its cap.
 
-        The driver plans, serializes and launches group k+1 after group k's
-        last batch finished; group k+1's first batch is due one interval
-        after group k's last, so the group's driver cost (about G times the
-        per-batch cost measured on the last group) must fit in the slack
-        ``interval - processing latency``, or the first batches of every
-        group start late. When processing does not keep up anyway (no
-        slack), throughput matters most: only the time cap applies. Called
-        from the job generator, so it acts one group late.
+        The group's batches are the last ``last.jobs`` delivered (a group's
+        metrics are recorded after its last batch is yielded). Called from
+        the job generator, so it acts one group late.
         """
-        controller = self.ctx._adaptive
-        time_cap = max(1, int(self.max_group_seconds / self.interval + 1e-9))
-        recent = [m.latency for m in self.metrics[-max(1, last.jobs):]]
-        per_batch = (last.plan_s + last.serialize_s + last.launch_s) / max(1, last.jobs)
-        slack = self.interval - percentile(recent, 50) if recent else 0.0
-        cap = time_cap
-        if slack > 0 and per_batch > 0:
-            cap = max(1, min(time_cap, int(slack / per_batch)))
-        controller.cap = cap
+        n = max(1, last.jobs)
+        recent = self.metrics[-n:]
+        if not recent:
+            return
+        before = self.metrics[-n - 1] if len(self.metrics) > n else recent[0]  # the previous group's last batch
+        sample = GroupSample(jobs=last.jobs, plan_s=last.plan_s + last.serialize_s, launch_s=last.launch_s,
+                             latency=percentile([m.latency for m in recent], 50), lag_end=recent[-1].lag,
+                             lag_growth=recent[-1].lag - before.lag)
+        self.ctx._adaptive.cap = self._latency_cap.observe(sample)
 
-    def _job(self, batch: _Batch) -> tuple[D.Dataset, list[int]]:
-        """Batch ``b``'s one job: stamps, then each sink's dataset, then touches."""
+    def _job(self, batch: _Batch) -> D.Dataset:
+        """Batch ``b``'s one job: stamps, then each sink's dataset, then touches, then checkpoints."""
         raw = self.source._batch(self.ctx, batch.index, batch.time).cache()
         batch.memo[_RAW] = raw
         batch.release.append(raw)
         stamps = raw.map_partitions(_stamp)
         outs = [d._dataset(batch) for d, _ in self._sinks]
         touches = [t.map_partitions(_nothing) for t in batch.touch]
-        parts = [stamps, *outs, *touches]
-        layout = [d.num_partitions for d in parts]
-        return parts[0].union(*parts[1:]), layout
+        # The state datasets themselves (cached: read where they are, not recomputed).
+        parts = [stamps, *outs, *touches, *batch.checkpoint]
+        batch.layout = [d.num_partitions for d in parts]
+        batch.memo.clear()  # only the job and the datasets named above are needed from here on
+        batch.touch.clear()
+        return parts[0].union(*parts[1:])
 
-    def _deliver(self, b: int, bt: BatchTime, layout: list[int], result: list[Any], arrived: float) -> None:
+    def _deliver(self, batch: _Batch, result: list[Any], arrived: float, group: int) -> None:
+        """Metrics, checkpoints, then every sink's callback; raises what a callback raises."""
+        bt = batch.time
+        layout = batch.layout
         stamps = result[:layout[0]]
         events = sum(s[0][0] for s in stamps)
         started = max(s[0][1] for s in stamps)
         latency = arrived - bt.end
-        run = self.ctx._scheduler._run
-        m = BatchMetrics(batch=b, start=bt.start, end=bt.end, arrived=arrived, latency=latency, events=events,
-                         lag=started - bt.end, queued=max(0, math.floor(latency / self.interval)),
-                         group=run.plan.group if run is not None else -1)
-        self.metrics.append(m)
-        pos = layout[0]
-        for (_d, callback), n in zip(self._sinks, layout[1:]):
-            records = [x for part in result[pos:pos + n] for x in part]
+        m = BatchMetrics(batch=batch.index, start=bt.start, end=bt.end, arrived=arrived, latency=latency,
+                         events=events, lag=started - bt.end, queued=max(0, math.floor(latency / self.interval)),
+                         group=group)
+        pos = sum(layout) - sum(d.num_partitions for d in batch.checkpoint)
+        for ds in batch.checkpoint:
+            n = ds.num_partitions
+            _cut_lineage(ds, result[pos:pos + n])
             pos += n
-            callback(records, m)
+        self.metrics.append(m)
+        try:
+            pos = layout[0]
+            for (_d, callback), n in zip(self._sinks, layout[1:]):
+                records = [x for part in result[pos:pos + n] for x in part]
+                pos += n
+                callback(records, m)
+        except BaseException:
+            self.metrics.pop()  # not delivered: the next run delivers it again, with its own metrics
+            raise
 
 
 _RAW = -1  # memo key of the batch's raw (stamped) source dataset
 
 
-def _snapshot(dstreams: list[DStream]) -> list[tuple[DStream, dict[str, Any]]]:
+_Snapshot = list[tuple[DStream, dict[str, Any]]]  # [(DStream, {attribute: value})]
+
+
+def _snapshot(dstreams: list[DStream]) -> _Snapshot:
     """Each DStream's mutable state (its per-batch attributes), shallow-copied.
 
-    Taken before a batch is built, so a batch that was planned but never ran
-    (a group dropped at a stop) can be undone.
+    Taken before a batch is built, so batches built but not delivered (a
+    group dropped at a stop, a failed task, a sink that raised) can be undone.
     """
     return [(d, {k: (list(v) if isinstance(v, list) else v) for k in d._batch_state for v in (getattr(d, k),)})
             for d in dstreams if d._batch_state]
 
 
-def _restore(snapshot: list[tuple[DStream, dict[str, Any]]]) -> None:
+def _restore(snapshot: _Snapshot) -> None:
+    """Put the DStreams back as they were; cache again what the undone batches released.
+
+    A batch releases (unpersists) what it supersedes once its job is planned,
+    before it has run; undoing it brings those datasets back into use. If
+    their blocks are gone, the next batch recomputes them from lineage (at
+    most ``checkpoint_every`` batches deep), with the same values.
+    """
     for d, attrs in snapshot:
         vars(d).update(attrs)
+        for value in attrs.values():
+            for ds in _datasets_in(value):
+                ds.cache()
+
+
+def _datasets_in(value: Any) -> list[D.Dataset]:
+    """The Datasets in a per-batch attribute: a Dataset, or a list of them or of tuples holding them."""
+    if isinstance(value, D.Dataset):
+        return [value]
+    if isinstance(value, list):
+        return [x for item in value for x in (item if isinstance(item, tuple) else (item,))
+                if isinstance(x, D.Dataset)]
+    return []
+
+
+def _release(batch: _Batch) -> None:
+    """Unpersist what ``batch`` superseded (idempotent: a second call finds nothing cached)."""
+    for ds in batch.release:
+        ds.unpersist()
+
+
+def _cut_lineage(ds: D.Dataset, partitions: list[Any]) -> None:
+    """Replace ``ds``'s lineage by its value, just received by the driver (a checkpoint).
+
+    As ``iterate`` does with its state: the dataset stays cached where it
+    is; if a worker holding it is lost, recovery recomputes it from this
+    value instead of replaying every batch since the stream began, and the
+    driver no longer keeps the datasets of those batches alive.
+    """
+    ds.node = N.SourceNode(ds.id, partitions, f"checkpoint of {ds.node.label}")
+    ds.parents = ()
 
 
 # ------------------------------------------------------------- DStream kinds
@@ -555,6 +676,8 @@ class _StateByKey(DStream):
         old = self._state
         new = old.zip_partitions(values.group_by_key(old.num_partitions), self.merge).cache()
         batch.release.append(old)
+        if batch.checkpoint_due:
+            batch.checkpoint.append(new)
         self._state = new
         return new.map_partitions(_state_items)
 

@@ -22,7 +22,9 @@ dict ``{(window start, key): value}``; batch b's state partition r is made
 from batch b-1's partition r on the worker that holds it, merged with this
 batch's values (combined on the map side, then shuffled by (window, key)),
 and it also carries the entries that closed in this batch, which are the
-stream's output. Only closed windows' values reach the driver.
+stream's output. Only closed windows' values reach the driver, and, every
+``checkpoint_every`` batches, the open ones: a checkpoint that bounds the
+state's lineage, as for ``update_state_by_key``.
 
 Comparisons are exact (no epsilon): a window is final when ``start + length
 <= watermark`` as floats, and the same test decides that a record is too late,
@@ -41,6 +43,7 @@ from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
 from . import _dataset as D
+from ._sources import check_seconds
 from ._stream import DStream, _add, _Batch
 
 if TYPE_CHECKING:
@@ -48,6 +51,7 @@ if TYPE_CHECKING:
 
 
 def _multiple_of(x: float, interval: float, what: str) -> int:
+    x = check_seconds(x, f"window {what}")
     n = round(x / interval)
     if n < 1 or abs(n * interval - x) > 1e-9 * max(1.0, x):
         raise ValueError(f"window {what} ({x} s) must be a positive multiple of the batch interval ({interval} s)")
@@ -84,20 +88,17 @@ class EventWindows:
 
     def __init__(self, parent: DStream, length: float, slide: float | None,
                  event_time: Callable[[Any], float], lateness: float = 0.0) -> None:
-        if not length > 0:
-            raise ValueError(f"window length must be positive, got {length!r}")
-        slide = length if slide is None else slide
-        if not 0 < slide <= length:
+        length = check_seconds(length, "window length")
+        slide = length if slide is None else check_seconds(slide, "window slide")
+        if not slide <= length:
             raise ValueError(f"window slide must be in (0, length], got {slide!r}")
         if not callable(event_time):
             raise TypeError(f"event_time must be callable, got {type(event_time).__name__}")
-        if not lateness >= 0:
-            raise ValueError(f"lateness must be >= 0, got {lateness!r}")
         self.parent = parent
-        self.length = float(length)
-        self.slide = float(slide)
+        self.length = length
+        self.slide = slide
         self.event_time = event_time
-        self.lateness = float(lateness)
+        self.lateness = check_seconds(lateness, "lateness", zero=True)
 
     def reduce_by_key(self, f: Callable[[Any, Any], Any], num_partitions: int | None = None) -> DStream:
         """Per window and key of records ``(k, v)``: the values merged with ``f``, emitted when final."""
@@ -161,6 +162,8 @@ class _EventWindowAgg(DStream):
         reduced = assigned.reduce_by_key(self.f, old.num_partitions)
         new = old.zip_partitions(reduced, _Close(self.f, w.length, watermark)).cache()
         batch.release.append(old)
+        if batch.checkpoint_due:
+            batch.checkpoint.append(new)  # the open windows: lineage cut when the driver has them
         self._state = new
         self._watermark = max(self._watermark, watermark)
         return new.map_partitions(_emitted)

@@ -9,6 +9,7 @@ batches queue, which must not change any result.
 
 from __future__ import annotations
 
+import gc
 import itertools
 import operator
 import os
@@ -340,6 +341,32 @@ def test_bad_arguments():
         s.map(3)
     with pytest.raises(ValueError, match="num_partitions"):
         dz.GeneratorSource(lambda p, b, bt: [], 0)
+
+
+@pytest.mark.parametrize("transport", ["inline", "local"])
+def test_the_driver_keeps_a_bounded_number_of_datasets(transport):
+    """Stateful DStreams and windows: the driver's live Datasets do not grow with the batches.
+
+    Before checkpoints, each batch's state kept the previous one as lineage:
+    5 Datasets more per batch, forever (2,501 after 500 batches).
+    """
+    ctx = context(transport)
+    s = ctx.stream(dz.GeneratorSource(lambda p, b, bt: [(b % 3, 1, bt.start)], 2), batch_interval=0.004,
+                   group_size=5)
+    live = []
+
+    def probe(records, m):
+        if m.batch % 50 == 49:
+            gc.collect()
+            live.append(sum(isinstance(o, dz.Dataset) for o in gc.get_objects()))
+
+    s.map(lambda e: (e[0], e[1])).update_state_by_key(_sum_update).foreach_batch(probe)
+    s.window(0.02, 0.008, event_time=lambda e: e[2]).count_by_key().foreach_batch(lambda r, m: None)
+    s.window(0.012, 0.004).foreach_batch(lambda r, m: None)
+    s.run(batches=400)
+    assert len(live) == 8
+    assert max(live[4:]) <= max(live[:4]) + 20, live  # flat, not +5 per batch
+    assert max(live) < 400, live
 
 
 def test_a_failing_sink_stops_the_run_and_the_context_survives():
