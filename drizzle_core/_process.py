@@ -4,7 +4,16 @@
   (the workers are the parallelism; N workers each running N BLAS threads on
   N cores oversubscribe them), and the driver's import path, as
   multiprocessing's spawn passes it (functions from the user's own modules
-  pickle by reference and must import on the workers too).
+  pickle by reference and must import on the workers too), and one hash
+  seed (:func:`hash_seed`).
+* :func:`hash_seed` — the PYTHONHASHSEED of every worker this driver starts.
+  ``portable_hash`` hashes the usual keys the same in every process, but a
+  key of a class with its own ``__hash__`` falls back to Python's ``hash``,
+  salted per process: two workers with different seeds would send equal
+  keys to different reducers. The seed is the driver's own PYTHONHASHSEED
+  when it sets one, else one drawn at random once per driver process (so
+  hash randomization, a defence against keys chosen to collide, stays on;
+  the driver itself does not bucket keys, so its own salt does not matter).
 * :func:`die_with_parent` — called first thing in a worker: the kernel kills
   it when its parent (the driver) dies, even by kill -9 (Linux).
 * :func:`describe_exit` — "was killed by signal 9 (SIGKILL)" from a return code.
@@ -14,19 +23,40 @@ from __future__ import annotations
 
 import ctypes
 import os
+import secrets
 import signal
 import sys
 
 THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "VECLIB_MAXIMUM_THREADS",
                "NUMEXPR_NUM_THREADS")
 
+MAX_HASH_SEED = 4294967295  # Python's bound for PYTHONHASHSEED
+#: this driver process's seed when its environment names none: drawn once, so every worker and
+#: replacement of every session of this process hashes alike
+_OWN_HASH_SEED = str(secrets.randbelow(MAX_HASH_SEED) + 1)
+
+
+def hash_seed(environ: dict[str, str] | None = None) -> str:
+    """The PYTHONHASHSEED for workers: ``environ``'s (default ``os.environ``), else this process's own pick.
+
+    "random" or unset means no seed was chosen; anything else must be what Python accepts, an
+    integer in [0, 4294967295], or every worker would fail to start.
+    """
+    value = (os.environ if environ is None else environ).get("PYTHONHASHSEED", "").strip()
+    if not value or value == "random":
+        return _OWN_HASH_SEED
+    if not value.isdigit() or int(value) > MAX_HASH_SEED:
+        raise ValueError(f"PYTHONHASHSEED={value!r}: it must be \"random\" or an integer in [0, {MAX_HASH_SEED}]")
+    return value
+
 
 def worker_env(base: dict[str, str] | None = None) -> dict[str, str]:
-    """A copy of ``base`` (the driver's environment) fit for a worker process."""
+    """A copy of ``base`` (the driver's environment) fit for a worker process (see the module docstring)."""
     env = dict(os.environ if base is None else base)
     for var in THREAD_VARS:
         env.setdefault(var, "1")
     env["PYTHONPATH"] = os.pathsep.join(p or os.getcwd() for p in sys.path)
+    env["PYTHONHASHSEED"] = hash_seed(env)
     return env
 
 

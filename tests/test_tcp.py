@@ -28,6 +28,7 @@ from pipelines import build, pipelines
 
 import drizzle_core as dz
 from drizzle_core import _plugins
+from drizzle_core._process import hash_seed
 from drizzle_core.transport import TransportError, encode
 
 pytestmark = pytest.mark.timeout(120)
@@ -110,6 +111,8 @@ def _env(**extra: str) -> dict:
     env = dict(os.environ)
     env.pop("DRIZZLE_SECRET", None)
     env["PYTHONPATH"] = os.pathsep.join(p or os.getcwd() for p in sys.path)
+    # hand-started daemons hash like the ones this driver starts (a driver refuses a worker that does not)
+    env["PYTHONHASHSEED"] = hash_seed()
     env.update(extra)
     return env
 

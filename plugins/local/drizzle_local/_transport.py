@@ -1,4 +1,10 @@
-"""Driver side of the ``local`` transport: start worker processes, talk over Unix sockets."""
+"""Driver side of the ``local`` transport: start worker processes, talk over Unix sockets.
+
+Every worker, added or replacement, starts from one environment
+(``worker_env``, made once in :meth:`LocalTransport.start`), so all run with
+the same PYTHONHASHSEED and keys that ``portable_hash`` leaves to Python's
+``hash`` still meet their equals in one reducer.
+"""
 
 from __future__ import annotations
 

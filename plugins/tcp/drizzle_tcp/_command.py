@@ -27,6 +27,11 @@ shared secret before anything is unpickled: give the secret in a file
 (--secret-file) or in $DRIZZLE_SECRET; surrounding whitespace (a final
 newline) is stripped, on the driver too. Listening on anything but loopback
 requires a secret. Optional TLS: --tls-cert, --tls-key and --tls-ca.
+
+Start every worker of a session with the same PYTHONHASHSEED (e.g. export
+PYTHONHASHSEED=0 first): keys of classes with their own __hash__ are
+bucketed by Python's hash(), salted per process, and a driver refuses a
+worker that hashes unlike the session's first one.
 """
 
 

@@ -53,7 +53,7 @@ from typing import Any
 
 from drizzle_core.transport import DEFAULT_MAX_FRAME, DRIVER, STOP, Disconnected, Hub, WorkerRuntime, encode
 
-from . import _handshake, _net
+from . import _handshake, _hashing, _net
 from ._handshake import PEERS, HandshakeError
 from ._net import TLS
 
@@ -81,6 +81,7 @@ class WorkerDaemon:
         self.connect_timeout = connect_timeout
         self.one_session = one_session
         self.keepalive = keepalive
+        self._hashing = _hashing.describe()  # how this process hashes, for the driver's check
         self._server_tls = tls.server_context() if tls else None
         self._client_tls = tls.client_context() if tls else None
         self._lock = threading.Lock()
@@ -227,9 +228,13 @@ class WorkerDaemon:
                     return {"ok": False, "error": "busy",
                             "message": f"busy serving another driver ({self._claimed_by}); "
                                        f"a worker serves one driver at a time"}
+                if "hash" in hello:  # absent for the session's worker 0, which the others must match
+                    why = _hashing.mismatch(self._hashing, hello["hash"])
+                    if why is not None:
+                        return {"ok": False, "error": "hash", "message": why}
                 self._claimed, self._claimed_by = session, addr
                 claimed_here.append(session)
-                return {"ok": True, "pid": os.getpid()}
+                return {"ok": True, "pid": os.getpid(), "hash": self._hashing}
             if session != self._claimed:
                 return {"ok": False, "error": "session",
                         "message": "this worker is not serving that session (its driver has gone?)"}

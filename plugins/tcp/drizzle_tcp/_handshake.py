@@ -23,14 +23,20 @@ the handshake is ever unpickled)::
                 mac_s = HMAC-SHA256(secret, "server" | nonce_c | nonce_s | version_s | status)
                 (all zeros when status is AUTH: S cannot prove anything to a client it could not verify)
                                                                 status OK and version_s == VERSION
-  4     C→S   u32 n | JSON(n) hello                             size cap, JSON object, role known
+  4     C→S   u32 n | JSON(n) hello                             size cap, JSON object, role known;
                 driver: {"role": "driver", "index": i, "peers": ["host:port" | null, ...], "session": s,
-                         "epoch": e}
+                         "epoch": e, "hash": H0}                 S hashes like H0, else error "hash"
                 worker: {"role": "worker", "index": i, "session": s, "epoch": e}
-  5     S→C   u32 n | JSON(n) reply                             size cap
-                {"ok": true, "pid": p} or {"ok": false, "error": "busy" | "session" | ..., "message": m}
+  5     S→C   u32 n | JSON(n) reply                             size cap; C checks H like S did
+                {"ok": true, "pid": p, "hash": H}
+                or {"ok": false, "error": "busy" | "session" | "hash" | ..., "message": m}
   then  both  drizzle_core frames (pickle 5, out-of-band buffers), via Hub
   later D→W   frame (PEERS, [[address | null, epoch] per index])  consumed by the daemon, not the runtime
+
+``H`` says how a process hashes (``_hashing.describe``: its PYTHONHASHSEED,
+the hash of a fixed string, its Python version); ``H0`` is that of the
+session's worker 0 plus its name, and is absent from the hello to worker 0
+itself. Every worker of a session must hash alike (see ``_hashing``).
 
 ``peers`` is the session's peer table: worker index -> address (null for a
 worker the driver has lost); ``epoch`` is the incarnation of the worker in
@@ -73,7 +79,7 @@ import time
 from typing import Any
 
 MAGIC = b"DRIZZLE\x01"
-VERSION = 1
+VERSION = 2  # 2: the hello and reply carry how each side hashes (a daemon of 1 would not check)
 MAX_HELLO = 1 << 20   # a hello lists every worker's address; a million bytes is plenty
 NONCE = 32
 
@@ -89,7 +95,7 @@ _LEN = struct.Struct("<I")
 
 
 class HandshakeError(Exception):
-    """The handshake failed; ``kind`` is one of: garbage, auth, version, busy, refused, closed, timeout."""
+    """The handshake failed; ``kind`` is one of: garbage, auth, version, busy, hash, refused, closed, timeout."""
 
     def __init__(self, kind: str, message: str) -> None:
         super().__init__(message)

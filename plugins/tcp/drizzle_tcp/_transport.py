@@ -12,6 +12,14 @@ directly for shuffles; the driver is not on that path. (So list addresses
 that every worker can reach, not 127.0.0.1, when the workers are on several
 machines.)
 
+Every worker of a session must hash keys alike (``portable_hash`` falls back
+to Python's salted ``hash`` for classes with their own ``__hash__``). Daemons
+started here get the driver's PYTHONHASHSEED (or one random seed per driver
+process when it has none); a daemon started by hand must hash like the
+session's worker 0, else it is refused with a ``TransportError`` that says
+to start every ``drizzle worker`` with the same PYTHONHASHSEED — at start,
+in ``add_worker`` and in ``replace_worker`` alike (policy: ``_hashing``).
+
 Options (keyword arguments of ``Context(transport="tcp", ...)``): ``secret``
 or ``secret_file`` (a path; not both), default ``$DRIZZLE_SECRET``, fresh and
 random for ``workers=N``; surrounding whitespace is stripped, as the daemon's
@@ -76,7 +84,7 @@ from drizzle_core.transport import (
     worker_env,
 )
 
-from . import _handshake, _net
+from . import _handshake, _hashing, _net
 from ._handshake import PEERS
 
 log = logging.getLogger("drizzle.tcp")
@@ -131,6 +139,7 @@ class TcpTransport(Transport):
         self._lost: set[int] = set()
         self._closed = False
         self.session = ""        # the id every worker of this driver's session knows it by
+        self._hashing: dict[str, Any] | None = None  # how worker 0 hashes: every worker must hash alike
 
     # ---------------------------------------------------------------- start
     def start(self) -> None:
@@ -148,12 +157,26 @@ class TcpTransport(Transport):
             raise
 
     def _connect(self, i: int, address: str, peers: list[str | None], epoch: int) -> tuple[Any, int | None]:
-        """Handshake the daemon at ``address`` as worker ``i`` (incarnation ``epoch``) of this session."""
-        hello = {"role": "driver", "index": i, "peers": peers, "session": self.session, "epoch": epoch}
+        """Handshake the daemon at ``address`` as worker ``i`` (incarnation ``epoch``) of this session.
+
+        Worker 0 of the session sets how the session hashes; every later one must hash alike (the
+        daemon refuses otherwise, and the driver checks its reply too: see ``_hashing``).
+        """
+        hello: dict[str, Any] = {"role": "driver", "index": i, "peers": peers, "session": self.session,
+                                 "epoch": epoch}
+        if self._hashing is not None:
+            hello["hash"] = self._hashing
         sock, reply = _net.open_connection(address, self.secret, hello, tls=self._client_tls,
                                            connect_timeout=self.connect_timeout,
                                            handshake_timeout=self.handshake_timeout,
                                            keepalive=self.keepalive, user_timeout=self.user_timeout)
+        hashing = reply.get("hash")
+        why = _hashing.mismatch(hashing, self._hashing or hashing)
+        if why is not None:
+            sock.close()
+            raise TransportError(f"tcp worker {address}: {why}")
+        if self._hashing is None:
+            self._hashing = {**hashing, "worker": f"tcp worker {i} ({address})"}
         pid = reply.get("pid")
         return sock, pid if isinstance(pid, int) else None
 
