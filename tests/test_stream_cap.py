@@ -86,3 +86,14 @@ def test_bad_arguments(bad):
     args = dict(interval=I, time_cap=10) | bad
     with pytest.raises(ValueError):
         LatencyCap(**args)
+
+
+def test_after_catching_up_a_large_group_comes_down_within_a_few_seconds():
+    cap = LatencyCap(0.004, time_cap=250, start=1)
+    while cap.cap < 64:
+        cap.observe(group(cap.cap, plan=0.0005, latency=0.1, lag_end=0.1, lag_growth=0.01))
+    batches = 0
+    while cap.cap > 4:  # caught up: the latency budget allows 4 (2 ms per 0.5 ms of planning)
+        batches += cap.cap
+        cap.observe(group(cap.cap, plan=0.0005, latency=0.002))
+    assert batches * 0.004 < 2.5  # seconds of batches in groups larger than the budget
