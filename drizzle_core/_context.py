@@ -241,17 +241,21 @@ class Context:
                         group_size=group_size, until=until, on_iteration=on_iteration, keep_history=keep_history)
 
     def stream(self, source: Any, batch_interval: float = 0.1, *, group_size: GroupSize = "auto",
-               max_group_seconds: float = 1.0) -> Any:
+               max_group_seconds: float = 1.0, checkpoint_every: int | None = None) -> Any:
         """A micro-batch :class:`~drizzle_core.Stream` reading ``source`` every ``batch_interval`` seconds.
 
         Each group schedules G batches at once (``group_size``; ``"auto"`` is
-        capped so a group spans at most ``max_group_seconds``). See
-        :mod:`drizzle_core._stream`.
+        capped so a group spans at most ``max_group_seconds``). Stateful
+        DStreams return their state to the driver every ``checkpoint_every``
+        batches, which bounds their lineage (and what a lost worker costs).
+        See :mod:`drizzle_core._stream`.
         """
         self._check_open()
-        from ._stream import Stream
+        from ._stream import DEFAULT_CHECKPOINT_EVERY, Stream
 
-        return Stream(self, source, batch_interval, group_size=group_size, max_group_seconds=max_group_seconds)
+        every = DEFAULT_CHECKPOINT_EVERY if checkpoint_every is None else checkpoint_every
+        return Stream(self, source, batch_interval, group_size=group_size, max_group_seconds=max_group_seconds,
+                      checkpoint_every=every)
 
     # ----------------------------------------------------------- caching
     def _register_cached(self, ds: D.Dataset) -> None:
