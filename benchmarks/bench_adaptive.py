@@ -126,7 +126,7 @@ class Single(Workload):
         self.title = f"single stage: {PARTITIONS} partitions x {ROWS:,} float64, sum each; {self.iterations} jobs"
 
     def setup(self, ctx: Any) -> None:
-        from drizzle_core._workloads import single_stage_data
+        from drizzle_core.cli._workloads import single_stage_data
 
         self.ds = single_stage_data(ctx, PARTITIONS, ROWS)
 

@@ -13,7 +13,7 @@ Workloads (the same per-partition code in every system):
   buckets (map side of ``reduce_by_key``), moves bucket r to reducer r (the
   shuffle), merges the buckets and folds the counts into reducer r's per-key
   state, and reports each reducer's total. Drizzle runs
-  ``drizzle_core._workloads.running_sum_jobs``; the peers run the same
+  ``drizzle_core.cli._workloads.running_sum_jobs``; the peers run the same
   functions (``CombineSplit``/``CombineMerge``/``merge_state``).
 
 Systems: the single-process floor (numpy / plain Python in one process),
@@ -76,8 +76,8 @@ def running_parts() -> list[list[tuple[int, int]]]:
 
 
 def _ops() -> tuple[Callable, Callable, Callable, Callable]:
-    from drizzle_core._nodes import CombineMerge, CombineSplit
-    from drizzle_core._workloads import merge_state, state_total
+    from drizzle_core.cli._workloads import merge_state, state_total
+    from drizzle_core.lineage import CombineMerge, CombineSplit
 
     return CombineSplit(operator.add), CombineMerge(operator.add), merge_state, state_total
 
@@ -199,7 +199,7 @@ def bench_floor(workloads: list[str], iterations: int, repeat: int, quick: bool)
 
 def bench_drizzle(workloads: list[str], iterations: int, repeat: int) -> list[Row]:
     import drizzle_core as dz
-    from drizzle_core._workloads import running_sum_jobs, running_sum_source, single_stage_data, single_stage_jobs
+    from drizzle_core.cli._workloads import running_sum_jobs, running_sum_source, single_stage_data, single_stage_jobs
 
     rows = []
     with dz.Context(transport="local", workers=WORKERS) as ctx:

@@ -213,7 +213,7 @@ def single_parts() -> list[np.ndarray]:
 
 def run_single(g: int, seed: int, quick: bool) -> Outcome:
     import drizzle_core as dz
-    from drizzle_core._workloads import single_stage_data
+    from drizzle_core.cli._workloads import single_stage_data
 
     want = [np.sum(p) for p in single_parts()]
     rng = random.Random(seed)

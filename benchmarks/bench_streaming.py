@@ -50,7 +50,7 @@ import ysb
 from _tables import table
 
 import drizzle_core as dz
-from drizzle_core._stream_metrics import percentile, summarize
+from drizzle_core.stream._metrics import percentile, summarize
 
 GROUPS: tuple[Any, ...] = (1, "auto")
 

@@ -3,7 +3,7 @@
     python benchmarks/bench_tcp.py             # about a minute
     python benchmarks/bench_tcp.py --quick     # smoke run, seconds
 
-Part 1, per-iteration time of the two core workloads (``drizzle_core._workloads``)
+Part 1, per-iteration time of the two core workloads (``drizzle_core.cli._workloads``)
 on 2 workers, G in 1, 10, 100, for ``local`` (Unix sockets) and ``tcp``
 (daemons on loopback, started by the driver, HMAC-authenticated):
 
@@ -37,7 +37,7 @@ import numpy as np
 from _tables import table
 
 import drizzle_core as dz
-from drizzle_core._workloads import running_sum_jobs, running_sum_source, single_stage_data, single_stage_jobs
+from drizzle_core.cli._workloads import running_sum_jobs, running_sum_source, single_stage_data, single_stage_jobs
 
 WORKERS = 2
 GROUP_SIZES = (1, 10, 100)

@@ -4,36 +4,70 @@
 >>> with dz.Context(workers=2) as ctx:                      # doctest: +SKIP
 ...     ds = ctx.parallelize(range(100), num_partitions=4).cache()
 ...     ctx.run_jobs([(ds, sum)] * 100, group_size=10)
+
+The layers, lowest first (a package imports only those below it; a test
+enforces it): ``lineage`` · ``protocol`` · ``worker`` · ``net`` · ``driver`` ·
+``inline`` · ``api`` · ``stream`` · ``cli``.
+
+The names below load on first use (PEP 562): a worker process imports
+``drizzle_core.transport`` and the runtime, never the driver, the API or
+streaming.
 """
 
 from __future__ import annotations
 
-__version__ = "0.1.0"
+import importlib
+from typing import TYPE_CHECKING, Any
 
-from ._adaptive import AIMD
-from ._context import Context
-from ._dataset import Dataset
-from ._errors import (
-    DrizzleError,
-    RemoteTraceback,
-    SerializationError,
-    TaskError,
-    TransportError,
-    WorkerLostError,
-)
-from ._iterate import IterateResult
-from ._partitioner import portable_hash
-from ._plugins import TransportInfo
-from ._scheduler import GroupMetrics
-from ._sources import BatchTime, DirectorySource, GeneratorSource, SocketSource, Source
-from ._stream import CollectingSink, DStream, Stream
-from ._stream_metrics import BatchMetrics, StreamSummary
+from ._errors import DrizzleError, RemoteTraceback, SerializationError, TaskError, TransportError, WorkerLostError
+from ._version import __version__
 from .hookspecs import hookimpl, hookspec
+
+if TYPE_CHECKING:
+    from .api import Context, Dataset, IterateResult
+    from .driver import AIMD, GroupMetrics, TransportInfo
+    from .lineage import portable_hash
+    from .stream import (
+        BatchMetrics,
+        BatchTime,
+        CollectingSink,
+        DirectorySource,
+        DStream,
+        GeneratorSource,
+        SocketSource,
+        Source,
+        Stream,
+        StreamSummary,
+    )
+
+_LAZY = {
+    "AIMD": "driver", "GroupMetrics": "driver", "TransportInfo": "driver",
+    "Context": "api", "Dataset": "api", "IterateResult": "api",
+    "portable_hash": "lineage",
+    "BatchMetrics": "stream", "BatchTime": "stream", "CollectingSink": "stream", "DStream": "stream",
+    "DirectorySource": "stream", "GeneratorSource": "stream", "SocketSource": "stream", "Source": "stream",
+    "Stream": "stream", "StreamSummary": "stream",
+}
+
+
+def __getattr__(name: str) -> Any:
+    where = _LAZY.get(name)
+    if where is None:
+        raise AttributeError(f"module 'drizzle_core' has no attribute {name!r}")
+    importlib.import_module(".stream", __name__)  # the whole user-facing stack (streaming registers itself)
+    value = getattr(importlib.import_module(f".{where}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)
 
 
 def transports() -> dict[str, str]:
     """Installed transports: ``{name: version}``."""
-    from ._plugins import transports as _t
+    importlib.import_module(".inline", __name__)  # the built-in transport registers on import
+    from .driver import transports as _t
 
     return {name: info.version for name, info in _t().items()}
 

@@ -4,16 +4,28 @@ A transport plugin implements :class:`Transport` (driver side) and runs a
 :class:`WorkerRuntime` in each worker, feeding it messages and giving it a
 ``send``; :class:`Hub` gives it framed, non-blocking sockets. The plugin
 registers a factory through the ``drizzle_register_transports`` hook.
+
+This module imports only what a worker process needs (the runtime, the hub,
+the wire format), never the driver.
 """
 
 from ._errors import TransportError
-from ._hub import Disconnected, Hub, ProtocolError
-from ._messages import DRIVER, STOP
-from ._process import describe_exit, die_with_parent, worker_env
-from ._transport import Transport, WorkerJoined, WorkerLost
-from ._wire import DEFAULT_MAX_FRAME, decode, encode
-from ._worker import WorkerRuntime
 from .hookspecs import hookimpl
+from .net import (
+    Disconnected,
+    Hub,
+    ProtocolError,
+    Transport,
+    WorkerJoined,
+    WorkerLost,
+    describe_exit,
+    die_with_parent,
+    hash_seed,
+    worker_env,
+)
+from .protocol import DEFAULT_MAX_FRAME, decode, encode
+from .protocol._messages import DRIVER, STOP
+from .worker import WorkerRuntime
 
 __all__ = [
     "DEFAULT_MAX_FRAME",
@@ -31,6 +43,7 @@ __all__ = [
     "describe_exit",
     "die_with_parent",
     "encode",
+    "hash_seed",
     "hookimpl",
     "worker_env",
 ]

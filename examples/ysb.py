@@ -25,8 +25,8 @@ from typing import Any
 import numpy as np
 
 import drizzle_core as dz
-from drizzle_core._stream_metrics import percentile
-from drizzle_core._window import windows_of
+from drizzle_core.stream._metrics import percentile
+from drizzle_core.stream._window import windows_of
 
 CAMPAIGNS = 100
 ADS_PER_CAMPAIGN = 10

@@ -13,7 +13,7 @@ from __future__ import annotations
 from typing import Any
 
 from drizzle_core import Dataset
-from drizzle_core._nodes import NarrowNode, ShuffleReadNode, SourceNode, UnionNode, ZipNode
+from drizzle_core.lineage import NarrowNode, ShuffleReadNode, SourceNode, UnionNode, ZipNode
 
 
 def partitions(ds: Dataset) -> list[list[Any]]:

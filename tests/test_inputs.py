@@ -1,9 +1,9 @@
 """What users hand the engine first: ``parallelize`` inputs, and the records a shuffle is given.
 
 ``parallelize`` splits a DataFrame by rows into records and refuses a dict
-(``drizzle_core._inputs``); ``reduce_by_key``/``group_by_key``/``join`` name a
+(``drizzle_core.api._inputs``); ``reduce_by_key``/``group_by_key``/``join`` name a
 record that is not a (key, value) pair instead of unpacking it into garbage
-(``drizzle_core._nodes``). Both on the inline and the local transport: the
+(``drizzle_core.lineage._ops``). Both on the inline and the local transport: the
 errors must survive the trip back from a worker process.
 """
 
@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 import drizzle_core as dz
-from drizzle_core._inputs import split_input
+from drizzle_core.api._inputs import split_input
 
 pd = pytest.importorskip("pandas")
 

@@ -40,7 +40,7 @@ from test_tcp import SECRET, Daemon, _env
 
 import drizzle_core as dz
 from drizzle_core import portable_hash
-from drizzle_core._process import hash_seed
+from drizzle_core.net._process import hash_seed
 
 pytestmark = pytest.mark.timeout(120)
 

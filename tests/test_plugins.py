@@ -10,8 +10,8 @@ import types
 import pytest
 
 import drizzle_core as dz
-from drizzle_core import _plugins
-from drizzle_core._inline import InlineTransport
+from drizzle_core.driver import _plugins
+from drizzle_core.inline._inline import InlineTransport
 
 
 class _FakeEntryPoint:

@@ -67,7 +67,7 @@ def test_local_matches_reference(items, partitions, jobs, group_size, workers):
        group_size=st.integers(1, 50), workers=st.integers(1, 4), reducers=st.integers(1, 4))
 def test_state_carried_across_iterations_equals_a_sequential_fold(items, iterations, group_size, workers, reducers):
     """The running-sum pattern: state_i = state_{i-1} zip reduce_by_key(batch_i)."""
-    from drizzle_core._workloads import merge_state
+    from drizzle_core.cli._workloads import merge_state
 
     ctx = context("local", workers)
     batches = [ctx.parallelize([(x + i) % 7 for x in items], 3).map(lambda k: (k, 1)) for i in range(iterations)]

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import pytest
 
-from drizzle_core._adaptive import GroupSample, LatencyCap
+from drizzle_core.stream._cap import GroupSample, LatencyCap
 
 I = 0.01  # noqa: E741  (batch interval, seconds)
 

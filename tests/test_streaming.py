@@ -23,7 +23,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import drizzle_core as dz
-from drizzle_core._window import windows_of
+from drizzle_core.stream._window import windows_of
 
 pytestmark = pytest.mark.timeout(120)
 

@@ -27,8 +27,8 @@ from hypothesis import strategies as st
 from pipelines import build, pipelines
 
 import drizzle_core as dz
-from drizzle_core import _plugins
-from drizzle_core._process import hash_seed
+from drizzle_core.driver import _plugins
+from drizzle_core.net._process import hash_seed
 from drizzle_core.transport import TransportError, encode
 
 pytestmark = pytest.mark.timeout(120)

@@ -3,7 +3,7 @@
 Every connection (driver to worker, worker to worker) starts with this
 exchange; only when it succeeds is the socket handed to a
 :class:`drizzle_core.transport.Hub`, which speaks length-prefixed pickle-5
-frames (``drizzle_core._wire``) from then on. S is the side that accepted
+frames (``drizzle_core.protocol._wire``) from then on. S is the side that accepted
 (a worker daemon), C the side that connected (the driver or another worker).
 
 Step table (all integers little-endian; steps 1-3 are fixed-size structs,

@@ -16,8 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from ._context import Context
-from ._dataset import Dataset
+from ..api import Context, Dataset
 
 
 def single_stage_data(ctx: Context, partitions: int = 4, rows: int = 10_000) -> Dataset:

@@ -12,11 +12,11 @@ import time
 from collections import deque
 from typing import Any
 
-from . import _messages as M
-from . import _wire
-from ._transport import Transport
-from ._worker import WorkerRuntime
-from .hookspecs import hookimpl
+from ..hookspecs import hookimpl
+from ..net import Transport
+from ..protocol import _messages as M
+from ..protocol import _wire
+from ..worker import WorkerRuntime
 
 
 class InlineTransport(Transport):
@@ -87,7 +87,7 @@ class _InlinePlugin:
 
     @hookimpl
     def drizzle_register_transports(self, register):
-        from . import __version__
+        from .._version import __version__
 
         register("inline", InlineTransport, version=__version__,
                  description="workers as objects in the driver process (synchronous; for debugging)")

@@ -37,12 +37,12 @@ from collections import deque
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-from . import _dataset as D
-from . import _nodes as N
-from ._partitioner import portable_hash
+from .. import lineage as N
+from ..api import _dataset as D
+from ..lineage import portable_hash
 
 if TYPE_CHECKING:
-    from ._context import Context
+    from ..api._context import Context
 
 log = logging.getLogger("drizzle.stream.sources")
 

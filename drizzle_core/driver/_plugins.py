@@ -15,7 +15,7 @@ from typing import Any
 
 import pluggy
 
-from . import hookspecs
+from .. import hookspecs as hookspecs
 
 log = logging.getLogger("drizzle.plugins")
 
@@ -43,6 +43,15 @@ class CommandInfo:
 
 
 _manager: pluggy.PluginManager | None = None
+# Plugins that ship with drizzle_core, registered by the package (this layer does not import them).
+_builtins: dict[str, Any] = {}
+
+
+def register_builtin(name: str, plugin: Any) -> None:
+    """Add a plugin that ships inside drizzle_core; it registers through the same hooks as third-party ones."""
+    global _manager
+    _builtins[name] = plugin
+    _manager = None
 
 
 def get_manager() -> pluggy.PluginManager:
@@ -51,9 +60,8 @@ def get_manager() -> pluggy.PluginManager:
     if _manager is None:
         pm = pluggy.PluginManager("drizzle")
         pm.add_hookspecs(hookspecs)
-        from ._inline import inline_plugin
-
-        pm.register(inline_plugin, name="drizzle_core.inline")
+        for name, plugin in _builtins.items():
+            pm.register(plugin, name=name)
         allowed = os.environ.get("DRIZZLE_PLUGINS")
         if allowed is None:
             pm.load_setuptools_entrypoints(ENTRY_POINT_GROUP)

@@ -17,14 +17,16 @@ from collections.abc import Callable, Iterable, Iterator
 from functools import reduce as _reduce
 from typing import TYPE_CHECKING, Any
 
-from . import _nodes as N
+from .. import lineage as N
+from .._check import check_callable, fn_name
 
 if TYPE_CHECKING:
     from ._context import Context
 
 _ids = itertools.count(1)
 _shuffle_ids = itertools.count(1)
-_PKG_DIR = os.path.dirname(os.path.abspath(__file__))
+# drizzle_core's own folder (this module is in drizzle_core/api): frames under it are the engine's
+_PKG_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep
 
 
 _inside: dict[str, bool] = {}  # code file name -> is it drizzle_core's (abspath is slow; files are few)
@@ -33,7 +35,7 @@ _inside: dict[str, bool] = {}  # code file name -> is it drizzle_core's (abspath
 def _is_ours(filename: str) -> bool:
     ours = _inside.get(filename)
     if ours is None:
-        ours = _inside[filename] = os.path.dirname(os.path.abspath(filename)) == _PKG_DIR
+        ours = _inside[filename] = os.path.abspath(filename).startswith(_PKG_DIR)
     return ours
 
 
@@ -47,14 +49,8 @@ def _call_site() -> str:
     return f"{os.path.basename(f.f_code.co_filename)}:{f.f_lineno}"
 
 
-def _fn_name(f: Any) -> str:
-    name = getattr(f, "__qualname__", None) or getattr(f, "__name__", None) or type(f).__name__
-    return str(name)
-
-
-def _check_callable(f: Any, op: str) -> None:
-    if not callable(f):
-        raise TypeError(f"Dataset.{op} needs a callable, got {type(f).__name__}: {f!r}")
+_fn_name = fn_name
+_check_callable = check_callable
 
 
 class Dataset:
@@ -197,6 +193,9 @@ class Dataset:
         return self
 
     persist = cache
+
+    def _uncache(self) -> None:
+        self._cached = False
 
     def unpersist(self) -> Dataset:
         """Drop this dataset's cached partitions from the workers. Returns self."""

@@ -35,7 +35,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from . import _wire
+from ..protocol import _wire
 
 log = logging.getLogger("drizzle.hub")
 

@@ -63,12 +63,12 @@ from typing import Any
 
 import cloudpickle
 
-from . import _messages as M
-from ._errors import RemoteTraceback, SerializationError, TaskError, WorkerLostError
+from .._errors import RemoteTraceback, SerializationError, TaskError, WorkerLostError
+from ..net import Transport, WorkerJoined, WorkerLost
+from ..protocol import Program
+from ..protocol import _messages as M
 from ._plan import GroupPlan, PlanBuilder, Planner
 from ._trace import Trace
-from ._transport import Transport, WorkerJoined, WorkerLost
-from ._worker import Program
 
 log = logging.getLogger("drizzle.scheduler")
 
@@ -112,7 +112,7 @@ class _DeferredDrop:
     """
 
     node_id: int
-    dataset: Any = None                 # the unpersisted Dataset: its cached flag clears at release
+    uncache: Callable[[], None] | None = None  # clears the unpersisted dataset's cached flag, at release
     copy: tuple[int, tuple] | None = None  # (worker, block): one superseded copy, not the dataset
     pulled_for: int | None = None       # asked while this group's jobs were pulled: cancelled with it
 
@@ -250,22 +250,24 @@ class GroupScheduler:
                     self._apply_gc_drops()
 
     # ------------------------------------------------------------- caching
-    def unpersist(self, ds: Any) -> None:
-        """Stop caching ``ds``; its blocks are dropped on the workers with a later message.
+    def unpersist(self, node_id: int, uncache: Callable[[], None]) -> None:
+        """Stop caching ``node_id``'s dataset; its blocks are dropped on the workers with a later message.
 
         Asked while groups are planned or running (a job generator unpersists
-        the state the job it just yielded reads), it waits until the groups
-        open at that moment have ended: their tasks were planned against
-        those blocks, and recovery from a lost worker may still need them.
+        the state the job it just yielded reads), it waits until no job that
+        reads or makes those blocks is unfinished: their tasks were planned
+        against them, and recovery from a lost worker may still need them.
+        ``uncache()`` is called when the dataset stops counting as cached
+        (the planner reads the flag, so not before).
         """
         with self._locked():
             if self._open_plans:
-                self._deferred.append(_DeferredDrop(ds.id, dataset=ds,
+                self._deferred.append(_DeferredDrop(node_id, uncache=uncache,
                                                     pulled_for=self._pulling[-1] if self._pulling else None))
                 self._release_deferred()
                 return
-            ds._cached = False
-            self._drop_node(ds.id)
+            uncache()
+            self._drop_node(node_id)
             if not self._runs:
                 self._flush_drops()
 
@@ -359,8 +361,8 @@ class GroupScheduler:
                 if self.cache_locations.get(block) != w and w in self.live:
                     self.pending_drops.setdefault(w, []).append(block)
             else:
-                if d.dataset is not None:
-                    d.dataset._cached = False
+                if d.uncache is not None:
+                    d.uncache()
                 self._drop_node(d.node_id)
 
     def _flush_drops(self) -> None:
@@ -645,11 +647,8 @@ class GroupScheduler:
             self._version += 1
 
     def _replace(self, worker: int) -> bool:
-        replace = getattr(self.transport, "replace_worker", None)
-        if replace is None:
-            return False
         try:
-            ready = replace(worker, self.epochs.get(worker, 0) + 1)
+            ready = self.transport.replace_worker(worker, self.epochs.get(worker, 0) + 1)
         except Exception as e:
             log.warning("could not replace worker %d: %s", worker, e)
             return False

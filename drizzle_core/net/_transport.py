@@ -65,10 +65,19 @@ class Transport(ABC):
     def close(self) -> None:
         """Stop every worker this transport started and release its resources."""
 
-    # Optional, for capacity to come back (the scheduler checks with getattr):
-    #   replace_worker(index, epoch) -> bool | None   start a new process in a lost worker's slot:
-    #       True, ready now; None, starting (poll reports (index, WorkerJoined()) when ready); False, cannot
-    #   add_worker(spec) -> index               a new worker (tcp: an address), appended
+    # Optional capacity changes: the defaults say "not supported".
+    def replace_worker(self, worker: int, epoch: int) -> bool | None:
+        """Start a new worker in lost ``worker``'s slot, incarnation ``epoch``.
+
+        Returns True when it is ready now, None when it is starting (``poll``
+        then reports ``(worker, WorkerJoined())``), False when this transport
+        cannot replace workers (the default).
+        """
+        return False
+
+    def add_worker(self, spec: Any = None) -> int:
+        """Add a worker (what ``spec`` is depends on the transport: tcp takes an address); its index."""
+        raise TypeError(f"the {self.name!r} transport cannot add workers")
 
     @property
     def messages_sent(self) -> int:

@@ -17,29 +17,29 @@ from typing import Any
 
 import numpy as np
 
+from .. import inline as _inline  # noqa: F401  (registers the inline transport)
+from .. import lineage as N
+from .._check import check_group_size
+from ..driver import AIMD, GroupMetrics, GroupScheduler, JobIterator, Trace, get_transport
+from ..net import Transport
 from . import _dataset as D
-from . import _nodes as N
-from ._adaptive import AIMD
 from ._inputs import split_input
 from ._iterate import IterateResult
 from ._iterate import iterate as _iterate
-from ._plugins import get_transport
-from ._scheduler import GroupMetrics, GroupScheduler, JobIterator
-from ._trace import Trace
-from ._transport import Transport
 
 log = logging.getLogger("drizzle.context")
 
 GroupSize = int | str
 
 
-def _check_group_size(g: Any, where: str = "group_size") -> None:
-    if g == "auto":
-        return
-    if isinstance(g, bool) or not isinstance(g, int):
-        raise ValueError(f"{where} must be a positive int or 'auto', got {g!r}")
-    if g <= 0:
-        raise ValueError(f"{where} must be a positive int or 'auto', got {g}")
+# The stream layer sits above this one; importing it registers its Stream class here.
+_stream_class: Any = None
+
+
+def register_stream(cls: Any) -> None:
+    """Called by :mod:`drizzle_core.stream` on import: :meth:`Context.stream` makes instances of ``cls``."""
+    global _stream_class
+    _stream_class = cls
 
 
 class Context:
@@ -57,7 +57,7 @@ class Context:
 
     def __init__(self, transport: str = "local", workers: Any = None, group_size: GroupSize = "auto",
                  *, trace: str | os.PathLike[str] | None = None, **options: Any) -> None:
-        _check_group_size(group_size)
+        check_group_size(group_size)
         if workers is None:
             workers = os.cpu_count() or 1
         if isinstance(workers, int) and not isinstance(workers, bool) and workers <= 0:
@@ -114,13 +114,15 @@ class Context:
         new process), an address ``"host:port"`` of a running daemon for ``tcp``.
         """
         self._check_open()
-        add = getattr(self._transport, "add_worker", None)
-        if add is None:
-            raise TypeError(f"the {self.transport_name!r} transport cannot add workers")
-        index = add(worker)
+        index = self._transport.add_worker(worker)
         self._scheduler.add_worker(index)
         self.num_workers = len(self._transport.worker_names)
         return self._transport.worker_names[index]
+
+    @property
+    def closed(self) -> bool:
+        """True once :meth:`stop` ran (or the ``with`` block ended): nothing more can run."""
+        return self._closed
 
     @property
     def live_workers(self) -> list[str]:
@@ -184,7 +186,7 @@ class Context:
         """
         self._check_open()
         g = self.group_size if group_size is None else group_size
-        _check_group_size(g)
+        check_group_size(g)
         if g == "auto":
             controller = self._adaptive
 
@@ -251,11 +253,11 @@ class Context:
         See :mod:`drizzle_core._stream`.
         """
         self._check_open()
-        from ._stream import DEFAULT_CHECKPOINT_EVERY, Stream
-
-        every = DEFAULT_CHECKPOINT_EVERY if checkpoint_every is None else checkpoint_every
-        return Stream(self, source, batch_interval, group_size=group_size, max_group_seconds=max_group_seconds,
-                      checkpoint_every=every)
+        if _stream_class is None:
+            raise RuntimeError("streams need drizzle_core.stream (import drizzle_core loads it)")
+        extra = {} if checkpoint_every is None else {"checkpoint_every": checkpoint_every}
+        return _stream_class(self, source, batch_interval, group_size=group_size,
+                             max_group_seconds=max_group_seconds, **extra)
 
     # ----------------------------------------------------------- caching
     def _register_cached(self, ds: D.Dataset) -> None:
@@ -270,7 +272,7 @@ class Context:
         if self._closed:
             ds._cached = False
         else:
-            self._scheduler.unpersist(ds)
+            self._scheduler.unpersist(ds.id, ds._uncache)
 
     def _unregister_cached(self, ds_id: int) -> None:
         fin = self._cached.pop(ds_id, None)

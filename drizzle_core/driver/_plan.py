@@ -25,36 +25,30 @@ from __future__ import annotations
 import itertools
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import Any, NamedTuple, Protocol
 
-from ._errors import WorkerLostError
-from ._nodes import Node, ShuffleReadNode
-
-if TYPE_CHECKING:
-    from ._dataset import Dataset
-
-MAP = 0
-RESULT = 1
-
-Block = tuple
+from .._errors import WorkerLostError
+from ..lineage import Node, ShuffleReadNode
+from ..protocol import MAP, RESULT, Block, Task
 
 
-class Task(NamedTuple):
-    """One task of a group, as shipped to its worker (a tuple: cheap to pickle)."""
+class Dataset(Protocol):
+    """What the planner reads of a dataset: a lineage view (:class:`drizzle_core.Dataset` is one).
 
-    index: int                 # position in the group's task list
-    job: int                   # job number within the run_jobs call
-    stage: int                 # stage id (unique per driver)
-    node: int                  # the stage's final node
-    partition: int
-    kind: int                  # MAP or RESULT
-    out: tuple                 # MAP: (reader node, dep index, run, R); RESULT: (func id,)
-    inputs: tuple              # cached block ids to wait for (local or forwarded)
-    shuffle_in: tuple          # ((shuffle_id, run, map partitions, mapping workers | None, reduce partition), ...)
-    stores: tuple              # ((node id, partition), ...) cached blocks to create
-    attempt: int
-    not_before: float = 0.0    # epoch seconds: the worker starts the task no earlier
+    Declared here so the planner depends on no API class: the layer above
+    hands it anything with these attributes.
+    """
 
+    @property
+    def node(self) -> Node: ...
+    @property
+    def parents(self) -> tuple[Dataset, ...]: ...
+    @property
+    def is_cached(self) -> bool: ...
+    @property
+    def num_partitions(self) -> int: ...
+    @property
+    def id(self) -> int: ...
 
 @dataclass
 class GroupPlan:
@@ -173,7 +167,7 @@ class Planner:
                     continue
                 visited.add(key)
                 node = d.node
-                if d._cached:
+                if d.is_cached:
                     block = ("c", node.id, q)
                     loc = located.get(block)
                     if loc is not None and loc in live:
@@ -285,7 +279,7 @@ def _shuffle_reads(ds: Dataset, located: dict[Block, int]) -> list[tuple[Dataset
         if d.node.id in seen:
             continue
         seen.add(d.node.id)
-        if d._cached and all(("c", d.node.id, q) in located for q in range(d.num_partitions)):
+        if d.is_cached and all(("c", d.node.id, q) in located for q in range(d.num_partitions)):
             continue
         if type(d.node) is ShuffleReadNode:
             found.extend((d, i) for i in range(len(d.node.deps)))

@@ -36,11 +36,11 @@ One batch = one job. The job's dataset is a union of:
   them now (a batch-time window's cached input in a batch that emits nothing).
 
 Group size. ``group_size`` is an int or ``"auto"``. For a stream, ``"auto"``
-is the context's AIMD controller (:mod:`~drizzle_core._adaptive`) with two
+is the context's AIMD controller (:mod:`~drizzle_core.driver._adaptive`) with two
 caps. The time limit, ``G * I <= max_group_seconds`` (1 s by default),
 because a group is also the unit of reaction: a stop, or a failure, is
 acted on at the next group boundary. And the latency budget
-(:class:`~drizzle_core._adaptive.LatencyCap`): a group's driver cost (about
+(:class:`~drizzle_core.stream._cap.LatencyCap`): a group's driver cost (about
 G times the per-batch planning, serializing and launching) must fit in the
 slack G=1 has between batches, so that grouping never delays results more
 than G=1 does; the figures are medians over recent groups and the cap grows
@@ -95,14 +95,14 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from . import _dataset as D
-from . import _nodes as N
-from ._adaptive import GroupSample, LatencyCap
+from .. import lineage as N
+from ..api import _dataset as D
+from ._cap import GroupSample, LatencyCap
+from ._metrics import BatchMetrics, StreamSummary, percentile, summarize
 from ._sources import BatchTime, Source, check_seconds
-from ._stream_metrics import BatchMetrics, StreamSummary, percentile, summarize
 
 if TYPE_CHECKING:
-    from ._context import Context
+    from ..api._context import Context
 
 log = logging.getLogger("drizzle.stream")
 
@@ -299,7 +299,7 @@ class Stream(DStream):
     def __init__(self, ctx: Context, source: Source, batch_interval: float = 0.1, *,
                  group_size: int | str = "auto", max_group_seconds: float = 1.0,
                  checkpoint_every: int = DEFAULT_CHECKPOINT_EVERY) -> None:
-        from ._context import _check_group_size
+        from .._check import check_group_size as _check_group_size
 
         if not isinstance(source, Source):
             raise TypeError(f"ctx.stream needs a Source (GeneratorSource, DirectorySource, SocketSource), "
@@ -355,7 +355,7 @@ class Stream(DStream):
         With neither limit it runs until stopped. Returns this run's
         :class:`BatchMetrics` (all runs' are in :attr:`metrics`).
         """
-        from ._context import _check_group_size
+        from .._check import check_group_size as _check_group_size
 
         ctx = self.ctx
         ctx._check_open()
@@ -481,7 +481,7 @@ class Stream(DStream):
             self._next_batch = delivered
 
     def _cap_auto(self, last: Any) -> None:
-        """Feed the latency cap (:class:`~drizzle_core._adaptive.LatencyCap`) one finished group; apply its cap.
+        """Feed the latency cap (:class:`~drizzle_core.stream._cap.LatencyCap`) one finished group; apply its cap.
 
         The group's batches are the last ``last.jobs`` delivered (a group's
         metrics are recorded after its last batch is yielded). Called from

@@ -42,12 +42,12 @@ import math
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
-from . import _dataset as D
+from ..api import _dataset as D
 from ._sources import check_seconds
 from ._stream import DStream, _add, _Batch
 
 if TYPE_CHECKING:
-    from ._context import Context
+    from ..api._context import Context
 
 
 def _multiple_of(x: float, interval: float, what: str) -> int:

@@ -42,9 +42,9 @@ from typing import Any
 import cloudpickle
 import numpy as np
 
-from . import _messages as M
-from ._nodes import ShuffleReadNode
-from ._plan import MAP, Task
+from ..lineage import ShuffleReadNode
+from ..protocol import MAP, Program, Task, shuffle_blocks
+from ..protocol import _messages as M
 
 log = logging.getLogger("drizzle.worker")
 
@@ -53,19 +53,6 @@ log = logging.getLogger("drizzle.worker")
 _MATERIALIZE_EVERY = 200
 # Stages whose task durations are remembered (insertion order: the oldest is forgotten first).
 _DURATIONS_KEPT = 256
-
-
-class Program:
-    """What a group's tasks execute: flat ``{node_id: node}`` and ``{func_id: func}``."""
-
-    __slots__ = ("funcs", "nodes")
-
-    def __init__(self, nodes: dict, funcs: dict) -> None:
-        self.nodes = nodes
-        self.funcs = funcs
-
-    def __reduce__(self):
-        return (Program, (self.nodes, self.funcs))
 
 
 class GroupState:
@@ -82,19 +69,6 @@ class GroupState:
         self.ran = 0
         self.stored: list[tuple] = []
         self.failed = False
-
-
-def shuffle_blocks(group: int, entry: tuple) -> list[tuple]:
-    """The blocks a task reads for one shuffle input, in combination order.
-
-    ``entry`` is ``(shuffle_id, run, map partitions, mapping workers | None,
-    reduce partition)``: one block per map partition, or one per mapping
-    worker when the shuffle is pre-combined on each worker (``m = -1 - worker``).
-    """
-    _sid, run, nmaps, by, p = entry
-    if by is None:
-        return [("s", group, run, m, p) for m in range(nmaps)]
-    return [("s", group, run, -1 - w, p) for w in by]
 
 
 def _picklable(e: BaseException) -> bytes | None:

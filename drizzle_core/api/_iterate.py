@@ -30,8 +30,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from .. import lineage as N
 from . import _dataset as D
-from . import _nodes as N
 
 if TYPE_CHECKING:
     from ._context import Context

@@ -1,0 +1,132 @@
+"""The ``drizzle`` command: ``demo``, ``bench``, ``transports``, and plugin commands."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import statistics
+import sys
+import time
+from collections.abc import Sequence
+
+from .. import inline as _inline  # noqa: F401  (registers the inline transport)
+from .._version import __version__
+from ..driver import commands, transports
+
+
+def _table(headers: Sequence[str], rows: list[Sequence[object]]) -> str:
+    cells = [[str(h) for h in headers]] + [[str(c) for c in r] for r in rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
+    lines = ["  ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(r, widths))) for r in cells]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def _cmd_transports(args: argparse.Namespace) -> int:
+    found = transports()
+    print(_table(["transport", "version", "from", "description"],
+                 [[t.name, t.version, t.plugin, t.description] for t in found.values()]))
+    return 0
+
+
+def _measure_running_sum(ctx, g: int, iterations: int, partitions: int, reducers: int) -> tuple[float, float]:
+    from ._workloads import running_sum_jobs, running_sum_source
+
+    source, state = running_sum_source(ctx, partitions, reducers)
+    source.count()
+    n0 = len(ctx.metrics)
+    t = time.perf_counter()
+    totals = ctx.run_jobs(running_sum_jobs(source, state, iterations, reducers), group_size=g)
+    wall = time.perf_counter() - t
+    expected = iterations * source.count()
+    if sum(totals[-1]) != expected:
+        raise AssertionError(f"running sum is wrong: {sum(totals[-1])} != {expected}")
+    groups = ctx.metrics[n0:]
+    busy = sum(m.busy_s for m in groups)
+    share = max(0.0, 1.0 - busy / (wall * ctx.num_workers))
+    return wall / iterations * 1e3, share
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from ..api import Context
+
+    print(f"drizzle {__version__}: running sum (reduce_by_key into {args.reducers} partitions, "
+          f"state carried on the workers), {args.iterations} iterations, {args.partitions} partitions, "
+          f"{args.workers} workers, transport {args.transport}\n")
+    rows = []
+    with Context(transport=args.transport, workers=args.workers) as ctx:
+        base = None
+        for g in args.group_sizes:
+            ms, share = _measure_running_sum(ctx, g, args.iterations, args.partitions, args.reducers)
+            base = base or ms
+            rows.append([g, f"{ms:.3f}", f"{base / ms:.1f}x", f"{share:.0%}"])
+    print(_table(["group size", "ms/iteration", "speedup vs G=1", "coordination share"], rows))
+    print("\nG=1 asks the driver once per iteration, like Spark; larger groups plan and launch many "
+          "iterations at once and the workers run the shuffle between them by themselves.")
+    return 0
+
+
+def _cmd_bench(args: argparse.Namespace) -> int:
+    from ..api import Context
+    from ._workloads import single_stage_data, single_stage_jobs
+
+    rows = []
+    with Context(transport=args.transport, workers=args.workers) as ctx:
+        ds = single_stage_data(ctx)
+        for g in args.group_sizes:
+            times = []
+            for _ in range(args.repeat):
+                t = time.perf_counter()
+                ctx.run_jobs(single_stage_jobs(ds, args.iterations), group_size=g)
+                times.append((time.perf_counter() - t) / args.iterations * 1e3)
+            rs, _ = _measure_running_sum(ctx, g, args.iterations, 4, 2)
+            rows.append([g, f"{statistics.median(times):.4f}", f"{rs:.4f}"])
+    print(_table(["group size", "single stage ms/iter", "running sum ms/iter"], rows))
+    print("\nThe full comparison with numpy, multiprocessing, Dask and Ray: python benchmarks/bench_core.py")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="drizzle", description="Drizzle for Python: group-scheduled jobs.")
+    parser.add_argument("--version", action="version", version=f"drizzle {__version__}")
+    parser.add_argument("--log-level", default="WARNING", help="logging level (default WARNING)")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    p = sub.add_parser("transports", help="list the installed transports with their versions")
+    p.set_defaults(run=_cmd_transports)
+
+    for name, fn, helptext, iters in (
+        ("demo", _cmd_demo, "run the running-sum workload for group sizes 1, 10, 100 and print a table", 300),
+        ("bench", _cmd_bench, "quick single-stage and running-sum timings", 200),
+    ):
+        p = sub.add_parser(name, help=helptext)
+        p.add_argument("--transport", default="local")
+        p.add_argument("--workers", type=int, default=2)
+        p.add_argument("--iterations", type=int, default=iters)
+        p.add_argument("--group-sizes", type=int, nargs="+", default=[1, 10, 100])
+        if name == "demo":
+            p.add_argument("--partitions", type=int, default=4)
+            p.add_argument("--reducers", type=int, default=2)
+        else:
+            p.add_argument("--repeat", type=int, default=3)
+        p.set_defaults(run=fn)
+
+    for cmd in commands().values():
+        p = sub.add_parser(cmd.name, help=cmd.help, description=cmd.help)
+        cmd.configure(p)
+        p.set_defaults(run=cmd.run)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if not getattr(args, "run", None):
+        parser.print_help()
+        return 2
+    return int(args.run(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,29 @@
+"""Lineage: how a dataset is computed, as flat picklable nodes, the op kernels they run, and key hashing.
+
+The lowest layer: it knows nothing of a Context, a scheduler or a process.
+The driver walks nodes to plan; workers evaluate them.
+"""
+
+from ._hash import bucket_of, portable_hash
+from ._nodes import BroadcastZipNode, NarrowNode, Node, ShuffleDep, ShuffleReadNode, SourceNode, UnionNode, ZipNode
+from ._ops import (
+    CombineMerge,
+    CombineSplit,
+    FilterOp,
+    FlatMapOp,
+    KeyByOp,
+    MapOp,
+    MapPartitionsOp,
+    MapPartitionsWithIndexOp,
+    ZipOp,
+    group_merge,
+    group_split,
+    join_merge,
+)
+
+__all__ = [
+    "BroadcastZipNode", "CombineMerge", "CombineSplit", "FilterOp", "FlatMapOp", "KeyByOp", "MapOp",
+    "MapPartitionsOp", "MapPartitionsWithIndexOp", "NarrowNode", "Node", "ShuffleDep", "ShuffleReadNode",
+    "SourceNode", "UnionNode", "ZipNode", "ZipOp", "bucket_of", "group_merge", "group_split", "join_merge",
+    "portable_hash",
+]

@@ -1,0 +1,12 @@
+"""Networking both process transports share: the Transport interface, the selector hub, worker-process helpers.
+
+Below the driver: a worker process imports this and the worker runtime,
+never the scheduler.
+"""
+
+from ._hub import Disconnected, Hub, ProtocolError, is_connection_refused
+from ._process import describe_exit, die_with_parent, hash_seed, worker_env
+from ._transport import Transport, WorkerJoined, WorkerLost
+
+__all__ = ["Disconnected", "Hub", "ProtocolError", "Transport", "WorkerJoined", "WorkerLost", "describe_exit",
+           "die_with_parent", "hash_seed", "is_connection_refused", "worker_env"]

@@ -1,0 +1,13 @@
+"""Protocol: what crosses a process boundary — message tags, tasks, block ids, programs, framing.
+
+The driver's scheduler and the worker runtime are its only readers and
+writers; both import it, neither imports the other.
+"""
+
+from . import _messages as messages
+from ._program import Program
+from ._task import MAP, RESULT, Block, Task, shuffle_blocks
+from ._wire import DEFAULT_MAX_FRAME, decode, encode, roundtrip
+
+__all__ = ["DEFAULT_MAX_FRAME", "MAP", "RESULT", "Block", "Program", "Task", "decode", "encode", "messages",
+           "roundtrip", "shuffle_blocks"]

@@ -1,0 +1,16 @@
+"""The group's program: what its tasks execute, pickled once per group by the driver."""
+
+from __future__ import annotations
+
+
+class Program:
+    """What a group's tasks execute: flat ``{node_id: node}`` and ``{func_id: func}``."""
+
+    __slots__ = ("funcs", "nodes")
+
+    def __init__(self, nodes: dict, funcs: dict) -> None:
+        self.nodes = nodes
+        self.funcs = funcs
+
+    def __reduce__(self):
+        return (Program, (self.nodes, self.funcs))

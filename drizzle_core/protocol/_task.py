@@ -1,0 +1,46 @@
+"""Tasks and block ids: what the driver ships to a worker, and how blocks are named on both sides.
+
+Block ids (shared by the planner, the scheduler and the worker runtime):
+    ("c", node_id, partition)                      a cached partition
+    ("s", group, run, map_partition, reduce_part)  a shuffle bucket (map_partition = -1 - worker
+                                                   for a bucket pre-combined on that worker)
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+MAP = 0
+RESULT = 1
+
+Block = tuple
+
+
+class Task(NamedTuple):
+    """One task of a group, as shipped to its worker (a tuple: cheap to pickle)."""
+
+    index: int                 # position in the group's task list
+    job: int                   # job number within the run_jobs call
+    stage: int                 # stage id (unique per driver)
+    node: int                  # the stage's final node
+    partition: int
+    kind: int                  # MAP or RESULT
+    out: tuple                 # MAP: (reader node, dep index, run, R); RESULT: (func id,)
+    inputs: tuple              # cached block ids to wait for (local or forwarded)
+    shuffle_in: tuple          # ((shuffle_id, run, map partitions, mapping workers | None, reduce partition), ...)
+    stores: tuple              # ((node id, partition), ...) cached blocks to create
+    attempt: int
+    not_before: float = 0.0    # epoch seconds: the worker starts the task no earlier
+
+
+def shuffle_blocks(group: int, entry: tuple) -> list[tuple]:
+    """The blocks a task reads for one shuffle input, in combination order.
+
+    ``entry`` is ``(shuffle_id, run, map partitions, mapping workers | None,
+    reduce partition)``: one block per map partition, or one per mapping
+    worker when the shuffle is pre-combined on each worker (``m = -1 - worker``).
+    """
+    _sid, run, nmaps, by, p = entry
+    if by is None:
+        return [("s", group, run, m, p) for m in range(nmaps)]
+    return [("s", group, run, -1 - w, p) for w in by]
