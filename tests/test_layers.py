@@ -64,7 +64,7 @@ def violations(root: pathlib.Path = ROOT) -> list[str]:
         rel = path.relative_to(root).with_suffix("").parts
         me = _unit(rel)
         for line, target in _imports(path, root):
-            if target == me or target not in RANKS and target not in BASE and target not in TOP:
+            if target == me or (target not in RANKS and target not in BASE and target not in TOP):
                 continue
             if _rank(target) >= _rank(me) and not (me in TOP and target in TOP):
                 bad.append(f"{path.relative_to(root)}:{line}: {me} imports {target}")
