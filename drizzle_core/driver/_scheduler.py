@@ -732,13 +732,16 @@ class GroupScheduler:
         if run is None:
             return  # a late message of an aborted attempt, or of a group already closed
         if tag == M.RESULTS:
-            self._on_results(run, msg[2])
+            _, _, items = msg
+            self._on_results(run, items)
         elif tag == M.DONE:
-            if len(msg) > 5 and msg[5]:
-                self._on_results(run, msg[5])
-            self._on_done(run, worker, msg[2], msg[4] if len(msg) > 4 else {})
+            _, _, busy, _ran, stats, last = msg
+            if last:
+                self._on_results(run, last)  # the group's last results ride in DONE
+            self._on_done(run, worker, busy, stats)
         elif tag == M.FAILED:
-            self._on_failed(run, worker, *msg[2:])
+            _, _, index, attempt, tb, exc_bytes = msg
+            self._on_failed(run, worker, index, attempt, tb, exc_bytes)
         else:
             log.warning("unexpected message %r from worker %d", tag, worker)
 

@@ -148,11 +148,14 @@ class WorkerRuntime:
     def handle(self, src: int, msg: tuple) -> None:
         tag = msg[0]
         if tag == M.BLOCKS:
-            self._on_blocks(msg[1], msg[2])
+            _, group, items = msg
+            self._on_blocks(group, items)
         elif tag == M.LAUNCH:
-            self._on_launch(*msg[1:])
+            _, group, program_id, body, tasks, routes, forwards, drops, epochs, trace = msg
+            self._on_launch(group, program_id, body, tasks, routes, forwards, drops, epochs, trace)
         elif tag == M.ABORT:
-            self._abort(msg[1], msg[2] if len(msg) > 2 else ())
+            _, group, keep = msg
+            self._abort(group, keep)
         elif tag == M.DROP:
             self._drop(msg[1])
         elif tag == M.STOP:
@@ -167,8 +170,7 @@ class WorkerRuntime:
         return group < self.dead_below or group in self.dead_groups
 
     def _on_launch(self, group: int, program_id: int, program_bytes: bytes | None, tasks: list[Task],
-                   routes: dict, forwards: list, drops: list, epochs: dict | None = None,
-                   trace: bool = False) -> None:
+                   routes: dict, forwards: list, drops: list, epochs: dict, trace: bool) -> None:
         if epochs and self.expect_peer is not None:
             for peer, epoch in epochs.items():
                 # a replaced peer: never write into the connection to its dead predecessor
