@@ -140,13 +140,13 @@ class Planner:
                 continue
             stack.append((stage, True))
             for reader, i in _shuffle_reads(stage.dataset, located):
-                dep = reader.node.deps[i]
+                dep = reader.node.deps[i]  # type: ignore[attr-defined]  # a ShuffleReadNode
                 if dep.shuffle_id not in runs and dep.shuffle_id not in emitted:
                     stack.append((_Stage(reader.parents[i], reader, i), False))
         return order
 
     # ------------------------------------------------------------------- tasks
-    def _plan_stage(self, plan: GroupPlan, job: int, ds: Dataset, kind: int, out: tuple,
+    def _plan_stage(self, plan: GroupPlan, job: int, ds: Dataset, kind: int, out: tuple[Any, ...],
                     workers: Sequence[int], located: dict[Block, int], runs: dict[int, int]) -> None:
         stage_id = next(self._stage_ids)
         plan.stage_labels[stage_id] = ds.node.label
@@ -155,7 +155,7 @@ class Planner:
         for p in range(ds.num_partitions):
             inputs: list[tuple[Block, int]] = []
             stores: list[tuple[int, int]] = []
-            shuffle_in: dict[tuple[int, int], tuple] = {}
+            shuffle_in: dict[tuple[int, int], tuple[Any, ...]] = {}
             prefer = -1
             not_before = 0.0
             stack = [(ds, p, False)]
@@ -257,7 +257,7 @@ class PlanBuilder:
                 runs[dep.shuffle_id] = run = next(planner._run_ids)
                 plan.routes[run] = [set() for _ in range(stage.reader.num_partitions)]
                 plan.nodes[stage.reader.id] = stage.reader.node
-                out: tuple = (stage.reader.id, stage.dep_index, run, stage.reader.num_partitions)
+                out: tuple[Any, ...] = (stage.reader.id, stage.dep_index, run, stage.reader.num_partitions)
                 kind = MAP
             else:
                 out = (id(func),)

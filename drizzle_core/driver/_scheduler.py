@@ -113,7 +113,7 @@ class _DeferredDrop:
 
     node_id: int
     uncache: Callable[[], None] | None = None  # clears the unpersisted dataset's cached flag, at release
-    copy: tuple[int, tuple] | None = None  # (worker, block): one superseded copy, not the dataset
+    copy: tuple[int, tuple[Any, ...]] | None = None  # (worker, block): one superseded copy, not the dataset
     pulled_for: int | None = None       # asked while this group's jobs were pulled: cancelled with it
 
 
@@ -213,12 +213,12 @@ class GroupScheduler:
         self.transport = transport
         self.planner = Planner()
         self.live: list[int] = list(range(num_workers))
-        self.cache_locations: dict[tuple, int] = {}
+        self.cache_locations: dict[tuple[Any, ...], int] = {}
         self.worker_programs: list[OrderedDict[int, None]] = [OrderedDict() for _ in range(num_workers)]
-        self.programs: OrderedDict[tuple, tuple[int, bytes, Program]] = OrderedDict()
+        self.programs: OrderedDict[tuple[Any, ...], tuple[int, bytes, Program]] = OrderedDict()
         self._program_ids = itertools.count(1)
         self._wire_ids = itertools.count(1)
-        self.pending_drops: dict[int, list[tuple]] = {}
+        self.pending_drops: dict[int, list[tuple[Any, ...]]] = {}
         self.epochs: dict[int, int] = {}  # worker -> times replaced (its process incarnation)
         self._runs: dict[int, _Run] = {}
         self._run_of: dict[int, _Run] = {}      # plan group -> the run whose current attempt it is
@@ -461,7 +461,7 @@ class GroupScheduler:
         events = self.transport.poll(timeout)
         for worker, msg in events:
             self._dispatch(worker, msg)
-        if planning and not events:
+        if planning and not events and ahead is not None:
             self._plan_some(ahead, _PLAN_SLICE)
         if shared:
             self._cond.wait(_HANDOFF)  # releases the lock: another thread's turn
@@ -526,7 +526,7 @@ class GroupScheduler:
         if plan is not None and plan.group in self._open_plans:
             self._close(plan, committed=False, discarded=True)
 
-    def _located(self, before: _Run | None = None) -> dict[tuple, int]:
+    def _located(self, before: _Run | None = None) -> dict[tuple[Any, ...], int]:
         """Cached blocks a new plan may read: those that exist, and those launched groups will leave.
 
         With ``before``, only groups launched before it (a re-plan must not
@@ -609,7 +609,7 @@ class GroupScheduler:
     # ------------------------------------------------------------ recovery
     def _recover(self, run: _Run, worker: int, reason: str) -> None:
         """Abort ``run``'s attempt, keep what its finished jobs cached on live workers."""
-        keep: dict[int, list[tuple]] = {}
+        keep: dict[int, list[tuple[Any, ...]]] = {}
         plan = run.plan
         for index in run.finished:
             w = plan.worker_of[index]
@@ -661,7 +661,7 @@ class GroupScheduler:
         return True
 
     # ------------------------------------------------------------ launching
-    def _serialize(self, plan: GroupPlan, batch: list) -> tuple[int, bytes]:
+    def _serialize(self, plan: GroupPlan, batch: list[Any]) -> tuple[int, bytes]:
         """The group's program, pickled once (and reused while it repeats)."""
         # Node identity, not just id: a dataset's node can be replaced (lineage
         # truncated to a value the driver holds), and must not hit a stale program.
@@ -686,7 +686,7 @@ class GroupScheduler:
     def _launch(self, plan: GroupPlan, wire: int, program_id: int, program_bytes: bytes) -> list[int]:
         if self._gc_drops:
             self._apply_gc_drops()
-        per_worker: dict[int, list] = {}
+        per_worker: dict[int, list[Any]] = {}
         for task, w in zip(plan.tasks, plan.worker_of):
             per_worker.setdefault(w, []).append(tuple(task))  # a NamedTuple pickles ~4x slower
         for w in plan.forwards:
@@ -745,7 +745,7 @@ class GroupScheduler:
         else:
             log.warning("unexpected message %r from worker %d", tag, worker)
 
-    def _on_results(self, run: _Run, items: list) -> None:
+    def _on_results(self, run: _Run, items: list[Any]) -> None:
         tasks = run.plan.tasks
         result_tasks = run.plan.result_tasks
         for index, attempt, value in items:
@@ -762,7 +762,7 @@ class GroupScheduler:
                 run.done[job] = run.results.pop(job)
                 run.unfinished.pop(job, None)
 
-    def _on_done(self, run: _Run, worker: int, busy: float, stats: dict) -> None:
+    def _on_done(self, run: _Run, worker: int, busy: float, stats: dict[Any, Any]) -> None:
         run.awaiting_done.discard(worker)
         run.busy += busy
         run.worker_bytes += stats.get("bytes_sent", 0)
@@ -846,7 +846,7 @@ class GroupScheduler:
                 except Exception as e:  # e.g. nothing left to plan on
                     run.error = e
 
-    def _abort_attempt(self, run: _Run, keep: dict[int, list[tuple]] | None = None) -> None:
+    def _abort_attempt(self, run: _Run, keep: dict[int, list[tuple[Any, ...]]] | None = None) -> None:
         run.remaining.clear()
         run.awaiting_done.clear()
         self._runs.pop(run.wire, None)
@@ -901,7 +901,7 @@ class GroupScheduler:
             return {"driver": driver, "workers": {names[w]: box.get(w) for w in asked}}
 
 
-def _culprit(plan: GroupPlan, batch: list, error: Exception) -> SerializationError:
+def _culprit(plan: GroupPlan, batch: list[Any], error: Exception) -> SerializationError:
     """Find which user function (or data) could not be pickled, and say where it was used."""
     for node in plan.nodes.values():
         for f in node.user_functions():

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import time
 from collections import deque
+from collections.abc import Callable
 from typing import Any
 
 from ..hookspecs import hookimpl
@@ -35,7 +36,7 @@ class InlineTransport(Transport):
         self._inbox = [deque() for _ in range(self.num_workers)]
         self._runtimes = [WorkerRuntime(i, self._sender(i), flush_interval=0.0) for i in range(self.num_workers)]
 
-    def _sender(self, src: int):
+    def _sender(self, src: int) -> Callable[[int, Any], None]:
         def send(dest: int, msg: Any) -> None:
             msg = _wire.roundtrip(msg)
             if dest == M.DRIVER:
@@ -86,7 +87,7 @@ class _InlinePlugin:
     """Registers ``inline`` through the same hook third-party transports use."""
 
     @hookimpl
-    def drizzle_register_transports(self, register):
+    def drizzle_register_transports(self, register: Callable[..., None]) -> None:
         from .._version import __version__
 
         register("inline", InlineTransport, version=__version__,

@@ -8,32 +8,33 @@ Block ids (shared by the planner, the scheduler and the worker runtime):
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 MAP = 0
 RESULT = 1
 
-Block = tuple
+Block = tuple[Any, ...]
 
 
 class Task(NamedTuple):
     """One task of a group, as shipped to its worker (a tuple: cheap to pickle)."""
 
-    index: int                 # position in the group's task list
+    index: int  # type: ignore[assignment]  # position in the group's task list (shadows tuple.index)
     job: int                   # job number within the run_jobs call
     stage: int                 # stage id (unique per driver)
     node: int                  # the stage's final node
     partition: int
     kind: int                  # MAP or RESULT
-    out: tuple                 # MAP: (reader node, dep index, run, R); RESULT: (func id,)
-    inputs: tuple              # cached block ids to wait for (local or forwarded)
-    shuffle_in: tuple          # ((shuffle_id, run, map partitions, mapping workers | None, reduce partition), ...)
-    stores: tuple              # ((node id, partition), ...) cached blocks to create
+    out: tuple[Any, ...]                 # MAP: (reader node, dep index, run, R); RESULT: (func id,)
+    inputs: tuple[Any, ...]              # cached block ids to wait for (local or forwarded)
+    # ((shuffle_id, run, map partitions, mapping workers | None, reduce partition), ...)
+    shuffle_in: tuple[Any, ...]
+    stores: tuple[Any, ...]              # ((node id, partition), ...) cached blocks to create
     attempt: int
     not_before: float = 0.0    # epoch seconds: the worker starts the task no earlier
 
 
-def shuffle_blocks(group: int, entry: tuple) -> list[tuple]:
+def shuffle_blocks(group: int, entry: tuple[Any, ...]) -> list[tuple[Any, ...]]:
     """The blocks a task reads for one shuffle input, in combination order.
 
     ``entry`` is ``(shuffle_id, run, map partitions, mapping workers | None,

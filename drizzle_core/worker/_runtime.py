@@ -58,8 +58,8 @@ _DURATIONS_KEPT = 256
 class GroupState:
     __slots__ = ("busy", "bytes0", "failed", "group", "program", "ran", "remaining", "routes", "spans", "stored")
 
-    def __init__(self, group: int, program: Program, routes: dict, remaining: int) -> None:
-        self.spans: list[tuple] | None = None  # (task index, wall start, seconds) when tracing
+    def __init__(self, group: int, program: Program, routes: dict[Any, Any], remaining: int) -> None:
+        self.spans: list[tuple[Any, ...]] | None = None  # (task index, wall start, seconds) when tracing
         self.bytes0 = 0
         self.group = group
         self.program = program
@@ -67,14 +67,14 @@ class GroupState:
         self.remaining = remaining
         self.busy = 0.0
         self.ran = 0
-        self.stored: list[tuple] = []
+        self.stored: list[tuple[Any, ...]] = []
         self.failed = False
 
 
 def _picklable(e: BaseException) -> bytes | None:
     """The exception pickled, if it survives the trip (the traceback text always goes)."""
     try:
-        data = cloudpickle.dumps(e)
+        data: bytes = cloudpickle.dumps(e)
         pickle.loads(data)
         return data
     except Exception:
@@ -99,15 +99,15 @@ class WorkerRuntime:
         self.expect_peer = expect_peer
         self._bytes_sent = bytes_sent or (lambda: 0)
         self.flush_interval = flush_interval
-        self.blocks: dict[tuple, Any] = {}
-        self.transient: dict[tuple, int] = {}
-        self.waiting: dict[tuple[int, int], set[tuple]] = {}
-        self.waiters: dict[tuple, list[tuple[int, int]]] = {}
+        self.blocks: dict[tuple[Any, ...], Any] = {}
+        self.transient: dict[tuple[Any, ...], int] = {}
+        self.waiting: dict[tuple[int, int], set[tuple[Any, ...]]] = {}
+        self.waiters: dict[tuple[Any, ...], list[tuple[int, int]]] = {}
         self.ready: deque[tuple[GroupState, Task]] = deque()
-        self.timers: list[tuple] = []  # heap of (not_before, group, index, GroupState, Task)
-        self.pending_forwards: dict[tuple, list[tuple[int, int]]] = {}
+        self.timers: list[tuple[Any, ...]] = []  # heap of (not_before, group, index, GroupState, Task)
+        self.pending_forwards: dict[tuple[Any, ...], list[tuple[int, int]]] = {}
         self.combine_left: dict[tuple[int, int], int] = {}   # (group, run) -> local map tasks still to run
-        self.combine_acc: dict[tuple[int, int], dict[int, list]] = {}  # (group, run) -> {map partition: buckets}
+        self.combine_acc: dict[tuple[int, int], dict[int, list[Any]]] = {}  # (group, run) -> {map partition: buckets}
         self.groups: dict[int, GroupState] = {}
         self.tasks: dict[tuple[int, int], Task] = {}
         self.programs: OrderedDict[int, Program] = OrderedDict()
@@ -145,7 +145,7 @@ class WorkerRuntime:
         }
 
     # ------------------------------------------------------------- messages
-    def handle(self, src: int, msg: tuple) -> None:
+    def handle(self, src: int, msg: tuple[Any, ...]) -> None:
         tag = msg[0]
         if tag == M.BLOCKS:
             _, group, items = msg
@@ -170,7 +170,8 @@ class WorkerRuntime:
         return group < self.dead_below or group in self.dead_groups
 
     def _on_launch(self, group: int, program_id: int, program_bytes: bytes | None, tasks: list[Task],
-                   routes: dict, forwards: list, drops: list, epochs: dict, trace: bool) -> None:
+                   routes: dict[Any, Any], forwards: list[Any], drops: list[Any], epochs: dict[Any, Any],
+                   trace: bool) -> None:
         if epochs and self.expect_peer is not None:
             for peer, epoch in epochs.items():
                 # a replaced peer: never write into the connection to its dead predecessor
@@ -212,7 +213,7 @@ class WorkerRuntime:
         transient = self.transient
         nodes = program.nodes
         for task in tasks:
-            need: list[tuple] = list(task.inputs)
+            need: list[tuple[Any, ...]] = list(task.inputs)
             for entry in task.shuffle_in:
                 need.extend(shuffle_blocks(group, entry))
             if task.kind == MAP and nodes[task.out[0]].deps[task.out[1]].local_combine is not None:
@@ -239,13 +240,13 @@ class WorkerRuntime:
         if not tasks:
             self._group_finished(gs)
 
-    def _on_blocks(self, group: int, items: list) -> None:
+    def _on_blocks(self, group: int, items: list[Any]) -> None:
         if self._is_dead(group):
             return
         for block, value in items:
             self._add_block(block, value, transient=True)
 
-    def _add_block(self, block: tuple, value: Any, *, transient: bool) -> None:
+    def _add_block(self, block: tuple[Any, ...], value: Any, *, transient: bool) -> None:
         self.blocks[block] = value
         if transient:
             self.transient.setdefault(block, 0)
@@ -284,7 +285,7 @@ class WorkerRuntime:
                 self.ready.append((gs, task))
         return timers[0][0] - now if timers else None
 
-    def _release(self, block: tuple) -> None:
+    def _release(self, block: tuple[Any, ...]) -> None:
         left = self.transient.get(block)
         if left is None:
             return
@@ -294,12 +295,12 @@ class WorkerRuntime:
         else:
             self.transient[block] = left - 1
 
-    def _drop(self, blocks: list) -> None:
+    def _drop(self, blocks: list[Any]) -> None:
         for b in blocks:
             if b not in self.transient:
                 self.blocks.pop(b, None)
 
-    def _abort(self, group: int, keep: Iterable[tuple] = ()) -> None:
+    def _abort(self, group: int, keep: Iterable[tuple[Any, ...]] = ()) -> None:
         self.dead_groups.add(group)
         gs = self.groups.pop(group, None)
         for key in [k for k in self.tasks if k[0] == group]:
@@ -418,7 +419,7 @@ class WorkerRuntime:
     def _group_finished(self, gs: GroupState) -> None:
         stats = {"bytes_sent": self._bytes_sent() - gs.bytes0, "spans": gs.spans}
         # The group's last results ride in the DONE message: one wake-up of the driver, not two.
-        last: list = []
+        last: list[Any] = []
         if self.results and self.results_group == gs.group:
             last, self.results = self.results, []
         self.flush_results()
@@ -452,7 +453,7 @@ class WorkerRuntime:
                     total = dep.local_combine(total, other[r])
                 buckets.append(total)
             m = -1 - self.index  # one block from this worker
-        by_dest: dict[int, list] = {}
+        by_dest: dict[int, list[Any]] = {}
         for r in range(R):
             for d in dests[r]:
                 by_dest.setdefault(d, []).append((("s", group, run, m, r), buckets[r]))
@@ -510,7 +511,7 @@ class WorkerRuntime:
             values[key] = v
         return values[root]
 
-    def _compute(self, gs: GroupState, task: Task, node: Any, q: int, parents: list) -> Any:
+    def _compute(self, gs: GroupState, task: Task, node: Any, q: int, parents: list[Any]) -> Any:
         if type(node) is ShuffleReadNode:
             entries = {(entry[0], entry[4]): entry for entry in task.shuffle_in}
             blocks = self.blocks
@@ -519,7 +520,8 @@ class WorkerRuntime:
         return node.compute(q, parents)
 
     # ---------------------------------------------------------------- serve
-    def serve(self, poll: Callable[[float | None], list], on_event: Callable[[Any, Any], bool] | None = None) -> None:
+    def serve(self, poll: Callable[[float | None], list[Any]],
+              on_event: Callable[[Any, Any], bool] | None = None) -> None:
         """The worker loop for process transports: poll messages, run tasks, repeat.
 
         ``poll(timeout)`` returns ``(src, message)`` pairs; ``on_event`` sees
