@@ -43,7 +43,7 @@ import cloudpickle
 import numpy as np
 
 from ..lineage import ShuffleReadNode
-from ..protocol import MAP, Program, Task, shuffle_blocks
+from ..protocol import MAP, Program, Task, _wire, shuffle_blocks
 from ..protocol import _messages as M
 
 log = logging.getLogger("drizzle.worker")
@@ -79,6 +79,32 @@ def _picklable(e: BaseException) -> bytes | None:
         return data
     except Exception:
         return None
+
+
+def _type_name(v: Any) -> str:
+    t = type(v)
+    return t.__qualname__ if t.__module__ == "builtins" else f"{t.__module__}.{t.__qualname__}"
+
+
+def _unpicklable_part(value: Any) -> str:
+    """Say what in ``value`` cannot be pickled: the outer type, and the first element that fails inside it."""
+    path = [_type_name(value)]
+    current = value
+    for _ in range(4):  # a few levels of containers; explicit loop, no recursion
+        items = current.values() if isinstance(current, dict) else current if isinstance(
+            current, (list, tuple, set, frozenset)) else None
+        if items is None:
+            break
+        for item in items:
+            try:
+                _wire.encode(item)
+            except Exception:
+                path.append(_type_name(item))
+                current = item
+                break
+        else:
+            break
+    return "the result is a " + " holding a ".join(path)
 
 
 def _materialize(v: Any) -> Any:
@@ -365,8 +391,41 @@ class WorkerRuntime:
 
     def flush_results(self) -> None:
         if self.results:
-            self._send(M.DRIVER, (M.RESULTS, self.results_group, self.results))
-            self.results = []
+            results, self.results = self.results, []
+            self._send_results(M.RESULTS, self.results_group, results, ())
+
+    def _send_results(self, tag: str, group: int, results: list[Any], rest: tuple[Any, ...]) -> None:
+        """Send ``(tag, group, *rest, results)``-shaped messages; a result that cannot be pickled fails its task.
+
+        Pickling happens in the transport's send (once, on the hot path); only
+        when it fails are the results encoded one by one to find the culprit,
+        which is reported as that task's failure (naming the value's type),
+        and the rest still go. The worker keeps serving.
+        """
+        msg = (tag, group, results) if tag == M.RESULTS else (tag, group, *rest, results)
+        try:
+            self._send(M.DRIVER, msg)
+            return
+        except Exception:
+            good, bad = [], []
+            for item in results:
+                try:
+                    _wire.encode(item)
+                    good.append(item)
+                except Exception as e:
+                    bad.append((item, e))
+            if not bad:
+                raise  # not a pickling problem: the transport's own
+        index, attempt, value = bad[0][0]
+        e = bad[0][1]
+        text = (f"the task's result cannot be sent to the driver: {type(e).__name__}: {e} "
+                f"({_unpicklable_part(value)}; return picklable values, e.g. plain data)")
+        self._send(M.DRIVER, (M.FAILED, group, index, attempt, text + "\n", _picklable(TypeError(text))))
+        gs = self.groups.get(group)
+        if gs is not None:
+            gs.failed = True
+        good_msg = (tag, group, good) if tag == M.RESULTS else (tag, group, *rest, good)
+        self._send(M.DRIVER, good_msg)
 
     def _run(self, gs: GroupState, task: Task) -> None:
         if gs.failed:
@@ -423,7 +482,7 @@ class WorkerRuntime:
         if self.results and self.results_group == gs.group:
             last, self.results = self.results, []
         self.flush_results()
-        self._send(M.DRIVER, (M.DONE, gs.group, gs.busy, gs.ran, stats, last))
+        self._send_results(M.DONE, gs.group, last, (gs.busy, gs.ran, stats))
         del self.groups[gs.group]
         self._closed(gs.group)
 

@@ -301,7 +301,8 @@ class WorkerDaemon:
                 return  # results of a session being dropped: nobody to read them
             try:
                 hub.send(dest, msg)
-            except Exception as e:  # a dead peer: the driver hears of it and aborts the group
+            except (OSError, KeyError) as e:  # a dead peer: the driver hears of it and aborts the group
+                # (an unpicklable value is not caught here: the runtime turns it into the task's failure)
                 log.warning("could not send to %s: %s", "the driver" if dest == DRIVER else f"worker {dest}", e)
 
         runtime = WorkerRuntime(index, send, expect_peer=hub.expect, bytes_sent=lambda: hub.bytes_sent)
