@@ -76,6 +76,7 @@ _POLL_SLICE = 0.05     # longest wait in one poll: lets another thread in, and b
 _PLAN_SLICE = 0.0005   # planning ahead between two polls, in seconds
 _SHARED_POLL = 0.002   # poll slice while several threads drive runs
 _DROP_BATCH = 8        # released blocks sent in one DROP while groups run
+REPLACEMENT_WAIT = 60.0  # seconds a group with no live worker waits for a replacement being started
 _HANDOFF = 0.0005      # lock released this long between polls while several threads drive runs
 
 
@@ -174,10 +175,11 @@ class _Run:
     t_launched: float = 0.0
     msgs0: int = 0
     bytes0: int = 0
+    stalled_until: float = 0.0          # no live worker: waiting (until then) for a replacement to join
 
     @property
     def complete(self) -> bool:
-        return not self.remaining and not self.awaiting_done
+        return not self.remaining and not self.awaiting_done and not self.stalled_until
 
 
 class JobIterator(Iterator[list[Any]]):
@@ -222,6 +224,9 @@ class GroupScheduler:
         self.epochs: dict[int, int] = {}  # worker -> times replaced (its process incarnation)
         self._runs: dict[int, _Run] = {}
         self._run_of: dict[int, _Run] = {}      # plan group -> the run whose current attempt it is
+        self._stalled: list[_Run] = []          # runs with no live worker, waiting for a replacement
+        self._starting: set[int] = set()        # workers whose replacement is starting (WorkerJoined to come)
+        self.replacement_wait = REPLACEMENT_WAIT
         self._open_plans: dict[int, GroupPlan] = {}
         self._deferred: list[_DeferredDrop] = []
         self._pulling: list[int] = []           # groups whose jobs are being pulled now (innermost last)
@@ -455,7 +460,9 @@ class GroupScheduler:
 
     def _step(self, ahead: _Ahead | None) -> None:
         """One round: read what arrived and route it; with nothing to read, plan ahead a little."""
-        planning = ahead is not None and not ahead.finished
+        if self._stalled:
+            self._expire_stalled()
+        planning = ahead is not None and not ahead.finished and bool(self.live)
         shared = len(self._drivers) > 1
         timeout = 0.0 if planning else (_SHARED_POLL if shared else _POLL_SLICE)
         events = self.transport.poll(timeout)
@@ -466,6 +473,21 @@ class GroupScheduler:
         if shared:
             self._cond.wait(_HANDOFF)  # releases the lock: another thread's turn
 
+    def _await_worker(self) -> None:
+        """With no live worker but a replacement starting, wait for it (bounded) before planning."""
+        deadline = time.monotonic() + self.replacement_wait
+        while not self.live and self._starting and time.monotonic() < deadline:
+            for worker, msg in self.transport.poll(_POLL_SLICE):
+                self._dispatch(worker, msg)
+
+    def _expire_stalled(self) -> None:
+        now = time.monotonic()
+        for run in [r for r in self._stalled if r.stalled_until <= now]:
+            self._stalled.remove(run)
+            run.stalled_until = 0.0
+            run.error = WorkerLostError(f"no worker is left, and no replacement joined within "
+                                        f"{self.replacement_wait:.0f} s", worker="")
+
     def _plan_some(self, ahead: _Ahead, budget: float | None) -> None:
         """Add jobs to ``ahead``'s plan for about ``budget`` seconds (None: all); serialize it when full."""
         if ahead.finished:
@@ -473,6 +495,7 @@ class GroupScheduler:
         t0 = time.perf_counter()
         try:
             if ahead.builder is None:
+                self._await_worker()
                 ahead.version = self._version
                 ahead.builder = self.planner.begin(self.live, self._located())
                 self._open_plans[ahead.builder.plan.group] = ahead.builder.plan
@@ -578,6 +601,9 @@ class GroupScheduler:
 
     def _end_run(self, run: _Run, *, committed: bool) -> None:
         """The owner is done with ``run`` (all handed out, or it gave up): close its attempt."""
+        if run in self._stalled:
+            self._stalled.remove(run)
+            run.stalled_until = 0.0
         if run.wire in self._runs:
             if not run.complete:
                 self._abort_attempt(run)
@@ -657,7 +683,8 @@ class GroupScheduler:
         self.epochs[worker] = self.epochs.get(worker, 0) + 1
         if ready:
             self.add_worker(worker)
-        # else: starting; it joins (WorkerJoined) while the survivors carry on
+        else:  # starting; it joins (WorkerJoined) while the survivors carry on
+            self._starting.add(worker)
         return True
 
     # ------------------------------------------------------------ launching
@@ -806,6 +833,7 @@ class GroupScheduler:
 
     def _on_worker_lost(self, worker: int, reason: str) -> None:
         """Forget the worker and what it held; every run in flight recovers."""
+        self._starting.discard(worker)
         if worker in self.live:
             self.live.remove(worker)
         for block in [b for b, w in self.cache_locations.items() if w == worker]:
@@ -838,6 +866,12 @@ class GroupScheduler:
             if run.recoveries > self.max_recoveries:
                 run.error = WorkerLostError(f"lost {name}: {reason} (gave up after {self.max_recoveries} "
                                             f"recoveries in one group)", worker=name)
+            elif not self.live and self._starting:
+                # the last worker is gone but its replacement is coming: wait for it (bounded)
+                run.stalled_until = time.monotonic() + self.replacement_wait
+                self._stalled.append(run)
+                log.warning("no live worker: group %d waits up to %.0f s for a replacement",
+                            run.prep.plan.group, self.replacement_wait)
             elif not self.live:
                 run.error = WorkerLostError(f"lost {name}: {reason}; no worker is left", worker=name)
             else:
@@ -858,7 +892,15 @@ class GroupScheduler:
 
     def _on_worker_joined(self, worker: int) -> None:
         """A replacement is up: plans from now on (the next group, or a recovery) may use it."""
+        self._starting.discard(worker)
         self.add_worker(worker)
+        stalled, self._stalled = self._stalled, []
+        for run in stalled:  # groups that had no worker left go on
+            run.stalled_until = 0.0
+            try:
+                self._reattempt(run)
+            except Exception as e:
+                run.error = e
         if self.trace is not None:
             self.trace.instant(f"{self.transport.worker_names[worker]} joined")
 
@@ -895,7 +937,8 @@ class GroupScheduler:
                 "deferred_drops": len(self._deferred),
                 "pulling": len(self._pulling), "gc_drops": len(self._gc_drops),
                 "pending_drops": sum(len(v) for v in self.pending_drops.values()),
-                "driving_threads": len(self._drivers), "cached_blocks": len(self.cache_locations),
+                "driving_threads": len(self._drivers), "stalled": len(self._stalled),
+                "cached_blocks": len(self.cache_locations),
             }
             names = self.transport.worker_names
             return {"driver": driver, "workers": {names[w]: box.get(w) for w in asked}}
