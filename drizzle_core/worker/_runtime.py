@@ -444,7 +444,7 @@ class WorkerRuntime:
                 if not self.results:
                     self.results_since = t0
                 self.results.append((task.index, task.attempt, out))
-        except Exception as e:
+        except (Exception, SystemExit) as e:  # sys.exit() in a task fails the task, not the worker
             gs.failed = True
             self.flush_results()
             tb = traceback.format_exc()

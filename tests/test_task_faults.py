@@ -1,4 +1,4 @@
-"""A result that cannot be pickled back is the task's error, naming the type; the worker keeps serving."""
+"""What a task returns or does cannot take its worker down: unpicklable results, sys.exit()."""
 
 from __future__ import annotations
 
@@ -48,4 +48,14 @@ def test_an_unpicklable_shuffle_bucket_fails_its_map_task(ctx):
         pairs.group_by_key(2).map(lambda kv: kv[0]).collect()
     assert sorted(ctx.parallelize(range(4), 2).map(lambda x: (x % 2, x)).reduce_by_key(int.__add__).collect()) \
         == [(0, 2), (1, 4)]
+    assert_no_bookkeeping(ctx)
+
+
+def test_sys_exit_inside_a_task_fails_the_task_not_the_worker(ctx):
+    import sys
+
+    pids = ctx.parallelize(range(2), 2).map_partitions(_pid).collect()
+    with pytest.raises(dz.TaskError, match="SystemExit"):
+        ctx.parallelize(range(4), 2).map(lambda x: sys.exit(3)).collect()
+    assert ctx.parallelize(range(2), 2).map_partitions(_pid).collect() == pids
     assert_no_bookkeeping(ctx)
