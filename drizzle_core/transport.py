@@ -2,7 +2,10 @@
 
 A transport plugin implements :class:`Transport` (driver side) and runs a
 :class:`WorkerRuntime` in each worker, feeding it messages and giving it a
-``send``; :class:`Hub` gives it framed, non-blocking sockets. The plugin
+``send``; :class:`Hub` gives it framed, non-blocking sockets, and
+:class:`HubTransport` the driver side of a transport whose workers are hub
+sockets (sends, losses, joins, close), leaving it only how workers are
+started, connected and named. The plugin
 registers a factory through the ``drizzle_register_transports`` hook.
 
 This module imports only what a worker process needs (the runtime, the hub,
@@ -14,6 +17,7 @@ from .hookspecs import hookimpl
 from .net import (
     Disconnected,
     Hub,
+    HubTransport,
     ProtocolError,
     Transport,
     WorkerJoined,
@@ -33,6 +37,7 @@ __all__ = [
     "STOP",
     "Disconnected",
     "Hub",
+    "HubTransport",
     "ProtocolError",
     "Transport",
     "TransportError",

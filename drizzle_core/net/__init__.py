@@ -1,4 +1,5 @@
-"""Networking both process transports share: the Transport interface, the selector hub, worker-process helpers.
+"""Networking both process transports share: the Transport interface, the selector hub, the driver side built on
+it (HubTransport), worker-process helpers.
 
 Below the driver: a worker process imports this and the worker runtime,
 never the scheduler.
@@ -6,7 +7,7 @@ never the scheduler.
 
 from ._hub import Disconnected, Hub, ProtocolError, is_connection_refused
 from ._process import describe_exit, die_with_parent, hash_seed, worker_env
-from ._transport import Transport, WorkerJoined, WorkerLost
+from ._transport import HubTransport, Transport, WorkerJoined, WorkerLost
 
-__all__ = ["Disconnected", "Hub", "ProtocolError", "Transport", "WorkerJoined", "WorkerLost", "describe_exit",
-           "die_with_parent", "hash_seed", "is_connection_refused", "worker_env"]
+__all__ = ["Disconnected", "Hub", "HubTransport", "ProtocolError", "Transport", "WorkerJoined", "WorkerLost",
+           "describe_exit", "die_with_parent", "hash_seed", "is_connection_refused", "worker_env"]

@@ -60,8 +60,6 @@ long task.
 
 from __future__ import annotations
 
-import contextlib
-import logging
 import os
 import secrets
 import selectors
@@ -73,13 +71,10 @@ from typing import Any
 
 from drizzle_core.transport import (
     DEFAULT_MAX_FRAME,
-    DRIVER,
-    STOP,
     Disconnected,
     Hub,
-    Transport,
+    HubTransport,
     TransportError,
-    WorkerLost,
     describe_exit,
     worker_env,
 )
@@ -87,13 +82,16 @@ from drizzle_core.transport import (
 from . import _handshake, _hashing, _net
 from ._handshake import PEERS
 
-log = logging.getLogger("drizzle.tcp")
-
 START_TIMEOUT = 60.0
 
 
-class TcpTransport(Transport):
-    """Workers reached over TCP; see the module docstring."""
+class TcpTransport(HubTransport):
+    """Workers reached over TCP; see the module docstring.
+
+    What is tcp's here: addresses, the handshake (and the session's hashing),
+    daemons started on loopback, peer tables for the workers. The rest (sends,
+    losses, close) is :class:`~drizzle_core.transport.HubTransport`'s.
+    """
 
     name = "tcp"
 
@@ -132,29 +130,22 @@ class TcpTransport(Transport):
         self.user_timeout = user_timeout
         self.replace_lost = replace_lost
         self._client_tls = self.tls.client_context() if self.tls else None
-        self._hub = Hub(max_frame=self.max_frame)
-        self._procs: list[subprocess.Popen] = []
+        super().__init__(Hub(max_frame=self.max_frame))
         self._pids: list[int | None] = []
         self._epochs: list[int] = []  # incarnation of the daemon in each slot
-        self._lost: set[int] = set()
-        self._closed = False
         self.session = ""        # the id every worker of this driver's session knows it by
         self._hashing: dict[str, Any] | None = None  # how worker 0 hashes: every worker must hash alike
 
     # ---------------------------------------------------------------- start
-    def start(self) -> None:
-        try:
-            if self.spawn:
-                self._start_daemons()
-            self.session = uuid.uuid4().hex
-            for i, address in enumerate(self.addresses):
-                sock, pid = self._connect(i, address, self.addresses, 0)
-                self._pids.append(pid)
-                self._epochs.append(0)
-                self._hub.add(sock, i)
-        except BaseException:
-            self.close()
-            raise
+    def _start_workers(self) -> None:
+        if self.spawn:
+            self._start_daemons()
+        self.session = uuid.uuid4().hex
+        for i, address in enumerate(self.addresses):
+            sock, pid = self._connect(i, address, self.addresses, 0)
+            self._pids.append(pid)
+            self._epochs.append(0)
+            self._hub.add(sock, i)
 
     def _connect(self, i: int, address: str, peers: list[str | None], epoch: int) -> tuple[Any, int | None]:
         """Handshake the daemon at ``address`` as worker ``i`` (incarnation ``epoch``) of this session.
@@ -197,8 +188,7 @@ class TcpTransport(Transport):
             raise ValueError(f"the tcp transport adds a running worker daemon: add_worker('host:port'), "
                              f"got {spec!r}")
         _net.parse_address(spec)
-        if self._closed:
-            raise TransportError("the transport is closed")
+        self._check_open()
         i = len(self.addresses)
         sock, pid = self._connect(i, spec, [*self._peer_table(), spec], 0)
         self.addresses.append(spec)
@@ -212,19 +202,14 @@ class TcpTransport(Transport):
         """Start a new daemon in the slot of a lost one this driver started (incarnation ``epoch``)."""
         if self._closed or not self.replace_lost or not 0 <= worker < len(self._procs):
             return False
-        old = self._procs[worker]
-        if old.poll() is None:
-            old.kill()
-        old.wait()
+        self._kill(self._procs[worker])
         proc = self._procs[worker] = self._spawn()
         address = self._read_address(worker, proc, time.monotonic() + self.start_timeout)
         peers = self._peer_table()
         peers[worker] = address
         sock, pid = self._connect(worker, address, peers, epoch)
         self.addresses[worker], self._pids[worker], self._epochs[worker] = address, pid, epoch
-        self._hub.disconnect(worker)  # nothing should be left; never mistake it for the new one
-        self._hub.add(sock, worker)
-        self._lost.discard(worker)
+        self._adopt(worker, sock)
         self._announce(worker)
         return True
 
@@ -273,67 +258,12 @@ class TcpTransport(Transport):
         return [f"tcp worker {i} ({a}" + (f", pid {p})" if p is not None else ")")
                 for i, (a, p) in enumerate(zip(self.addresses, self._pids))]
 
-    # ------------------------------------------------------------ messages
-    def send(self, worker: int, message: Any) -> int:
-        if worker in self._lost:
-            return 0
-        try:
-            return self._hub.send(worker, message)
-        except KeyError:  # dropped since the last poll: poll reports it as lost
-            return 0
-
-    def send_shared(self, workers: list[int], messages: list[Any]) -> int:
-        return sum(self.send(w, m) for w, m in zip(workers, messages))
-
-    def poll(self, timeout: float | None) -> list[tuple[int, Any]]:
-        events = self._hub.poll(timeout)
-        for k, (worker, msg) in enumerate(events):
-            if isinstance(msg, Disconnected):
-                events[k] = (worker, WorkerLost(self._why_lost(worker, msg)))
-                self._lost.add(worker)
-        return events
-
     def _why_lost(self, worker: int, msg: Disconnected) -> str:
         address = self.addresses[worker]
-        if worker < len(self._procs):
-            try:
-                code = self._procs[worker].wait(timeout=1.0)
-            except subprocess.TimeoutExpired:
-                pass
-            else:
-                return f"the worker process at {address} {describe_exit(code)}"
+        how = self._exit_of(worker)
+        if how is not None:
+            return f"the worker process at {address} {how}"
         if "timed out" in msg.reason and self.keepalive is not None:
             return (f"the connection to {address} ended: {msg.reason} (no answer to TCP keepalive probes: "
                     f"its host is unreachable or gone)")
         return f"the connection to {address} ended: {msg.reason}"
-
-    @property
-    def messages_sent(self) -> int:
-        return self._hub.messages_sent
-
-    @property
-    def bytes_sent(self) -> int:
-        return self._hub.bytes_sent
-
-    # ---------------------------------------------------------------- close
-    def close(self) -> None:
-        if self._closed:
-            return
-        self._closed = True
-        for i in self._hub.peers():
-            if i not in self._lost and i != DRIVER:
-                with contextlib.suppress(Exception):
-                    self._hub.send(i, (STOP,))
-        with contextlib.suppress(Exception):
-            self._hub.flush(timeout=1.0)
-        self._hub.close()
-        deadline = time.monotonic() + 2.0
-        for proc in self._procs:
-            if proc.stdout is not None and not proc.stdout.closed:
-                proc.stdout.close()
-            try:
-                proc.wait(timeout=max(0.0, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-
