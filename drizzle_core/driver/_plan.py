@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from typing import Any, NamedTuple, Protocol
 
 from .._errors import WorkerLostError
-from ..lineage import Node, ShuffleReadNode
+from ..lineage import Node, ShuffleReadNode, SourceNode
 from ..protocol import MAP, RESULT, Block, Task
 
 
@@ -64,6 +64,9 @@ class GroupPlan:
     funcs: dict[int, Callable[..., Any]] = field(default_factory=dict)
     new_cache: dict[Block, int] = field(default_factory=dict)    # cached block -> worker, made by this group
     made_of: dict[int, list[Block]] = field(default_factory=dict)  # node -> its blocks in new_cache
+    # worker -> the source partitions (node id, partition) its tasks compute: each travels only to its
+    # worker, in that worker's launch, not in the program every worker gets
+    sources: dict[int, set[tuple[int, int]]] = field(default_factory=dict)
     result_tasks: dict[int, tuple[int, int]] = field(default_factory=dict)  # task -> (job, partition)
     job_partitions: dict[int, int] = field(default_factory=dict)
     stage_labels: dict[int, str] = field(default_factory=dict)
@@ -160,6 +163,7 @@ class Planner:
             not_before = 0.0
             stack = [(ds, p, False)]
             visited: set[tuple[int, int]] = set()
+            sources: list[tuple[int, int]] = []
             while stack:
                 d, q, broadcast = stack.pop()
                 key = (d.node.id, q)
@@ -178,6 +182,8 @@ class Planner:
                         continue
                     stores.append(key)
                 plan.nodes[node.id] = node
+                if type(node) is SourceNode:
+                    sources.append(key)
                 start_at = getattr(node, "start_at", None)
                 if start_at is not None and start_at > not_before:
                     not_before = start_at
@@ -200,6 +206,8 @@ class Planner:
                             break
             w = prefer if prefer >= 0 else workers[p % nw]
             index = len(plan.tasks)
+            if sources:
+                plan.sources.setdefault(w, set()).update(sources)
             read_by = plan.read_by
             for block, loc in inputs:
                 read_by[block[1]] = job

@@ -64,6 +64,7 @@ from typing import Any
 import cloudpickle
 
 from .._errors import RemoteTraceback, SerializationError, TaskError, WorkerLostError
+from ..lineage import SourceNode
 from ..net import Transport, WorkerJoined, WorkerLost
 from ..protocol import Program
 from ..protocol import _messages as M
@@ -697,7 +698,10 @@ class GroupScheduler:
         if hit is not None:
             self.programs.move_to_end(key)
             return hit[0], hit[1]
-        program = Program(plan.nodes, plan.funcs)
+        # Sources without their data: each partition goes only to the worker that reads it (_launch).
+        nodes = {nid: SourceNode(nid, [None] * n.num_partitions, n.label, n.start_at) if type(n) is SourceNode else n
+                 for nid, n in plan.nodes.items()}
+        program = Program(nodes, plan.funcs)
         try:
             data = cloudpickle.dumps(program, protocol=5)
         except Exception as e:
@@ -733,12 +737,22 @@ class GroupScheduler:
                 body = shared
             runs = plan.run_of_worker.get(w, ())
             routes = {run: tuple(tuple(sorted(d)) for d in plan.routes[run]) for run in runs}
+            nodes = plan.nodes
+            sources = {key: nodes[key[0]].partitions[key[1]]  # type: ignore[attr-defined]
+                       for key in plan.sources.get(w, ())}
             messages.append((M.LAUNCH, wire, program_id, body, per_worker[w], routes,
                              plan.forwards.get(w, []), self.pending_drops.pop(w, []), self.epochs,
-                             self.trace is not None))
+                             self.trace is not None, sources))
         for w in [w for w in self.pending_drops if w not in per_worker and w in self.live]:
             self.transport.send(w, (M.DROP, self.pending_drops.pop(w)))
-        self.transport.send_shared(workers, messages)
+        try:
+            self.transport.send_shared(workers, messages)
+        except Exception as e:  # the data of a source could not be pickled: no worker may run the group
+            for w in workers:
+                with contextlib.suppress(Exception):
+                    self.transport.send(w, (M.ABORT, wire, []))
+            self._runs.pop(wire, None)
+            raise _culprit(plan, plan.jobs, e) from e
         return workers
 
     # --------------------------------------------------------------- events

@@ -6,7 +6,7 @@ than an object. This table is the protocol; ``_worker.py`` and
 ``_scheduler.py`` are its only readers and writers.
 
 driver → worker
-    (LAUNCH, group, program_id, program_bytes | None, tasks, routes, forwards, drops, epochs, trace)
+    (LAUNCH, group, program_id, program_bytes | None, tasks, routes, forwards, drops, epochs, trace, sources)
         One per worker per group. ``program_bytes`` is the cloudpickled
         ``Program`` (nodes and job functions), sent only when the worker does
         not hold ``program_id`` yet (both sides keep the same LRU of
@@ -17,6 +17,9 @@ driver → worker
         to forget (unpersisted datasets). ``epochs``: ``{worker: incarnation}``
         for replaced workers (connections to older incarnations are closed).
         ``trace``: record each task's start and duration for the trace file.
+        ``sources``: ``{(source node, partition): data}`` for the source partitions this
+        worker's tasks compute (the program carries sources without their data, so
+        each partition travels to one worker only).
     (ABORT, group, [block ...])   forget everything about the group, but keep
                           these cached blocks it made (finished jobs' state)
     (DROP, [block ...])   forget cached blocks

@@ -42,7 +42,7 @@ from typing import Any
 import cloudpickle
 import numpy as np
 
-from ..lineage import ShuffleReadNode
+from ..lineage import ShuffleReadNode, SourceNode
 from ..protocol import MAP, Program, Task, _wire, shuffle_blocks
 from ..protocol import _messages as M
 
@@ -56,7 +56,8 @@ _DURATIONS_KEPT = 256
 
 
 class GroupState:
-    __slots__ = ("busy", "bytes0", "failed", "group", "program", "ran", "remaining", "routes", "spans", "stored")
+    __slots__ = ("busy", "bytes0", "failed", "group", "program", "ran", "remaining", "routes", "sources", "spans",
+                 "stored")
 
     def __init__(self, group: int, program: Program, routes: dict[Any, Any], remaining: int) -> None:
         self.spans: list[tuple[Any, ...]] | None = None  # (task index, wall start, seconds) when tracing
@@ -69,6 +70,7 @@ class GroupState:
         self.ran = 0
         self.stored: list[tuple[Any, ...]] = []
         self.failed = False
+        self.sources: dict[tuple[int, int], Any] = {}  # (source node, partition) -> its data, from the launch
 
 
 def _picklable(e: BaseException) -> bytes | None:
@@ -177,8 +179,8 @@ class WorkerRuntime:
             _, group, items = msg
             self._on_blocks(group, items)
         elif tag == M.LAUNCH:
-            _, group, program_id, body, tasks, routes, forwards, drops, epochs, trace = msg
-            self._on_launch(group, program_id, body, tasks, routes, forwards, drops, epochs, trace)
+            _, group, program_id, body, tasks, routes, forwards, drops, epochs, trace, sources = msg
+            self._on_launch(group, program_id, body, tasks, routes, forwards, drops, epochs, trace, sources)
         elif tag == M.ABORT:
             _, group, keep = msg
             self._abort(group, keep)
@@ -197,7 +199,7 @@ class WorkerRuntime:
 
     def _on_launch(self, group: int, program_id: int, program_bytes: bytes | None, tasks: list[Task],
                    routes: dict[Any, Any], forwards: list[Any], drops: list[Any], epochs: dict[Any, Any],
-                   trace: bool) -> None:
+                   trace: bool, sources: dict[tuple[int, int], Any]) -> None:
         if epochs and self.expect_peer is not None:
             for peer, epoch in epochs.items():
                 # a replaced peer: never write into the connection to its dead predecessor
@@ -231,6 +233,7 @@ class WorkerRuntime:
         self.programs.move_to_end(program_id)
         tasks = [Task._make(t) for t in tasks]  # plain tuples on the wire: they pickle ~4x faster
         gs = GroupState(group, program, routes, len(tasks))
+        gs.sources = sources
         gs.bytes0 = self._bytes_sent()
         if trace:
             gs.spans = []
@@ -576,6 +579,8 @@ class WorkerRuntime:
             blocks = self.blocks
             parents = [[blocks[b] for b in shuffle_blocks(gs.group, entries[(dep.shuffle_id, q)])]
                        for dep in node.deps]
+        elif type(node) is SourceNode:
+            return gs.sources[(node.id, q)]
         return node.compute(q, parents)
 
     # ---------------------------------------------------------------- serve
