@@ -1,17 +1,16 @@
-"""Plain-text tables for the benchmark scripts (one copy; the scripts run from this folder)."""
+"""Plain-text tables for the benchmark scripts (they run from this folder and import ``from _tables``).
+
+``table`` is drizzle's own (``drizzle_core.cli.table``, what ``drizzle demo`` prints with), so the
+benchmarks and the CLI lay tables out alike from one copy; ``fmt`` is the benchmarks' own.
+"""
 
 from __future__ import annotations
+
+from drizzle_core.cli import table
+
+__all__ = ["fmt", "table"]
 
 
 def fmt(x: float | None, spec: str = ".1f") -> str:
     """``x`` formatted, or "-" when there is no figure."""
     return "-" if x is None else format(x, spec)
-
-
-def table(headers: list[str], rows: list[list[object]]) -> str:
-    """Columns padded to their widest cell; the first left-aligned, the rest right-aligned."""
-    cells = [list(headers)] + [[str(c) for c in r] for r in rows]
-    widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
-    lines = ["  ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(r, widths))) for r in cells]
-    lines.insert(1, "  ".join("-" * w for w in widths))
-    return "\n".join(lines)

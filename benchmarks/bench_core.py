@@ -132,24 +132,24 @@ def median_ms(run: Callable[[int], float | None], iterations: int, repeat: int) 
     return statistics.median(times)
 
 
-def peer_iterations(run: Callable[[int], Any], iterations: int, quick: bool) -> int:
-    """Warm up, then cap the iteration count so a slow peer's repeat stays within the budget."""
-    probe = max(2, min(iterations, 10))
+def seconds_per_iteration(run: Callable[[int], Any], probe: int) -> float:
+    """``run(probe)`` once to warm up, then once timed: seconds per iteration."""
     run(probe)
     t = time.perf_counter()
     run(probe)
-    per = (time.perf_counter() - t) / probe
+    return (time.perf_counter() - t) / probe
+
+
+def peer_iterations(run: Callable[[int], Any], iterations: int, quick: bool) -> int:
+    """Warm up, then cap the iteration count so a slow peer's repeat stays within the budget."""
+    per = seconds_per_iteration(run, max(2, min(iterations, 10)))
     budget = PEER_REPEAT_BUDGET_S / (5 if quick else 1)
     return max(min(iterations, 10), min(iterations, int(budget / max(per, 1e-9))))
 
 
 def floor_iterations(run: Callable[[int], Any], iterations: int, quick: bool) -> int:
     """The floor is cheap: run at least enough iterations for a repeat of about 0.3 s, so noise averages out."""
-    probe = max(2, min(iterations, 20))
-    run(probe)
-    t = time.perf_counter()
-    run(probe)
-    per = (time.perf_counter() - t) / probe
+    per = seconds_per_iteration(run, max(2, min(iterations, 20)))
     return max(iterations, min(100 * iterations, int((0.05 if quick else 0.3) / max(per, 1e-9))))
 
 

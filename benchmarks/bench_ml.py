@@ -216,20 +216,31 @@ def _pool_local(args: tuple[int, Any]) -> Any:
     return _POOL_PROBLEM.local([_POOL_BLOCKS[i]], state)
 
 
+def through_driver(p: dml.Problem, partials_of: Callable[[Any], list[Any]]) -> Callable[[int], float]:
+    """A peer's ``run(n)``: n iterations, each one round trip through the driver.
+
+    ``partials_of(state)`` is the peer's own part (ship the state, run ``local`` where the partitions are, bring
+    the partials back); the fold in partition order and the update are the same for every peer.
+    """
+    def run(n: int) -> float:
+        state = p.init
+        start = time.perf_counter()
+        for _ in range(n):
+            partials = partials_of(state)
+            total = partials[0]
+            for q in partials[1:]:
+                total = p.combine(total, q)
+            state = p.update(state, total)
+        return time.perf_counter() - start
+
+    return run
+
+
 def bench_pool(case: Case, repeat: int) -> Row:
     p = case.problem
     with multiprocessing.get_context("spawn").Pool(WORKERS, initializer=_pool_init, initargs=(p,)) as pool:
-        def run(n: int) -> float:
-            state = p.init
-            start = time.perf_counter()
-            for _ in range(n):
-                partials = pool.map(_pool_local, [(i, state) for i in range(len(p.blocks))], chunksize=1)
-                total = partials[0]
-                for q in partials[1:]:
-                    total = p.combine(total, q)
-                state = p.update(state, total)
-            return time.perf_counter() - start
-
+        run = through_driver(p, lambda state: pool.map(_pool_local, [(i, state) for i in range(len(p.blocks))],
+                                                       chunksize=1))
         return Row(case.name, f"multiprocessing.Pool({WORKERS})", *_with_best(median_ms(run, case.iterations, repeat)))
 
 
@@ -252,18 +263,8 @@ def bench_dask(case: Case, repeat: int) -> Row | None:
         blocks = [client.scatter(b, workers=[addrs[i % WORKERS]]) for i, b in enumerate(p.blocks)]
         prob = client.scatter(dataclasses.replace(p, blocks=[]), broadcast=True)
 
-        def run(n: int) -> float:
-            state = p.init
-            start = time.perf_counter()
-            for _ in range(n):
-                futs = [client.submit(_dask_local, prob, b, state, pure=False) for b in blocks]
-                partials = client.gather(futs)
-                total = partials[0]
-                for q in partials[1:]:
-                    total = p.combine(total, q)
-                state = p.update(state, total)
-            return time.perf_counter() - start
-
+        run = through_driver(p, lambda state: client.gather(
+            [client.submit(_dask_local, prob, b, state, pure=False) for b in blocks]))
         return Row(case.name, "dask distributed (2 procs)", *_with_best(median_ms(run, case.iterations, repeat)))
 
 
@@ -288,17 +289,7 @@ def bench_ray(case: Case, repeat: int) -> Row | None:
         light = dataclasses.replace(p, blocks=[])
         actors = [Holder.remote(light, p.blocks[w::WORKERS]) for w in range(WORKERS)]
 
-        def run(n: int) -> float:
-            state = p.init
-            start = time.perf_counter()
-            for _ in range(n):
-                partials = ray.get([a.local.remote(state) for a in actors])
-                total = partials[0]
-                for q in partials[1:]:
-                    total = p.combine(total, q)
-                state = p.update(state, total)
-            return time.perf_counter() - start
-
+        run = through_driver(p, lambda state: ray.get([a.local.remote(state) for a in actors]))
         return Row(case.name, f"ray ({WORKERS} actors)", *_with_best(median_ms(run, case.iterations, repeat)))
     finally:
         ray.shutdown()

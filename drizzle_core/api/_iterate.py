@@ -49,18 +49,14 @@ class IterateResult:
     converged: bool = False                       # ``until`` became true
 
 
-class _Local:
-    __slots__ = ("f",)
+class _Local(N.Wraps):
+    """``local(part, state)`` on each data partition, skipped once the state has converged."""
 
-    def __init__(self, f: Callable[[Any, Any], Any]) -> None:
-        self.f = f
+    __slots__ = ()
 
     def __call__(self, p: int, part: Any, state_part: Any) -> list[Any]:
         converged, state = state_part[0]
         return [_SKIP if converged else self.f(part, state)]
-
-    def __reduce__(self):
-        return (_Local, (self.f,))
 
 
 class _Split:
@@ -72,11 +68,10 @@ class _Split:
         return [part[0]]
 
 
-class _Combine:
-    __slots__ = ("f",)
+class _Combine(N.Wraps):
+    """``combine(a, b)``, where a skipped partial (a converged iteration's) is the identity."""
 
-    def __init__(self, f: Callable[[Any, Any], Any]) -> None:
-        self.f = f
+    __slots__ = ()
 
     def __call__(self, a: Any, b: Any) -> Any:
         if a is _SKIP:
@@ -85,27 +80,19 @@ class _Combine:
             return a
         return self.f(a, b)
 
-    def __reduce__(self):
-        return (_Combine, (self.f,))
 
+class _Merge(N.Wraps):
+    """Reduce side: fold the workers' pre-combined partials (in worker order) with ``f``, a ``_Combine``."""
 
-class _Merge:
-    """Reduce side: fold the workers' pre-combined partials (in worker order)."""
-
-    __slots__ = ("combine",)
-
-    def __init__(self, combine: _Combine) -> None:
-        self.combine = combine
+    __slots__ = ()
 
     def __call__(self, p: int, deps: list[list[Any]]) -> list[Any]:
         blocks = deps[0]
         total = blocks[0] if blocks else _SKIP
+        combine = self.f
         for b in blocks[1:]:
-            total = self.combine(total, b)
+            total = combine(total, b)
         return [total]
-
-    def __reduce__(self):
-        return (_Merge, (self.combine,))
 
 
 class _Update:

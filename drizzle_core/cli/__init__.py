@@ -1,5 +1,5 @@
-"""The ``drizzle`` command and the workloads its demo and bench run."""
+"""The ``drizzle`` command, the workloads its demo and bench run, and the table printer the benchmarks share."""
 
-from ._main import main
+from ._main import main, table
 
-__all__ = ["main"]
+__all__ = ["main", "table"]

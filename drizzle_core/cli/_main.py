@@ -14,7 +14,11 @@ from .._version import __version__
 from ..driver import commands, transports
 
 
-def _table(headers: Sequence[str], rows: list[Sequence[object]]) -> str:
+def table(headers: Sequence[str], rows: list[Sequence[object]]) -> str:
+    """Plain-text columns padded to their widest cell; the first left-aligned, the rest right-aligned.
+
+    The one table printer: the commands here and the benchmark scripts (``benchmarks/_tables.py``) print with it.
+    """
     cells = [[str(h) for h in headers]] + [[str(c) for c in r] for r in rows]
     widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
     lines = ["  ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(r, widths))) for r in cells]
@@ -24,7 +28,7 @@ def _table(headers: Sequence[str], rows: list[Sequence[object]]) -> str:
 
 def _cmd_transports(args: argparse.Namespace) -> int:
     found = transports()
-    print(_table(["transport", "version", "from", "description"],
+    print(table(["transport", "version", "from", "description"],
                  [[t.name, t.version, t.plugin, t.description] for t in found.values()]))
     return 0
 
@@ -60,7 +64,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
             ms, share = _measure_running_sum(ctx, g, args.iterations, args.partitions, args.reducers)
             base = base or ms
             rows.append([g, f"{ms:.3f}", f"{base / ms:.1f}x", f"{share:.0%}"])
-    print(_table(["group size", "ms/iteration", "speedup vs G=1", "coordination share"], rows))
+    print(table(["group size", "ms/iteration", "speedup vs G=1", "coordination share"], rows))
     print("\nG=1 asks the driver once per iteration, like Spark; larger groups plan and launch many "
           "iterations at once and the workers run the shuffle between them by themselves.")
     return 0
@@ -81,7 +85,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
                 times.append((time.perf_counter() - t) / args.iterations * 1e3)
             rs, _ = _measure_running_sum(ctx, g, args.iterations, 4, 2)
             rows.append([g, f"{statistics.median(times):.4f}", f"{rs:.4f}"])
-    print(_table(["group size", "single stage ms/iter", "running sum ms/iter"], rows))
+    print(table(["group size", "single stage ms/iter", "running sum ms/iter"], rows))
     print("\nThe full comparison with numpy, multiprocessing, Dask and Ray: python benchmarks/bench_core.py")
     return 0
 

@@ -31,11 +31,9 @@ def single_stage_jobs(ds: Dataset, iterations: int) -> list[tuple[Dataset, Any]]
     return [(ds, np.sum)] * iterations
 
 
-def _key_of(x: int, keys: int) -> tuple[int, int]:
-    return (x % keys, 1)
-
-
 class _Keyer:
+    """``x -> (x % keys, 1)``: a class, so the program pickles it by reference (plus ``keys``), not by value."""
+
     __slots__ = ("keys",)
 
     def __init__(self, keys: int) -> None:

@@ -15,6 +15,7 @@ from ._ops import (
     MapOp,
     MapPartitionsOp,
     MapPartitionsWithIndexOp,
+    Wraps,
     ZipOp,
     group_merge,
     group_split,
@@ -24,6 +25,6 @@ from ._ops import (
 __all__ = [
     "BroadcastZipNode", "CombineMerge", "CombineSplit", "FilterOp", "FlatMapOp", "KeyByOp", "MapOp",
     "MapPartitionsOp", "MapPartitionsWithIndexOp", "NarrowNode", "Node", "ShuffleDep", "ShuffleReadNode",
-    "SourceNode", "UnionNode", "ZipNode", "ZipOp", "bucket_of", "group_merge", "group_split", "join_merge",
+    "SourceNode", "UnionNode", "Wraps", "ZipNode", "ZipOp", "bucket_of", "group_merge", "group_split", "join_merge",
     "portable_hash",
 ]
