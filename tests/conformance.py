@@ -17,18 +17,9 @@ import time
 import numpy as np
 import pytest
 from bookkeeping import assert_no_bookkeeping
+from support import alive, worker_pids
 
 import drizzle_core as dz
-
-
-def _pid_partition(it):
-    return [os.getpid()]
-
-
-def worker_pids(ctx: dz.Context) -> list[int]:
-    """The pid of each worker (partition p runs on worker p % W when nothing is cached)."""
-    n = ctx.num_workers
-    return [p[0] for p in ctx.parallelize(range(n), n).map_partitions(_pid_partition).glom()]
 
 
 def _boom(x):
@@ -228,19 +219,11 @@ class ProcessConformance:
         with dz.Context(transport=self.transport, workers=2, **self.options) as ctx:
             pids = worker_pids(ctx)
         for pid in pids:
-            assert not _alive(pid)
+            assert not alive(pid)
 
     def test_exception_in_driver_ends_every_worker(self, no_orphans):
         with pytest.raises(RuntimeError), dz.Context(transport=self.transport, workers=2, **self.options) as ctx:
             pids = worker_pids(ctx)
             raise RuntimeError("driver bug")
         for pid in pids:
-            assert not _alive(pid)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().split(") ")[1][0] != "Z"
-    except OSError:
-        return False
+            assert not alive(pid)

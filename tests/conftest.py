@@ -7,6 +7,10 @@ import time
 
 import pytest
 
+pytest.register_assert_rewrite("support", "bookkeeping", "conformance")
+
+import support  # noqa: E402  (after the rewrite is registered: its asserts say what differed)
+
 
 def child_pids(parent: int | None = None) -> set[int]:
     """Live processes whose parent is ``parent`` (this process by default), from /proc."""
@@ -44,3 +48,10 @@ def no_orphans():
     yield
     left = wait_no_children(before)
     assert not left, f"processes left running: {sorted(left)}"
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _stop_module_contexts():
+    """The contexts ``support.context`` made for a module's tests are stopped when the module ends."""
+    yield
+    support.stop_contexts()

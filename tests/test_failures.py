@@ -2,27 +2,23 @@
 
 from __future__ import annotations
 
-import os
 import sys
 import textwrap
 import time
 
 import pytest
 from bookkeeping import assert_no_bookkeeping
+from support import worker_pids
 
 import drizzle_core as dz
 
 pytestmark = pytest.mark.timeout(120)
 
 
-def _pid(it):
-    return [os.getpid()]
-
-
 @pytest.mark.parametrize("transport", ["local", "tcp"])
 def test_a_function_from_a_module_only_the_driver_has(transport, tmp_path, no_orphans):
     with dz.Context(transport=transport, workers=2) as ctx:
-        pids = ctx.parallelize(range(2), 2).map_partitions(_pid).collect()
+        pids = worker_pids(ctx)
         (tmp_path / "driver_only_helpers.py").write_text(textwrap.dedent("""
             def triple(x):
                 return 3 * x
@@ -38,7 +34,7 @@ def test_a_function_from_a_module_only_the_driver_has(transport, tmp_path, no_or
             assert "register_pickle_by_value" in msg
             # the workers are alive and the next job runs, on the same processes
             assert ctx.parallelize(range(4), 2).map(lambda x: x + 1).collect() == [1, 2, 3, 4]
-            assert ctx.parallelize(range(2), 2).map_partitions(_pid).collect() == pids
+            assert worker_pids(ctx) == pids
             # the same program again: sent again, failing again the same way (not a KeyError on the worker)
             with pytest.raises(dz.TaskError, match="driver_only_helpers"):
                 ctx.parallelize(range(4), 2).map(driver_only_helpers.triple).collect()

@@ -36,6 +36,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from support import context
 from test_tcp import SECRET, Daemon, _env
 
 import drizzle_core as dz
@@ -157,24 +158,6 @@ def by_key(pairs: list[tuple[Any, Any]]) -> dict[Any, Any]:
         assert k not in out, f"key {k!r} came back twice: from two reducers"
         out[k] = v
     return out
-
-
-# ------------------------------------------------------------------ contexts
-_contexts: dict[str, dz.Context] = {}
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _stop_contexts():
-    yield
-    for ctx in _contexts.values():
-        ctx.stop()
-    _contexts.clear()
-
-
-def context(transport: str) -> dz.Context:
-    if transport not in _contexts:
-        _contexts[transport] = dz.Context(transport=transport, workers=2)
-    return _contexts[transport]
 
 
 # ------------------------------------------------------------------ shuffles

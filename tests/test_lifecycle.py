@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
@@ -10,6 +9,7 @@ import textwrap
 import time
 
 import pytest
+from support import kill_alive, wait_dead
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -25,21 +25,6 @@ DRIVER = textwrap.dedent("""
             print("interrupted", flush=True)
             raise
 """)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().split(") ")[1][0] != "Z"
-    except OSError:
-        return False
-
-
-def _wait_dead(pids, timeout=10.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and any(_alive(p) for p in pids):
-        time.sleep(0.05)
-    return [p for p in pids if _alive(p)]
 
 
 def _start_driver(transport):
@@ -58,12 +43,10 @@ def test_ctrl_c_in_the_driver_ends_every_worker(transport):
         out, _ = proc.communicate(timeout=30)
         assert "interrupted" in out
         assert proc.returncode != 0
-        assert _wait_dead(pids) == []
+        assert wait_dead(pids) == []
     finally:
         proc.kill()
-        for p in pids:
-            if _alive(p):
-                os.kill(p, signal.SIGKILL)
+        kill_alive(pids)
 
 
 @pytest.mark.parametrize("transport", ["local"])
@@ -73,8 +56,6 @@ def test_driver_killed_with_kill_9_leaves_no_worker(transport):
         proc.kill()
         proc.wait(timeout=10)
         proc.stdout.close()
-        assert _wait_dead(pids) == []
+        assert wait_dead(pids) == []
     finally:
-        for p in pids:
-            if _alive(p):
-                os.kill(p, signal.SIGKILL)
+        kill_alive(pids)

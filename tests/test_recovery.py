@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import operator
 import os
-import signal
 import time
 
 import numpy as np
 import pytest
+from support import count_call, kill_self_once
 
 import drizzle_core as dz
 
@@ -22,16 +22,8 @@ class KillOnce:
         self.directory, self.n = str(directory), n
 
     def __call__(self, part, w):
-        count = os.path.join(self.directory, "count")
-        fd = os.open(count, os.O_WRONLY | os.O_APPEND | os.O_CREAT)
-        os.write(fd, b"x")
-        os.close(fd)
-        if 0 < self.n <= os.path.getsize(count):  # ">=": two workers may append between checks
-            try:
-                os.close(os.open(os.path.join(self.directory, "killed"), os.O_CREAT | os.O_EXCL | os.O_WRONLY))
-                os.kill(os.getpid(), signal.SIGKILL)
-            except FileExistsError:
-                pass
+        if 0 < self.n <= count_call(self.directory):  # ">=": two workers may append between checks
+            kill_self_once(self.directory)
         return part[:, :3].T @ (part[:, :3] @ w - part[:, 3])
 
 

@@ -8,7 +8,6 @@ must equal the sequential reference, on the local and the tcp transport.
 from __future__ import annotations
 
 import os
-import signal
 import time
 
 import pytest
@@ -16,6 +15,7 @@ import reference
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from pipelines import build, pipelines
+from support import context, count_call, kill_self_once
 
 import drizzle_core as dz
 
@@ -30,28 +30,12 @@ class Killer:
         self.n = n
 
     def __call__(self, x):
-        count = os.path.join(self.directory, "count")
-        fd = os.open(count, os.O_WRONLY | os.O_APPEND | os.O_CREAT)
-        os.write(fd, b"x")
-        os.close(fd)
-        if os.path.getsize(count) >= self.n:
-            try:
-                os.close(os.open(os.path.join(self.directory, "killed"), os.O_CREAT | os.O_EXCL | os.O_WRONLY))
-            except FileExistsError:
-                return x
-            os.kill(os.getpid(), signal.SIGKILL)
+        if count_call(self.directory) >= self.n:
+            kill_self_once(self.directory)
         return x
 
 
 _FUNCS = {"sum": sum, "list": list}
-_local: dict[str, dz.Context] = {}
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _stop():
-    yield
-    for ctx in _local.values():
-        ctx.stop()
 
 
 def _run(ctx, tmp, items, partitions, jobs, group_size, kill_at):
@@ -81,9 +65,7 @@ examples = dict(
 @given(**examples)
 def test_local_worker_killed_mid_group_gives_the_reference_result(tmp_path_factory, items, partitions, jobs,
                                                                     group_size, kill_at):
-    if "local" not in _local:
-        _local["local"] = dz.Context(transport="local", workers=2)
-    ctx = _local["local"]
+    ctx = context("local", 2)
     _run(ctx, tmp_path_factory.mktemp("kill"), items, partitions, jobs, group_size, kill_at)
     deadline = time.monotonic() + 10
     while ctx._scheduler.live != [0, 1] and time.monotonic() < deadline:  # a replacement joins

@@ -4,48 +4,20 @@ the sequential reference result, on the inline and the local transport."""
 from __future__ import annotations
 
 import pytest
-import reference
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from pipelines import build, pipelines
-
-import drizzle_core as dz
+from pipelines import pipelines
+from support import check_pipelines, context
 
 pytestmark = pytest.mark.timeout(300)
-
-_contexts: dict[tuple[str, int], dz.Context] = {}
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _stop_contexts():
-    yield
-    for ctx in _contexts.values():
-        ctx.stop()
-    _contexts.clear()
-
-
-def context(transport: str, workers: int) -> dz.Context:
-    key = (transport, workers)
-    if key not in _contexts:
-        _contexts[key] = dz.Context(transport=transport, workers=workers)
-    return _contexts[key]
 
 
 data = st.lists(st.integers(-50, 50), max_size=40)
 jobs_strategy = st.lists(st.tuples(pipelines(), st.sampled_from(["sum", "list", "len"])), min_size=1, max_size=6)
 
-_FUNCS = {"sum": sum, "list": list, "len": lambda it: len(list(it))}
-
 
 def _check(transport, workers, items, partitions, jobs, group_size):
-    ctx = context(transport, workers)
-    source = ctx.parallelize(items, partitions)
-    built = [(build(ctx, source, steps), _FUNCS[fn]) for steps, fn in jobs]
-    got = ctx.run_jobs(built, group_size=group_size)
-    expected = [[_FUNCS[fn](part) for part in reference.partitions(ds)] for (ds, _), (_, fn) in zip(built, jobs)]
-    assert got == expected
-    # a second run reuses cached blocks and programs: still the same
-    assert ctx.run_jobs(built, group_size=group_size) == expected
+    check_pipelines(context(transport, workers), items, partitions, jobs, group_size)
 
 
 @settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -11,9 +11,9 @@ from __future__ import annotations
 import operator
 import os
 import random
-import signal
 
 import pytest
+from support import kill_self_once
 
 import drizzle_core as dz
 
@@ -93,12 +93,7 @@ class KillOnce:
         os.write(fd, f"{b} {int(os.path.exists(killed))}\n".encode())
         os.close(fd)
         if b == self.kill_at and p == 0:
-            try:
-                os.close(os.open(killed, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
-            except FileExistsError:
-                pass
-            else:
-                os.kill(os.getpid(), signal.SIGKILL)
+            kill_self_once(self.directory)
         return [(k, b) for k in range(4) if k % 2 == p]
 
 

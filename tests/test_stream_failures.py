@@ -14,6 +14,7 @@ import os
 import threading
 
 import pytest
+from support import once
 
 import drizzle_core as dz
 
@@ -53,13 +54,8 @@ class FailOnce:
         self.fail_at = fail_at
 
     def __call__(self, p, b, bt):
-        if b == self.fail_at:
-            try:
-                os.close(os.open(self.marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
-            except FileExistsError:
-                pass
-            else:
-                raise ValueError(f"batch {b} is bad")
+        if b == self.fail_at and once(self.marker):
+            raise ValueError(f"batch {b} is bad")
         return [("k", b)]
 
 

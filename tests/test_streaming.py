@@ -21,6 +21,7 @@ from collections import Counter
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from support import context
 
 import drizzle_core as dz
 from drizzle_core.stream._window import windows_of
@@ -28,22 +29,6 @@ from drizzle_core.stream._window import windows_of
 pytestmark = pytest.mark.timeout(120)
 
 I = 0.01  # noqa: E741  (the batch interval of most tests, seconds)
-_contexts: dict[tuple[str, int], dz.Context] = {}
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _stop_contexts():
-    yield
-    for ctx in _contexts.values():
-        ctx.stop()
-    _contexts.clear()
-
-
-def context(transport: str, workers: int = 2) -> dz.Context:
-    key = (transport, workers)
-    if key not in _contexts:
-        _contexts[key] = dz.Context(transport=transport, workers=workers)
-    return _contexts[key]
 
 
 class Events:

@@ -2,19 +2,15 @@
 
 from __future__ import annotations
 
-import os
 import threading
 
 import pytest
 from bookkeeping import assert_no_bookkeeping
+from support import worker_pids
 
 import drizzle_core as dz
 
 pytestmark = pytest.mark.timeout(120)
-
-
-def _pid(it):
-    return [os.getpid()]
 
 
 @pytest.fixture(scope="module", params=["inline", "local", "tcp"])
@@ -24,14 +20,14 @@ def ctx(request):
 
 
 def test_an_unpicklable_result_names_job_partition_and_type(ctx):
-    pids = ctx.parallelize(range(2), 2).map_partitions(_pid).collect()
+    pids = worker_pids(ctx)
     with pytest.raises(dz.TaskError) as info:
         ctx.parallelize(range(4), 2).map(lambda x: threading.Lock()).collect()
     err = info.value
     assert err.job == 0 and err.partition in (0, 1)
     assert "cannot be sent to the driver" in str(err) and "_thread.lock" in str(err)
     assert ctx.parallelize(range(4), 2).collect() == [0, 1, 2, 3]
-    assert ctx.parallelize(range(2), 2).map_partitions(_pid).collect() == pids  # the same processes
+    assert worker_pids(ctx) == pids  # the same processes
     assert_no_bookkeeping(ctx)
 
 
@@ -54,8 +50,8 @@ def test_an_unpicklable_shuffle_bucket_fails_its_map_task(ctx):
 def test_sys_exit_inside_a_task_fails_the_task_not_the_worker(ctx):
     import sys
 
-    pids = ctx.parallelize(range(2), 2).map_partitions(_pid).collect()
+    pids = worker_pids(ctx)
     with pytest.raises(dz.TaskError, match="SystemExit"):
         ctx.parallelize(range(4), 2).map(lambda x: sys.exit(3)).collect()
-    assert ctx.parallelize(range(2), 2).map_partitions(_pid).collect() == pids
+    assert worker_pids(ctx) == pids
     assert_no_bookkeeping(ctx)

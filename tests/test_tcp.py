@@ -19,12 +19,12 @@ import sys
 import time
 
 import pytest
-import reference
-from conformance import ProcessConformance, TransportConformance, _alive
+from conformance import ProcessConformance, TransportConformance
 from drizzle_tcp import _handshake
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from pipelines import build, pipelines
+from pipelines import pipelines
+from support import check_pipelines, context, wait_dead
 
 import drizzle_core as dz
 from drizzle_core.driver import _plugins
@@ -45,35 +45,12 @@ class TestTcp(TransportConformance, ProcessConformance):
 # ------------------------------------------------------- scheduler properties
 # The properties of test_scheduler_properties.py, on tcp: any pipeline, group
 # size, worker count and partitioning gives the sequential reference result.
-_contexts: dict[int, dz.Context] = {}
-_FUNCS = {"sum": sum, "list": list, "len": lambda it: len(list(it))}
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _stop_contexts():
-    yield
-    for ctx in _contexts.values():
-        ctx.stop()
-    _contexts.clear()
-
-
-def _context(workers: int) -> dz.Context:
-    if workers not in _contexts:
-        _contexts[workers] = dz.Context(transport="tcp", workers=workers)
-    return _contexts[workers]
-
-
 @settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(items=st.lists(st.integers(-50, 50), max_size=40), partitions=st.integers(1, 6),
        jobs=st.lists(st.tuples(pipelines(), st.sampled_from(["sum", "list", "len"])), min_size=1, max_size=6),
        group_size=st.integers(1, 50), workers=st.integers(1, 3))
 def test_tcp_matches_reference(items, partitions, jobs, group_size, workers):
-    ctx = _context(workers)
-    source = ctx.parallelize(items, partitions)
-    built = [(build(ctx, source, steps), _FUNCS[fn]) for steps, fn in jobs]
-    expected = [[_FUNCS[fn](part) for part in reference.partitions(ds)] for (ds, _), (_, fn) in zip(built, jobs)]
-    assert ctx.run_jobs(built, group_size=group_size) == expected
-    assert ctx.run_jobs(built, group_size=group_size) == expected  # cached blocks and programs reused
+    check_pipelines(context("tcp", workers), items, partitions, jobs, group_size)
 
 
 @pytest.fixture(scope="session")
@@ -622,7 +599,7 @@ def test_daemons_started_by_a_driver_die_with_it_on_kill_9(tmp_path, no_orphans)
     script.write_text(
         "import time\n"
         "import drizzle_core as dz\n"
-        "from conformance import worker_pids\n"
+        "from support import worker_pids\n"
         "ctx = dz.Context(transport='tcp', workers=2)\n"
         "print(*worker_pids(ctx), flush=True)\n"
         "time.sleep(60)\n"
@@ -635,7 +612,4 @@ def test_daemons_started_by_a_driver_die_with_it_on_kill_9(tmp_path, no_orphans)
     finally:
         driver.wait(timeout=10)
         driver.stdout.close()
-    deadline = time.monotonic() + 5
-    while any(_alive(p) for p in pids) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert not any(_alive(p) for p in pids)
+    assert wait_dead(pids, timeout=5) == []

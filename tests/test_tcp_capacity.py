@@ -25,7 +25,7 @@ import threading
 import time
 
 import pytest
-from conformance import worker_pids
+from support import worker_pids
 from test_tcp import SECRET, Daemon, netns_workers
 
 import drizzle_core as dz
