@@ -34,7 +34,6 @@ RUN = 0          # the shuffle's run within the group
 JOB_FUNC = 1     # the job function's id in the program
 
 
-
 def swap(kv):
     return (kv[1], kv[0])
 
@@ -147,6 +146,9 @@ def test_a_map_task_pushes_each_bucket_to_its_reducer_and_the_reducer_runs_when_
     assert rec.take() == [done(G, 2, [(2, 0, [(0, 16)])])]
     assert state(rt) == empty(dead_below=G + 1)
     assert_nothing_left(rt)
+    # what the driver's bookkeeping() asks every worker
+    rt.handle(M.DRIVER, (M.DESCRIBE, 7))
+    assert rec.take() == [(M.DRIVER, (M.DESCRIBED, 7, rt.bookkeeping()))]
 
 
 def test_blocks_that_arrive_before_their_launch_are_kept_for_it():
