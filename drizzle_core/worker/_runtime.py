@@ -487,6 +487,7 @@ class WorkerRuntime:
         self.flush_results()
         self._send_results(M.DONE, gs.group, last, (gs.busy, gs.ran, stats))
         del self.groups[gs.group]
+        self.dead_groups.add(gs.group)  # finished while an older group runs: its late blocks are dropped too
         self._closed(gs.group)
 
     def _shuffle_write(self, gs: GroupState, task: Task, value: Any) -> None:
