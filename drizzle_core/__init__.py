@@ -24,7 +24,7 @@ from ._version import __version__
 from .hookspecs import hookimpl, hookspec
 
 if TYPE_CHECKING:
-    from .api import Context, Dataset, IterateResult
+    from .api import AutoGroupSize, Context, Dataset, GroupSizeController, IterateResult
     from .driver import AIMD, GroupMetrics, TransportInfo
     from .lineage import portable_hash
     from .stream import (
@@ -42,7 +42,7 @@ if TYPE_CHECKING:
 
 _LAZY = {
     "AIMD": "driver", "GroupMetrics": "driver", "TransportInfo": "driver",
-    "Context": "api", "Dataset": "api", "IterateResult": "api",
+    "AutoGroupSize": "api", "Context": "api", "Dataset": "api", "GroupSizeController": "api", "IterateResult": "api",
     "portable_hash": "lineage",
     "BatchMetrics": "stream", "BatchTime": "stream", "CollectingSink": "stream", "DStream": "stream",
     "DirectorySource": "stream", "GeneratorSource": "stream", "SocketSource": "stream", "Source": "stream",
@@ -74,6 +74,7 @@ def transports() -> dict[str, str]:
 
 __all__ = [
     "AIMD",
+    "AutoGroupSize",
     "BatchMetrics",
     "BatchTime",
     "CollectingSink",
@@ -84,6 +85,7 @@ __all__ = [
     "DrizzleError",
     "GeneratorSource",
     "GroupMetrics",
+    "GroupSizeController",
     "IterateResult",
     "RemoteTraceback",
     "SerializationError",

@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
+import numbers
 import os
 import weakref
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
@@ -29,7 +31,137 @@ from ._iterate import iterate as _iterate
 
 log = logging.getLogger("drizzle.context")
 
-GroupSize = int | str
+
+@runtime_checkable
+class GroupSizeController(Protocol):
+    """Chooses the size of each group of a job loop: ``iter_jobs(jobs, group_size=controller)``.
+
+    For a library whose jobs need their own policy (a stream bounds an
+    :class:`AutoGroupSize` by its latency budget). The scheduler
+    calls ``next_size()`` when it starts a group: group k+1 is planned while
+    group k runs, so its size is asked when k is launched, before k's figures
+    are in. It calls ``observe(metrics)`` once per finished group, with that
+    group's :class:`~drizzle_core.GroupMetrics`, after the group's last job
+    was handed to the caller. Both run on the thread iterating the jobs,
+    between its jobs, and hold up the loop while they run: keep them short
+    and run no jobs from them. ``next_size()`` must return a positive int.
+    What a controller raises, or a bad size, ends the iteration with that
+    error: at once if it is the first size, else at the next job (whose
+    result is dropped, the rest of the running group aborted).
+    """
+
+    def next_size(self) -> int:
+        """The size of the group about to be planned."""
+        ...
+
+    def observe(self, metrics: GroupMetrics) -> None:
+        """One finished group's :class:`~drizzle_core.GroupMetrics`."""
+        ...
+
+
+GroupSize = int | str | GroupSizeController
+
+
+def _check_group_size_arg(g: Any, where: str = "group_size") -> None:
+    """A group size is a positive int, ``"auto"`` or a :class:`GroupSizeController`."""
+    if isinstance(g, (int, str)):
+        check_group_size(g, where)
+    elif not isinstance(g, GroupSizeController):
+        raise ValueError(f"{where} must be a positive int or 'auto' (or a GroupSizeController, with next_size() "
+                         f"and observe(metrics)), got {g!r}")
+
+
+class AutoGroupSize:
+    """``group_size="auto"`` as a :class:`GroupSizeController`: AIMD on each group's coordination share.
+
+    After each group it feeds ``aimd`` (a :class:`~drizzle_core.AIMD`, a
+    default one if None) the group's coordination share, jobs and wall time,
+    and calls its ``on_failure()`` once per lost worker the group recovered
+    from (a smaller group reacts sooner). :attr:`Context.auto_group_size` is
+    the context's own, shared by all its ``"auto"`` loops. A library running
+    a long loop of another kind of job makes its own, so that what its groups
+    teach does not carry over to the context's other jobs: a stream (many
+    tiny, timed jobs) uses ``AutoGroupSize(AIMD(initial=...))`` per run.
+    """
+
+    __slots__ = ("aimd",)
+
+    def __init__(self, aimd: AIMD | None = None) -> None:
+        if aimd is not None and not isinstance(aimd, AIMD):
+            raise TypeError(f"AutoGroupSize needs an AIMD or None, got {type(aimd).__name__}")
+        self.aimd = AIMD() if aimd is None else aimd
+
+    def next_size(self) -> int:
+        return self.aimd.next_size()
+
+    def observe(self, metrics: GroupMetrics) -> None:
+        self.aimd.observe(metrics.coordination, metrics.jobs, metrics.planned_size, metrics.wall_s)
+        for _ in range(metrics.recoveries):
+            self.aimd.on_failure()
+
+    def __repr__(self) -> str:
+        return f"<AutoGroupSize: AIMD at {self.aimd.next_size()}>"
+
+
+class _ContextAutoGroupSize(AutoGroupSize):
+    """The context's own: its scheduler tells the AIMD of every lost worker directly (in loops of every kind)."""
+
+    __slots__ = ()
+
+    def observe(self, metrics: GroupMetrics) -> None:
+        self.aimd.observe(metrics.coordination, metrics.jobs, metrics.planned_size, metrics.wall_s)
+
+
+class _Guarded:
+    """A caller's GroupSizeController, called safely from inside the scheduler.
+
+    The scheduler asks for a size after it launched the running group and
+    reports a group before it settled the one planned ahead: an exception
+    raised there would leave both half done. So the first size (asked before
+    anything is planned) may raise at once; later errors (exceptions, bad
+    sizes) are kept, a group of 1 is planned instead, and :func:`_guarded`
+    raises them at the next job, closing the run cleanly.
+    """
+
+    __slots__ = ("asked", "ctl", "error")
+
+    def __init__(self, ctl: GroupSizeController) -> None:
+        self.ctl = ctl
+        self.asked = 0
+        self.error: BaseException | None = None
+
+    def next_size(self) -> int:
+        try:
+            n = self.ctl.next_size()
+            if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+                raise ValueError(f"group_size: {self.ctl!r}.next_size() returned {n!r}, not a positive int")
+        except Exception as e:
+            if not self.asked:
+                raise
+            if self.error is None:
+                self.error = e
+            n = 1
+        self.asked += 1
+        return n
+
+    def observe(self, metrics: GroupMetrics) -> None:
+        try:
+            self.ctl.observe(metrics)
+        except Exception as e:
+            if self.error is None:
+                self.error = e
+
+
+def _guarded(results: JobIterator, guard: _Guarded) -> Iterator[tuple[int, list[Any]]]:
+    try:
+        for result in results:
+            if guard.error is not None:
+                break
+            yield results.group, result
+        if guard.error is not None:
+            raise guard.error
+    finally:
+        results.close()  # aborts what is left of the running group, drops the one planned ahead
 
 
 # The stream layer sits above this one; importing it registers its Stream class here.
@@ -57,7 +189,7 @@ class Context:
 
     def __init__(self, transport: str = "local", workers: Any = None, group_size: GroupSize = "auto",
                  *, trace: str | os.PathLike[str] | None = None, **options: Any) -> None:
-        check_group_size(group_size)
+        _check_group_size_arg(group_size)
         if workers is None:
             workers = os.cpu_count() or 1
         if isinstance(workers, int) and not isinstance(workers, bool) and workers <= 0:
@@ -66,6 +198,7 @@ class Context:
         self.transport_name = transport
         self.group_size = group_size
         self._adaptive = AIMD()
+        self._auto: AutoGroupSize = _ContextAutoGroupSize(self._adaptive)
         self._transport: Transport = info.factory(workers=workers, **options)
         self._transport.name = transport
         self._closed = False
@@ -143,6 +276,17 @@ class Context:
         """One :class:`GroupMetrics` per group run so far."""
         return list(self._scheduler.metrics)
 
+    @property
+    def auto_group_size(self) -> GroupSizeController:
+        """The controller behind ``group_size="auto"``: this context's :class:`AutoGroupSize`.
+
+        One per context, shared by every ``"auto"`` job loop: what their
+        groups teach it, the next loop starts from, and a lost worker halves
+        it. A library may wrap it to add a bound of its own and pass the
+        wrapper as ``group_size``, or start its own from its ``next_size()``.
+        """
+        return self._auto
+
     # --------------------------------------------------------- datasets
     def parallelize(self, data: Iterable[Any] | np.ndarray, num_partitions: int | None = None) -> D.Dataset:
         """Distribute ``data`` in ``num_partitions`` contiguous partitions.
@@ -161,6 +305,34 @@ class Context:
         node = N.SourceNode(next(D._ids), split_input(data, n), f"parallelize at {D._call_site()}")
         return D.Dataset(self, node, ())
 
+    def from_partitions(self, partitions: Sequence[Any], *, not_before: float | None = None,
+                        label: str | None = None) -> D.Dataset:
+        """A dataset whose partition p is ``partitions[p]``, as given (``parallelize`` splits data; this does not).
+
+        For a library that makes its own inputs: each partition is an
+        iterable of records (a list, a tuple, an ndarray), read by the task
+        that runs it. ``not_before`` (epoch seconds, as ``time.time()``) makes
+        it a timed source: the tasks reading it are launched with the rest of
+        their group, ahead of time, and wait on their worker until then, so
+        work that becomes possible at a known time (a micro-batch, at its
+        end) is scheduled once, G batches at a time, and starts on time with
+        no driver round trip. ``label`` names the dataset in errors and
+        traces (default: the call site).
+        """
+        self._check_open()
+        parts = D._partitions_arg(partitions, "from_partitions")
+        if not parts:
+            raise ValueError("from_partitions needs at least one partition")
+        real = type(not_before) is float or (isinstance(not_before, numbers.Real) and not isinstance(not_before, bool))
+        if not_before is not None and not (real and math.isfinite(not_before)):
+            raise ValueError(f"from_partitions: not_before must be a finite time in epoch seconds or None, "
+                             f"got {not_before!r}")
+        if label is not None and not isinstance(label, str):
+            raise TypeError(f"from_partitions: label must be a str, got {type(label).__name__}")
+        name = label if label is not None else f"from_partitions at {D._call_site()}"
+        node = N.SourceNode(next(D._ids), parts, name, start_at=None if not_before is None else float(not_before))
+        return D.Dataset(self, node, ())
+
     # --------------------------------------------------------------- jobs
     def run_jobs(self, jobs: Iterable[tuple[D.Dataset, Callable[[Any], Any]]],
                  group_size: GroupSize | None = None) -> list[list[Any]]:
@@ -168,7 +340,8 @@ class Context:
 
         Returns one list per job (one ``f`` result per partition), in job
         order. Jobs are scheduled ``group_size`` at a time (default: the
-        context's); ``jobs`` may be a lazy iterable, consumed a group at a time.
+        context's): an int, ``"auto"`` or a :class:`GroupSizeController`;
+        ``jobs`` may be a lazy iterable, consumed a group at a time.
         """
         return list(self.iter_jobs(jobs, group_size))
 
@@ -183,25 +356,25 @@ class Context:
         ``group`` attribute is the group of the job it returned last. Actions
         may be called while iterating (inside the loop, from the job
         generator, from another thread): each runs as a group of its own.
+        ``group_size`` may be a :class:`GroupSizeController`, asked for each
+        group's size and told how each group went.
         """
         self._check_open()
         g = self.group_size if group_size is None else group_size
-        check_group_size(g)
-        if g == "auto":
-            controller = self._adaptive
-
-            def next_size() -> int:
-                return controller.next_size()
-
-            def on_group(m: GroupMetrics) -> None:
-                controller.observe(m.coordination, m.jobs, m.planned_size, m.wall_s)
-        else:
-            fixed = int(g)
+        _check_group_size_arg(g)
+        on_group: Callable[[GroupMetrics], None] | None = None
+        if g == "auto" or g is self._auto:
+            next_size, on_group = self._auto.next_size, self._auto.observe
+        elif isinstance(g, int):
+            fixed = g
 
             def next_size() -> int:
                 return fixed
-
-            on_group = None  # type: ignore[assignment]
+        else:
+            guard = _Guarded(g)  # type: ignore[arg-type]
+            self._scheduler.check_workers()
+            inner = self._scheduler.run(self._validated(jobs), guard.next_size, guard.observe, keep_going)
+            return JobIterator(_guarded(inner, guard))
         self._scheduler.check_workers()
         return self._scheduler.run(self._validated(jobs), next_size, on_group, keep_going)
 

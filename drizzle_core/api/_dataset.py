@@ -13,7 +13,7 @@ import operator
 import os
 import sys
 import weakref
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from functools import reduce as _reduce
 from typing import TYPE_CHECKING, Any
 
@@ -107,15 +107,22 @@ class Dataset:
         _check_callable(f, "flat_map")
         return self._narrow(N.FlatMapOp(f), f"flat_map({_fn_name(f)})")
 
-    def map_partitions(self, f: Callable[[Any], Iterable[Any]], *, with_index: bool = False) -> Dataset:
+    def map_partitions(self, f: Callable[..., Iterable[Any]], *, with_index: bool = False) -> Dataset:
         """Apply ``f`` to each whole partition (``f(p, part)`` with ``with_index``).
 
         A partition from ``parallelize(ndarray)`` arrives as its ndarray row
         slice, so vectorized code runs at numpy speed. ``f`` returns an
         iterable (a list, a generator or an ndarray).
+
+        With ``with_index`` the worker calls ``f`` itself (it has the
+        signature of a node's function), with no wrapper. So a callable that
+        wraps user code (a library's reader around a user's generator) may
+        define ``user_functions()``, returning the user callables it runs: a
+        serialization error then names the one that does not pickle, and
+        where it was defined, rather than the wrapper.
         """
         _check_callable(f, "map_partitions")
-        op = N.MapPartitionsWithIndexOp(f) if with_index else N.MapPartitionsOp(f)
+        op: Callable[[int, Any], Iterable[Any]] = f if with_index else N.MapPartitionsOp(f)
         return self._narrow(op, f"map_partitions({_fn_name(f)})")
 
     def key_by(self, f: Callable[[Any], Any]) -> Dataset:
@@ -149,6 +156,57 @@ class Dataset:
         node = N.ZipNode(next(_ids), self.node, other.node, N.ZipOp(f),
                          f"zip_partitions({_fn_name(f)}) at {_call_site()}")
         return Dataset(self.ctx, node, (self, other))
+
+    def zip_broadcast(self, small: Dataset, f: Callable[[Any, Any], Iterable[Any]]) -> Dataset:
+        """``f(part, small_part)`` for every partition of this dataset, all with the one partition of ``small``.
+
+        For a small value every partition needs: a model, a lookup table, a
+        stream's dimension table for a join without a shuffle. ``small`` must
+        have exactly one partition (``ctx.parallelize([value], 1)``; cache it,
+        so it is computed once). It is not shipped with every task: it is
+        computed where it lives and forwarded once to each worker that runs
+        partitions of this dataset, which then zip it with the partitions
+        they hold (the data stays where it is). ``small_part`` is that
+        partition as is, e.g. ``[value]``.
+        """
+        _check_callable(f, "zip_broadcast")
+        self._check_same_context(small, "zip_broadcast")
+        if small.num_partitions != 1:
+            raise ValueError(f"zip_broadcast needs a one-partition dataset to broadcast: {small!r} has "
+                             f"{small.num_partitions} (make it with parallelize([value], 1))")
+        node = N.BroadcastZipNode(next(_ids), self.node, small.node, N.ZipOp(f),
+                                  f"zip_broadcast({_fn_name(f)}) at {_call_site()}")
+        return Dataset(self.ctx, node, (self, small))
+
+    def truncate_lineage(self, partitions: Sequence[Any]) -> Dataset:
+        """Forget how this dataset was computed: from now on it is ``partitions``, its value held by the caller.
+
+        Why: a loop that computes each state from the previous one
+        (``state = state.zip_partitions(update, merge).cache()``) adds a step
+        to the state's lineage every round, and the driver keeps the whole
+        lineage alive to recompute lost blocks. In an endless loop (a
+        stream's per-key state, ``iterate``'s model) that is unbounded memory
+        on the driver, and a lost worker would replay every round since the
+        start. Once a job has brought the state's value to the driver,
+        truncating the lineage there bounds both: recovery recomputes the
+        dataset from this value (the driver is the reliable store, where
+        Spark's checkpoint writes to HDFS), and the datasets it came from
+        can be freed.
+
+        ``partitions`` is one value per partition, in order: what a job over
+        this dataset returned (``glom()``, or a job function returning its
+        partition as a list). It is not checked against the old lineage: it
+        is what recovery will use. The dataset keeps its id, so partitions
+        cached on the workers stay where they are and are still read there.
+        Returns self.
+        """
+        parts = _partitions_arg(partitions, "truncate_lineage")
+        if len(parts) != self.num_partitions:
+            raise ValueError(f"truncate_lineage: {self!r} has {self.num_partitions} partitions, "
+                             f"got {len(parts)} values")
+        self.node = N.SourceNode(self.id, parts, f"checkpoint of {self.node.label}")
+        self.parents = ()
+        return self
 
     # ----------------------------------------------------- shuffle transforms
     def _shuffle(self, parents: tuple[Dataset, ...], splits: list[Any], merge: Any,
@@ -256,6 +314,30 @@ class Dataset:
             raise TypeError(f"Dataset.{op} needs a Dataset, got {type(other).__name__}")
         if other.ctx is not self.ctx:
             raise ValueError(f"Dataset.{op}: {other!r} belongs to another Context")
+
+
+_PLAIN_PARTITIONS = (list, tuple)
+
+
+def _partitions_arg(partitions: Any, where: str) -> list[Any]:
+    """``partitions`` as a list of partition values, or an error naming the first bad one.
+
+    A partition is any iterable of records (a list, a tuple, an ndarray row
+    slice, a sparse matrix), except those whose iteration is not what was
+    meant: a str or bytes (characters) and a mapping (only its keys), as in
+    ``parallelize``.
+    """
+    if type(partitions) is not list and (isinstance(partitions, (str, bytes, bytearray, Mapping))
+                                         or not isinstance(partitions, Sequence)):
+        raise TypeError(f"{where} needs a list of partitions, got {type(partitions).__name__}")
+    parts = list(partitions)
+    for i, part in enumerate(parts):
+        if type(part) in _PLAIN_PARTITIONS:
+            continue  # the common case, without the ABC checks (a stream makes a batch's source per batch)
+        if isinstance(part, (str, bytes, bytearray, Mapping)) or not isinstance(part, Iterable):
+            raise TypeError(f"{where}: partition {i} must be an iterable of records (a list, a tuple, an "
+                            f"ndarray), got {type(part).__name__}: wrap a single value as [value]")
+    return parts
 
 
 # Job functions used by the actions: module-level so they pickle by reference.

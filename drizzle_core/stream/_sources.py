@@ -1,12 +1,12 @@
 """Streaming sources: each batch's data is read by worker tasks, never by the driver.
 
 A source turns batch ``b`` (covering ``[start, end)``) into a Dataset of
-``num_partitions`` partitions. The dataset's root is a
-:class:`~drizzle_core._nodes.SourceNode` with ``start_at = end`` (plus a
-settle delay for the directory source): its tasks are launched ahead of time,
-with the rest of their group, and wait *on their worker* until the batch's
-data is complete. The SourceNode itself only carries the batch's coordinates
-``(b, start, end)``; a narrow op produces the records where the task runs.
+``num_partitions`` partitions. The dataset's root is
+``ctx.from_partitions(..., not_before=end)`` (plus a settle delay for the
+directory source): its tasks are launched ahead of time, with the rest of
+their group, and wait *on their worker* until the batch's data is complete.
+Those partitions only carry the batch's coordinates ``(b, start, end)``; a
+``map_partitions`` reader produces the records where the task runs.
 
 Every source partition is a list whose first element is the wall-clock time
 the task started (the stream strips it before user code and reports it as
@@ -37,12 +37,11 @@ from collections import deque
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-from .. import lineage as N
-from ..api import _dataset as D
-from ..lineage import portable_hash
+from .._check import fn_name
+from ..api import portable_hash
 
 if TYPE_CHECKING:
-    from ..api._context import Context
+    from ..api import Context, Dataset
 
 log = logging.getLogger("drizzle.stream.sources")
 
@@ -95,16 +94,13 @@ class Source:
     def _close(self, ctx: Context) -> None:
         """Called on the driver after a run's last batch."""
 
-    def _batch(self, ctx: Context, b: int, bt: BatchTime) -> D.Dataset:
+    def _batch(self, ctx: Context, b: int, bt: BatchTime) -> Dataset:
         """Batch ``b``'s raw dataset (stamp first, then records), time-triggered at its end."""
         parts = [[(b, bt.start, bt.end)] for _ in range(self.num_partitions)]
-        label = f"{self!r} batch {b}"
-        node = N.SourceNode(next(D._ids), parts, label, start_at=bt.end + self.settle)
-        coords = D.Dataset(ctx, node, ())
-        # The reader is the narrow op itself (not wrapped by map_partitions), so the
-        # node's user_functions() reach the user's generator through _Read.
-        read = N.NarrowNode(next(D._ids), node, _Read(self), f"read {label}")
-        return D.Dataset(ctx, read, (coords,))
+        coords = ctx.from_partitions(parts, not_before=bt.end + self.settle, label=f"{self!r} batch {b}")
+        # with_index: the worker calls _Read itself, so its user_functions() name the
+        # user's generator when that does not pickle
+        return coords.map_partitions(_Read(self), with_index=True)
 
     def _user_functions(self) -> list[Any]:
         """The user's callables this source runs on the workers (named when one does not pickle)."""
@@ -131,6 +127,11 @@ class _Read:
     def user_functions(self) -> list[Any]:
         """The user's generator first (so a pickling error names it), then the reader as a whole."""
         return [*self.source._user_functions(), self]
+
+    @property
+    def __name__(self) -> str:
+        """What labels and errors call this step (as a function's name: ``map_partitions`` labels with it)."""
+        return f"read {self.source!r}"
 
     def __repr__(self) -> str:
         return f"the reader of {self.source!r}"
@@ -161,7 +162,7 @@ class GeneratorSource(Source):
         return [self.gen]
 
     def __repr__(self) -> str:
-        return f"GeneratorSource({D._fn_name(self.gen)})"
+        return f"GeneratorSource({fn_name(self.gen)})"
 
 
 class DirectorySource(Source):

@@ -35,11 +35,15 @@ One batch = one job. The job's dataset is a union of:
 * "touch" datasets that must be computed in this batch even if no sink reads
   them now (a batch-time window's cached input in a batch that emits nothing).
 
-Group size. ``group_size`` is an int or ``"auto"``. For a stream, ``"auto"``
-is the context's AIMD controller (:mod:`~drizzle_core.driver._adaptive`) with two
-caps. The time limit, ``G * I <= max_group_seconds`` (1 s by default),
-because a group is also the unit of reaction: a stop, or a failure, is
-acted on at the next group boundary. And the latency budget
+Group size. ``group_size`` is an int, ``"auto"`` or a
+:class:`~drizzle_core.GroupSizeController` (used as is). For a stream,
+``"auto"`` is an :class:`~drizzle_core.AutoGroupSize` (AIMD) of its own for
+each run, started where the context's would start (its groups must not
+retune the context's for other jobs: a stream's idle time grows AIMD to its
+limits), with two caps (:class:`_CappedAuto`). The time limit,
+``G * I <= max_group_seconds`` (1 s by default), because a group is also
+the unit of reaction: a stop, or a failure, is acted on at the next group
+boundary. And the latency budget
 (:class:`~drizzle_core.stream._cap.LatencyCap`): a group's driver cost (about
 G times the per-batch planning, serializing and launching) must fit in the
 slack G=1 has between batches, so that grouping never delays results more
@@ -95,19 +99,25 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from .. import lineage as N
-from ..api import _dataset as D
+from .._check import check_callable, check_group_size, fn_name
+from ..api import AIMD, AutoGroupSize, Dataset, GroupMetrics, GroupSizeController
 from ._cap import GroupSample, LatencyCap
 from ._metrics import BatchMetrics, StreamSummary, percentile, summarize
 from ._sources import BatchTime, Source, check_seconds
 
 if TYPE_CHECKING:
-    from ..api._context import Context
+    from ..api import Context
 
 log = logging.getLogger("drizzle.stream")
 
 #: batches between checkpoints of a stateful DStream (see the module docstring)
 DEFAULT_CHECKPOINT_EVERY = 10
+
+
+def _check_group_size(g: Any) -> None:
+    """An int or ``"auto"`` (checked), or a GroupSizeController (used as is)."""
+    if not isinstance(g, GroupSizeController):
+        check_group_size(g)
 
 
 @dataclass
@@ -116,12 +126,12 @@ class _Batch:
 
     index: int
     time: BatchTime
-    checkpoint_due: bool = False                                   # stateful DStreams checkpoint in this batch
-    memo: dict[int, D.Dataset] = field(default_factory=dict)       # id(DStream) -> its dataset for this batch
-    touch: list[D.Dataset] = field(default_factory=list)           # computed this batch, output ignored
-    checkpoint: list[D.Dataset] = field(default_factory=list)      # state returned to the driver, lineage cut
-    release: list[D.Dataset] = field(default_factory=list)         # unpersist once this batch's job is planned
-    layout: list[int] = field(default_factory=list)                # partitions per part of the job's union
+    checkpoint_due: bool = False                               # stateful DStreams checkpoint in this batch
+    memo: dict[int, Dataset] = field(default_factory=dict)     # id(DStream) -> its dataset for this batch
+    touch: list[Dataset] = field(default_factory=list)         # computed this batch, output ignored
+    checkpoint: list[Dataset] = field(default_factory=list)    # state returned to the driver, lineage cut
+    release: list[Dataset] = field(default_factory=list)       # unpersist once this batch's job is planned
+    layout: list[int] = field(default_factory=list)            # partitions per part of the job's union
 
 
 class DStream:
@@ -144,40 +154,40 @@ class DStream:
         return f"<DStream {self.label}>"
 
     # --------------------------------------------------------- building
-    def _dataset(self, batch: _Batch) -> D.Dataset:
+    def _dataset(self, batch: _Batch) -> Dataset:
         ds = batch.memo.get(id(self))
         if ds is None:
             ds = batch.memo[id(self)] = self._build(batch)
         return ds
 
-    def _build(self, batch: _Batch) -> D.Dataset:
+    def _build(self, batch: _Batch) -> Dataset:
         raise NotImplementedError
 
     def _prepare(self, ctx: Context) -> None:
         """Driver work before a run's first batch (outside any group: may run jobs)."""
 
     # --------------------------------------------------- transformations
-    def transform(self, f: Callable[[D.Dataset], D.Dataset], label: str = "") -> DStream:
+    def transform(self, f: Callable[[Dataset], Dataset], label: str = "") -> DStream:
         """Apply ``f`` to every batch's dataset (Spark's ``transform``); ``f`` must return a Dataset."""
-        D._check_callable(f, "transform")
-        return _Transform(self, f, label or f"transform({D._fn_name(f)})")
+        check_callable(f, "transform")
+        return _Transform(self, f, label or f"transform({fn_name(f)})")
 
     def map(self, f: Callable[[Any], Any]) -> DStream:
-        return _Transform(self, _Method("map", f), f"map({D._fn_name(f)})")
+        return _Transform(self, _Method("map", f), f"map({fn_name(f)})")
 
     def filter(self, f: Callable[[Any], bool]) -> DStream:
-        return _Transform(self, _Method("filter", f), f"filter({D._fn_name(f)})")
+        return _Transform(self, _Method("filter", f), f"filter({fn_name(f)})")
 
     def flat_map(self, f: Callable[[Any], Iterable[Any]]) -> DStream:
-        return _Transform(self, _Method("flat_map", f), f"flat_map({D._fn_name(f)})")
+        return _Transform(self, _Method("flat_map", f), f"flat_map({fn_name(f)})")
 
     def map_partitions(self, f: Callable[[Any], Iterable[Any]]) -> DStream:
-        return _Transform(self, _Method("map_partitions", f), f"map_partitions({D._fn_name(f)})")
+        return _Transform(self, _Method("map_partitions", f), f"map_partitions({fn_name(f)})")
 
     def reduce_by_key(self, f: Callable[[Any, Any], Any], num_partitions: int | None = None) -> DStream:
         """Per batch: merge the values of each key with the associative ``f``."""
-        D._check_callable(f, "reduce_by_key")
-        return _Transform(self, _Method("reduce_by_key", f, num_partitions), f"reduce_by_key({D._fn_name(f)})")
+        check_callable(f, "reduce_by_key")
+        return _Transform(self, _Method("reduce_by_key", f, num_partitions), f"reduce_by_key({fn_name(f)})")
 
     def group_by_key(self, num_partitions: int | None = None) -> DStream:
         return _Transform(self, _Method("group_by_key", num_partitions), "group_by_key")
@@ -193,7 +203,7 @@ class DStream:
                 raise ValueError("DStream.union needs DStreams of the same Stream")
         return _Union(self, others)
 
-    def join(self, other: D.Dataset, num_partitions: int | None = None, *, broadcast: bool = True) -> DStream:
+    def join(self, other: Dataset, num_partitions: int | None = None, *, broadcast: bool = True) -> DStream:
         """Inner join of each batch's ``(k, v)`` records with a static dataset of ``(k, w)``: ``(k, (v, w))``.
 
         ``broadcast=True`` (for a small table, e.g. a dimension table): the
@@ -202,7 +212,7 @@ class DStream:
         every batch partition joins against it where it is, with no shuffle.
         ``broadcast=False``: a shuffle join per batch (cache ``other``).
         """
-        if not isinstance(other, D.Dataset) or other.ctx is not self.root.ctx:
+        if not isinstance(other, Dataset) or other.ctx is not self.root.ctx:
             raise ValueError("DStream.join needs a Dataset of the stream's Context")
         if broadcast:
             return _BroadcastJoin(self, other)
@@ -223,7 +233,7 @@ class DStream:
         batch b-1 on the worker that holds it, from this batch's values
         shuffled by key to it: neither state nor values pass the driver.
         """
-        D._check_callable(update, "update_state_by_key")
+        check_callable(update, "update_state_by_key")
         return _StateByKey(self, update, num_partitions)
 
     def window(self, length: float, slide: float | None = None, *,
@@ -235,10 +245,10 @@ class DStream:
         batches (empty in between). Both must be multiples of the interval.
 
         Event time (``event_time(record)`` gives a record's time): returns a
-        :class:`~drizzle_core._window.EventWindows`; aggregate it with
+        :class:`~drizzle_core.stream._window.EventWindows`; aggregate it with
         ``reduce_by_key`` / ``count_by_key`` / ``count`` to get each window's
         final value once the watermark (batch end minus ``lateness``) passes
-        the window's end. See :mod:`drizzle_core._window`.
+        the window's end. See :mod:`drizzle_core.stream._window`.
         """
         from . import _window
 
@@ -297,10 +307,8 @@ class Stream(DStream):
     """
 
     def __init__(self, ctx: Context, source: Source, batch_interval: float = 0.1, *,
-                 group_size: int | str = "auto", max_group_seconds: float = 1.0,
+                 group_size: int | str | GroupSizeController = "auto", max_group_seconds: float = 1.0,
                  checkpoint_every: int = DEFAULT_CHECKPOINT_EVERY) -> None:
-        from .._check import check_group_size as _check_group_size
-
         if not isinstance(source, Source):
             raise TypeError(f"ctx.stream needs a Source (GeneratorSource, DirectorySource, SocketSource), "
                             f"got {type(source).__name__}")
@@ -319,6 +327,7 @@ class Stream(DStream):
         self._running = False
         self._next_batch = 0  # the first batch not delivered yet: where the next run starts
         self._latency_cap = LatencyCap(self.interval, self._time_cap())
+        self._graph_of: tuple[int, list[DStream]] | None = None  # (sinks, _graph()) when last computed
 
     @property
     def checkpoint_every(self) -> int:
@@ -331,7 +340,7 @@ class Stream(DStream):
             raise ValueError(f"checkpoint_every must be a positive int (batches), got {n!r}")
         self._checkpoint_every = n
 
-    def _build(self, batch: _Batch) -> D.Dataset:
+    def _build(self, batch: _Batch) -> Dataset:
         raw = batch.memo[_RAW]
         return raw.map_partitions(_records)
 
@@ -349,16 +358,15 @@ class Stream(DStream):
 
     # ---------------------------------------------------------------- run
     def run(self, batches: int | None = None, *, duration: float | None = None,
-            group_size: int | str | None = None) -> list[BatchMetrics]:
+            group_size: int | str | GroupSizeController | None = None) -> list[BatchMetrics]:
         """Process batches until ``batches`` have run, ``duration`` seconds of batches, or :meth:`stop`.
 
         With neither limit it runs until stopped. Returns this run's
         :class:`BatchMetrics` (all runs' are in :attr:`metrics`).
         """
-        from .._check import check_group_size as _check_group_size
-
         ctx = self.ctx
-        ctx._check_open()
+        if ctx.closed:
+            raise RuntimeError("this Context is stopped")
         if self._running:
             raise RuntimeError("this stream is already running")
         if not self._sinks:
@@ -373,12 +381,10 @@ class Stream(DStream):
         _check_group_size(g)
         self._running = True
         self._stop.clear()
-        controller = ctx._adaptive
-        saved = (controller.size, controller.cap)
-        self._latency_cap = LatencyCap(self.interval, self._time_cap(), start=max(1, controller.next_size()))
+        start = max(1, ctx.auto_group_size.next_size())
+        self._latency_cap = LatencyCap(self.interval, self._time_cap(), start=start)
         if g == "auto":
-            controller.cap = self._latency_cap.cap
-            controller.size = min(controller.size, controller.cap)
+            g = _CappedAuto(self, AutoGroupSize(AIMD(initial=self._latency_cap.cap)))
         first_metric = len(self.metrics)
         try:
             for d in self._graph():
@@ -389,12 +395,17 @@ class Stream(DStream):
             finally:
                 self.source._close(ctx)
         finally:
-            controller.size, controller.cap = saved
             self._running = False
         return self.metrics[first_metric:]
 
     def _graph(self) -> list[DStream]:
-        """Every DStream some sink reads, parents first (explicit stack)."""
+        """Every DStream some sink reads, parents first (explicit stack).
+
+        Asked once per batch (its snapshot), so kept until a sink is added: DStreams
+        never change their parents, and sinks are only ever appended.
+        """
+        if self._graph_of is not None and self._graph_of[0] == len(self._sinks):
+            return self._graph_of[1]
         order: list[DStream] = []
         seen: set[int] = set()
         stack: list[tuple[DStream, bool]] = [(d, False) for d, _ in reversed(self._sinks)]
@@ -408,12 +419,13 @@ class Stream(DStream):
             seen.add(id(d))
             stack.append((d, True))
             stack.extend((p, False) for p in d.parents)
+        self._graph_of = (len(self._sinks), order)
         return order
 
     def _time_cap(self) -> int:
         return max(1, int(self.max_group_seconds / self.interval + 1e-9))
 
-    def _loop(self, batches: int | None, group_size: int | str) -> None:
+    def _loop(self, batches: int | None, group_size: int | str | GroupSizeController) -> None:
         """Build, run and deliver batches; on any exit, roll back to the first batch not delivered.
 
         A batch is *delivered* when every sink's callback has returned for it.
@@ -432,15 +444,11 @@ class Stream(DStream):
         k0 = math.floor(time.time() / interval) + 1  # batch `first` starts at the next multiple of I
         pending: deque[_Batch] = deque()  # built (planned or planned ahead), not delivered; in batch order
         snapshots: dict[int, _Snapshot] = {}  # batch -> DStream state before it was built, until delivered
-        groups_seen = [len(ctx.metrics)]
         last_delivered: list[_Batch] = []  # [the last batch delivered], whose release may not have run
 
-        def jobs() -> Iterator[tuple[D.Dataset, Any]]:
+        def jobs() -> Iterator[tuple[Dataset, Any]]:
             b = first
             while not self._stop.is_set() and (batches is None or b < first + batches):
-                if group_size == "auto" and len(ctx.metrics) != groups_seen[0]:
-                    groups_seen[0] = len(ctx.metrics)
-                    self._cap_auto(ctx.metrics[-1])
                 k = k0 + b - first
                 batch = _Batch(b, BatchTime(round(k * interval, 6), round((k + 1) * interval, 6)),
                                checkpoint_due=(b + 1) % every == 0)
@@ -449,7 +457,7 @@ class Stream(DStream):
                 pending.append(batch)
                 # No try/finally: a generator closed here (the loop ended) must not
                 # release what this batch superseded — it may not have run.
-                yield job, D._to_list
+                yield job, _to_list
                 # the job just yielded is planned: what it superseded can go after its group
                 _release(batch)
                 b += 1
@@ -461,7 +469,7 @@ class Stream(DStream):
             for result in results:
                 arrived = time.time()
                 batch = pending[0]
-                self._deliver(batch, result, arrived, getattr(results, "group", -1))
+                self._deliver(batch, result, arrived, results.group)
                 pending.popleft()
                 snapshots.pop(batch.index, None)
                 delivered = batch.index + 1
@@ -480,12 +488,12 @@ class Stream(DStream):
                 _release(last_delivered[0])
             self._next_batch = delivered
 
-    def _cap_auto(self, last: Any) -> None:
-        """Feed the latency cap (:class:`~drizzle_core.stream._cap.LatencyCap`) one finished group; apply its cap.
+    def _cap_auto(self, last: GroupMetrics) -> None:
+        """Feed the latency cap (:class:`~drizzle_core.stream._cap.LatencyCap`) one finished group of this stream.
 
-        The group's batches are the last ``last.jobs`` delivered (a group's
-        metrics are recorded after its last batch is yielded). Called from
-        the job generator, so it acts one group late.
+        The group's batches are the last ``last.jobs`` delivered: a group is
+        observed after its last job was handed out, and the loop delivers
+        each batch before it asks for the next.
         """
         n = max(1, last.jobs)
         recent = self.metrics[-n:]
@@ -495,9 +503,9 @@ class Stream(DStream):
         sample = GroupSample(jobs=last.jobs, plan_s=last.plan_s + last.serialize_s, launch_s=last.launch_s,
                              latency=percentile([m.latency for m in recent], 50), lag_end=recent[-1].lag,
                              lag_growth=recent[-1].lag - before.lag)
-        self.ctx._adaptive.cap = self._latency_cap.observe(sample)
+        self._latency_cap.observe(sample)
 
-    def _job(self, batch: _Batch) -> D.Dataset:
+    def _job(self, batch: _Batch) -> Dataset:
         """Batch ``b``'s one job: stamps, then each sink's dataset, then touches, then checkpoints."""
         raw = self.source._batch(self.ctx, batch.index, batch.time).cache()
         batch.memo[_RAW] = raw
@@ -525,8 +533,11 @@ class Stream(DStream):
                          group=group)
         pos = sum(layout) - sum(d.num_partitions for d in batch.checkpoint)
         for ds in batch.checkpoint:
+            # The state's value, just received: a checkpoint. The dataset stays cached where
+            # it is; recovery recomputes it from this value instead of replaying every batch
+            # since the stream began, and the driver frees the datasets of those batches.
             n = ds.num_partitions
-            _cut_lineage(ds, result[pos:pos + n])
+            ds.truncate_lineage(result[pos:pos + n])
             pos += n
         self.metrics.append(m)
         try:
@@ -571,13 +582,13 @@ def _restore(snapshot: _Snapshot) -> None:
                 ds.cache()
 
 
-def _datasets_in(value: Any) -> list[D.Dataset]:
+def _datasets_in(value: Any) -> list[Dataset]:
     """The Datasets in a per-batch attribute: a Dataset, or a list of them or of tuples holding them."""
-    if isinstance(value, D.Dataset):
+    if isinstance(value, Dataset):
         return [value]
     if isinstance(value, list):
         return [x for item in value for x in (item if isinstance(item, tuple) else (item,))
-                if isinstance(x, D.Dataset)]
+                if isinstance(x, Dataset)]
     return []
 
 
@@ -587,16 +598,32 @@ def _release(batch: _Batch) -> None:
         ds.unpersist()
 
 
-def _cut_lineage(ds: D.Dataset, partitions: list[Any]) -> None:
-    """Replace ``ds``'s lineage by its value, just received by the driver (a checkpoint).
+class _CappedAuto:
+    """A stream's ``group_size="auto"``: its own AIMD, under the stream's two caps (see the module docstring).
 
-    As ``iterate`` does with its state: the dataset stays cached where it
-    is; if a worker holding it is lost, recovery recomputes it from this
-    value instead of replaying every batch since the stream began, and the
-    driver no longer keeps the datasets of those batches alive.
+    ``next_size`` is the smaller of the AIMD's and the latency cap's, which
+    already holds the time limit (``G * I <= max_group_seconds``). Each
+    finished group teaches the AIMD, as any ``"auto"`` loop's does, then the
+    latency cap (:meth:`Stream._cap_auto`). Called by the scheduler from the
+    loop's thread: group k's figures arrive when it ends, and the size of
+    group k+2 is asked when k+1 is launched, just after.
     """
-    ds.node = N.SourceNode(ds.id, partitions, f"checkpoint of {ds.node.label}")
-    ds.parents = ()
+
+    __slots__ = ("aimd", "stream")
+
+    def __init__(self, stream: Stream, aimd: AutoGroupSize) -> None:
+        self.stream = stream
+        self.aimd = aimd
+
+    def next_size(self) -> int:
+        return max(1, min(self.aimd.next_size(), self.stream._latency_cap.cap))
+
+    def observe(self, metrics: GroupMetrics) -> None:
+        self.aimd.observe(metrics)
+        self.stream._cap_auto(metrics)
+
+    def __repr__(self) -> str:
+        return f"<auto group size of {self.stream!r}: {self.next_size()}>"
 
 
 # ------------------------------------------------------------- DStream kinds
@@ -613,18 +640,18 @@ class _Method:
         if args and name not in ("group_by_key", "join") and not callable(args[0]):
             raise TypeError(f"DStream.{name} needs a callable, got {type(args[0]).__name__}")
 
-    def __call__(self, ds: D.Dataset) -> D.Dataset:
+    def __call__(self, ds: Dataset) -> Dataset:
         return getattr(ds, self.name)(*self.args)
 
 
 class _Transform(DStream):
-    def __init__(self, parent: DStream, f: Callable[[D.Dataset], D.Dataset], label: str) -> None:
+    def __init__(self, parent: DStream, f: Callable[[Dataset], Dataset], label: str) -> None:
         super().__init__(parent.root, (parent,), label)
         self.f = f
 
-    def _build(self, batch: _Batch) -> D.Dataset:
+    def _build(self, batch: _Batch) -> Dataset:
         out = self.f(self.parents[0]._dataset(batch))
-        if not isinstance(out, D.Dataset):
+        if not isinstance(out, Dataset):
             raise TypeError(f"{self.label} returned {type(out).__name__}, not a Dataset")
         return out
 
@@ -633,16 +660,16 @@ class _Union(DStream):
     def __init__(self, first: DStream, others: tuple[DStream, ...]) -> None:
         super().__init__(first.root, (first, *others), "union")
 
-    def _build(self, batch: _Batch) -> D.Dataset:
+    def _build(self, batch: _Batch) -> Dataset:
         parts = [p._dataset(batch) for p in self.parents]
         return parts[0].union(*parts[1:])
 
 
 class _BroadcastJoin(DStream):
-    def __init__(self, parent: DStream, table: D.Dataset) -> None:
+    def __init__(self, parent: DStream, table: Dataset) -> None:
         super().__init__(parent.root, (parent,), "broadcast join")
         self.table = table
-        self._table_ds: D.Dataset | None = None
+        self._table_ds: Dataset | None = None
 
     def _prepare(self, ctx: Context) -> None:
         if self._table_ds is None:
@@ -651,24 +678,23 @@ class _BroadcastJoin(DStream):
                 table.setdefault(k, []).append(w)
             self._table_ds = ctx.parallelize([table], 1).cache()
 
-    def _build(self, batch: _Batch) -> D.Dataset:
+    def _build(self, batch: _Batch) -> Dataset:
         data = self.parents[0]._dataset(batch)
         tbl = self._table_ds
         assert tbl is not None
-        node = N.BroadcastZipNode(next(D._ids), data.node, tbl.node, _JoinWith(), f"broadcast join batch {batch.index}")
-        return D.Dataset(data.ctx, node, (data, tbl))
+        return data.zip_broadcast(tbl, _JoinWith())
 
 
 class _StateByKey(DStream):
     _batch_state = ("_state",)
 
     def __init__(self, parent: DStream, update: Callable[[list[Any], Any], Any], num_partitions: int | None) -> None:
-        super().__init__(parent.root, (parent,), f"update_state_by_key({D._fn_name(update)})")
+        super().__init__(parent.root, (parent,), f"update_state_by_key({fn_name(update)})")
         self.merge = _UpdateState(update)
         self.num_partitions = num_partitions
-        self._state: D.Dataset | None = None
+        self._state: Dataset | None = None
 
-    def _build(self, batch: _Batch) -> D.Dataset:
+    def _build(self, batch: _Batch) -> Dataset:
         values = self.parents[0]._dataset(batch)
         r = self.num_partitions or values.num_partitions
         if self._state is None:
@@ -684,6 +710,11 @@ class _StateByKey(DStream):
 
 # ------------------------------------------------ worker-side functions
 # Module-level so they pickle by reference.
+
+
+def _to_list(part: Iterable[Any]) -> list[Any]:
+    """The job function of every batch: its partitions as lists (the driver splits them by ``layout``)."""
+    return part if type(part) is list else list(part)
 
 
 def _records(part: list[Any]) -> Any:
@@ -742,7 +773,7 @@ class _JoinWith:
 
     __slots__ = ()
 
-    def __call__(self, p: int, part: Iterable[Any], table_part: Any) -> list[Any]:
+    def __call__(self, part: Iterable[Any], table_part: Any) -> list[Any]:
         table = table_part[0]
         out = []
         for k, v in part:

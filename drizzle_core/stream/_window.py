@@ -42,12 +42,13 @@ import math
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
-from ..api import _dataset as D
+from .._check import check_callable
+from ..api import Dataset
 from ._sources import check_seconds
 from ._stream import DStream, _add, _Batch
 
 if TYPE_CHECKING:
-    from ..api._context import Context
+    from ..api import Context
 
 
 def _multiple_of(x: float, interval: float, what: str) -> int:
@@ -69,9 +70,9 @@ class BatchWindow(DStream):
         self.n = _multiple_of(length, interval, "length")
         self.m = _multiple_of(slide, interval, "slide")
         super().__init__(parent.root, (parent,), f"window({length}, {slide})")
-        self._recent: list[tuple[int, D.Dataset]] = []  # (batch, cached input), oldest first
+        self._recent: list[tuple[int, Dataset]] = []  # (batch, cached input), oldest first
 
-    def _build(self, batch: _Batch) -> D.Dataset:
+    def _build(self, batch: _Batch) -> Dataset:
         ds = self.parents[0]._dataset(batch).cache()
         self._recent.append((batch.index, ds))
         while self._recent and self._recent[0][0] <= batch.index - self.n:
@@ -102,7 +103,7 @@ class EventWindows:
 
     def reduce_by_key(self, f: Callable[[Any, Any], Any], num_partitions: int | None = None) -> DStream:
         """Per window and key of records ``(k, v)``: the values merged with ``f``, emitted when final."""
-        D._check_callable(f, "reduce_by_key")
+        check_callable(f, "reduce_by_key")
         return _EventWindowAgg(self, f, _Value(), num_partitions)
 
     def count_by_key(self, num_partitions: int | None = None) -> DStream:
@@ -144,13 +145,13 @@ class _EventWindowAgg(DStream):
         self.f = f
         self.kv = kv
         self.num_partitions = num_partitions
-        self._state: D.Dataset | None = None
+        self._state: Dataset | None = None
         self._watermark = -math.inf  # of the last batch built: windows ending at or before it were emitted
 
     def _prepare(self, ctx: Context) -> None:
         pass
 
-    def _build(self, batch: _Batch) -> D.Dataset:
+    def _build(self, batch: _Batch) -> Dataset:
         w = self.w
         data = self.parents[0]._dataset(batch)
         r = self.num_partitions or data.num_partitions
