@@ -84,7 +84,7 @@ def _is_sparse(data: Any) -> bool:
         return False
     import scipy.sparse
 
-    return scipy.sparse.issparse(data)
+    return bool(scipy.sparse.issparse(data))
 
 
 def _pandas_kind(data: Any) -> str | None:

@@ -109,7 +109,7 @@ class _Update:
         new = self.update(state, reduced[0])
         return [(bool(self.until(new)) if self.until is not None else False, new)]
 
-    def __reduce__(self):
+    def __reduce__(self) -> tuple[Any, ...]:
         return (_Update, (self.update, self.until))
 
 

@@ -8,13 +8,14 @@ import statistics
 import sys
 import time
 from collections.abc import Sequence
+from typing import Any
 
 from .. import inline as _inline  # noqa: F401  (registers the inline transport)
 from .._version import __version__
 from ..driver import commands, transports
 
 
-def table(headers: Sequence[str], rows: list[Sequence[object]]) -> str:
+def table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
     """Plain-text columns padded to their widest cell; the first left-aligned, the rest right-aligned.
 
     The one table printer: the commands here and the benchmark scripts (``benchmarks/_tables.py``) print with it.
@@ -33,7 +34,7 @@ def _cmd_transports(args: argparse.Namespace) -> int:
     return 0
 
 
-def _measure_running_sum(ctx, g: int, iterations: int, partitions: int, reducers: int) -> tuple[float, float]:
+def _measure_running_sum(ctx: Any, g: int, iterations: int, partitions: int, reducers: int) -> tuple[float, float]:
     from ._workloads import running_sum_jobs, running_sum_source
 
     source, state = running_sum_source(ctx, partitions, reducers)

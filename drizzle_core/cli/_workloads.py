@@ -43,7 +43,7 @@ class _Keyer:
         return (x % self.keys, 1)
 
 
-def merge_state(old: list[dict], counts: list[tuple[Any, int]]) -> list[dict]:
+def merge_state(old: list[dict[Any, Any]], counts: list[tuple[Any, int]]) -> list[dict[Any, Any]]:
     """New state partition: the old per-key totals plus this iteration's counts."""
     state = dict(old[0]) if old else {}
     for k, c in counts:
@@ -51,7 +51,7 @@ def merge_state(old: list[dict], counts: list[tuple[Any, int]]) -> list[dict]:
     return [state]
 
 
-def state_total(part: list[dict]) -> int:
+def state_total(part: list[dict[Any, Any]]) -> int:
     """What each iteration reports: the sum of all counts in one state partition."""
     return sum(part[0].values()) if part else 0
 

@@ -75,7 +75,7 @@ class _Container:
     """How to walk a value of one container type: its parts (in order unless ``unordered``) and a seed."""
 
     seed: int
-    parts: Callable[[Any], tuple] | None = None  # a dataclass's compared fields; None: iterate the value
+    parts: Callable[[Any], tuple[Any, ...]] | None = None  # a dataclass's compared fields; None: iterate the value
     unordered: bool = False
 
 
@@ -251,17 +251,19 @@ def _leaf_or_container(t: type) -> tuple[Callable[[Any], int] | None, _Container
     # A subclass of a value type is hashed as that type only if it keeps the type's ==: then it
     # equals plain values of it (a namedtuple equals the tuple of its fields, StrEnum.A == "a").
     # numpy.str_ and numpy.bytes_ have their own == and hash, which are str's and bytes'.
-    for base, leaf in ((str, _str_hash), (bytes, _crc32), (int, int.__hash__)):
+    leaves: tuple[tuple[type, Callable[[Any], int]], ...] = ((str, _str_hash), (bytes, _crc32), (int, int.__hash__))
+    for base, leaf in leaves:
         if issubclass(t, base):
-            same = t.__eq__ is base.__eq__ or (t.__module__ == "numpy" and base is not int)
+            same = t.__eq__ is base.__eq__ or (t.__module__ == "numpy" and base is not int)  # type: ignore[comparison-overlap]
             return (leaf if same else hash), None
-    for base, container in _BUILTIN_CONTAINERS.items():
-        if issubclass(t, base):
-            return (None, container) if t.__eq__ is base.__eq__ else (hash, None)
+    for cbase, container in _BUILTIN_CONTAINERS.items():
+        if issubclass(t, cbase):
+            return (None, container) if t.__eq__ is cbase.__eq__ else (hash, None)  # type: ignore[comparison-overlap]
     # datetime subclasses (pandas.Timestamp) compare as datetimes do, with more precision
-    for base in (datetime.datetime, datetime.date, datetime.time, datetime.timedelta):
-        if issubclass(t, base):
-            return _BUILTIN_LEAVES[base], None
+    dates: tuple[type, ...] = (datetime.datetime, datetime.date, datetime.time, datetime.timedelta)
+    for dbase in dates:
+        if issubclass(t, dbase):
+            return _BUILTIN_LEAVES[dbase], None
     if issubclass(t, numbers.Number):  # numeric hashes agree across numeric types and are not salted
         return _number_hash, None
     seed = _crc32(t.__qualname__.encode("utf-8", "surrogatepass"))
@@ -278,7 +280,7 @@ def _leaf_or_container(t: type) -> tuple[Callable[[Any], int] | None, _Container
     return hash, None
 
 
-def _getter(names: tuple[str, ...]) -> Callable[[Any], tuple]:
+def _getter(names: tuple[str, ...]) -> Callable[[Any], tuple[Any, ...]]:
     """``obj -> (obj.<name> for name in names)`` as a tuple, at the speed of ``attrgetter``."""
     if len(names) >= 2:
         return operator.attrgetter(*names)

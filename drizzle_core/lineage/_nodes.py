@@ -50,10 +50,10 @@ class Node:
         """User callables inside this node (to name one that fails to pickle)."""
         return []
 
-    def __getstate__(self) -> tuple:
+    def __getstate__(self) -> tuple[Any, ...]:
         return tuple(getattr(self, s) for c in type(self).__mro__ for s in getattr(c, "__slots__", ()))
 
-    def __setstate__(self, state: tuple) -> None:
+    def __setstate__(self, state: tuple[Any, ...]) -> None:
         names = [s for c in type(self).__mro__ for s in getattr(c, "__slots__", ())]
         for name, value in zip(names, state):
             setattr(self, name, value)
@@ -72,7 +72,8 @@ class SourceNode(Node):
         self.start_at = start_at
 
     def compute(self, p: int, parents: list[Any]) -> Iterable[Any]:
-        return self.partitions[p]
+        part: Iterable[Any] = self.partitions[p]
+        return part
 
 
 class NarrowNode(Node):
@@ -115,7 +116,8 @@ class UnionNode(Node):
         raise IndexError(p)
 
     def compute(self, p: int, parents: list[Any]) -> Iterable[Any]:
-        return parents[0]
+        part: Iterable[Any] = parents[0]
+        return part
 
 
 class _TwoParentNode(Node):
@@ -180,10 +182,10 @@ class ShuffleDep:
         self.split = split
         self.local_combine = local_combine
 
-    def __getstate__(self) -> tuple:
+    def __getstate__(self) -> tuple[Any, ...]:
         return (self.shuffle_id, self.parent, self.num_map_partitions, self.split, self.local_combine)
 
-    def __setstate__(self, state: tuple) -> None:
+    def __setstate__(self, state: tuple[Any, ...]) -> None:
         self.shuffle_id, self.parent, self.num_map_partitions, self.split, self.local_combine = state
 
 

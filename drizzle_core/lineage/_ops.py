@@ -70,21 +70,24 @@ class MapPartitionsOp(MapOp):
     __slots__ = ()
 
     def __call__(self, p: int, it: Iterable[Any]) -> Iterable[Any]:
-        return self.f(it)
+        out: Iterable[Any] = self.f(it)
+        return out
 
 
 class MapPartitionsWithIndexOp(MapOp):
     __slots__ = ()
 
     def __call__(self, p: int, it: Iterable[Any]) -> Iterable[Any]:
-        return self.f(p, it)
+        out: Iterable[Any] = self.f(p, it)
+        return out
 
 
 class ZipOp(MapOp):
     __slots__ = ()
 
-    def __call__(self, p: int, a: Iterable[Any], b: Iterable[Any]) -> Iterable[Any]:
-        return self.f(a, b)
+    def __call__(self, p: int, a: Iterable[Any], b: Iterable[Any]) -> Iterable[Any]:  # type: ignore[override]
+        out: Iterable[Any] = self.f(a, b)
+        return out
 
 
 # -------------------------------------------------------------- shuffle ops
@@ -110,9 +113,9 @@ class CombineSplit(MapOp):
 
     __slots__ = ()
 
-    def __call__(self, it: Iterable[Any], R: int) -> list[dict]:
+    def __call__(self, it: Iterable[Any], R: int) -> list[dict[Any, Any]]:  # type: ignore[override]
         f = self.f
-        d: dict = {}
+        d: dict[Any, Any] = {}
         it = iter(it)
         k: Any = _NO_KEY
         try:
@@ -134,7 +137,7 @@ class CombineMerge(MapOp):
 
     __slots__ = ()
 
-    def __call__(self, p: int, deps: list[list[dict]]) -> list[tuple[Any, Any]]:
+    def __call__(self, p: int, deps: list[list[dict[Any, Any]]]) -> list[tuple[Any, Any]]:  # type: ignore[override]
         f = self.f
         blocks = deps[0]
         out = dict(blocks[0]) if blocks else {}
@@ -144,9 +147,9 @@ class CombineMerge(MapOp):
         return list(out.items())
 
 
-def group_split(it: Iterable[Any], R: int) -> list[dict]:
+def group_split(it: Iterable[Any], R: int) -> list[dict[Any, Any]]:
     """Map side of group_by_key / join: values listed per key, keys bucketed."""
-    d: dict = {}
+    d: dict[Any, Any] = {}
     it = iter(it)
     k: Any = _NO_KEY
     try:
@@ -230,19 +233,19 @@ def _bad_record(e: BaseException, op: str, key: Any) -> None:
                             f"(use a tuple for a list key)") from None
 
 
-def _bucket(d: dict, R: int) -> list[dict]:
+def _bucket(d: dict[Any, Any], R: int) -> list[dict[Any, Any]]:
     """Split a per-key dict into R dicts by the portable hash of the key (insertion order kept)."""
     if R == 1:
         return [d]
-    buckets: list[dict] = [{} for _ in range(R)]
+    buckets: list[dict[Any, Any]] = [{} for _ in range(R)]
     for k, v in d.items():
         # ints hash to themselves in every process: skip the function call
         buckets[(hash(k) if type(k) is int else portable_hash(k)) % R][k] = v
     return buckets
 
 
-def _group_merge_one(blocks: list[dict]) -> dict:
-    out: dict = {}
+def _group_merge_one(blocks: list[dict[Any, Any]]) -> dict[Any, Any]:
+    out: dict[Any, Any] = {}
     for d in blocks:
         for k, vs in d.items():
             lst = out.get(k)
@@ -253,11 +256,11 @@ def _group_merge_one(blocks: list[dict]) -> dict:
     return out
 
 
-def group_merge(p: int, deps: list[list[dict]]) -> list[tuple[Any, list]]:
+def group_merge(p: int, deps: list[list[dict[Any, Any]]]) -> list[tuple[Any, list[Any]]]:
     return list(_group_merge_one(deps[0]).items())
 
 
-def join_merge(p: int, deps: list[list[dict]]) -> list[tuple[Any, tuple]]:
+def join_merge(p: int, deps: list[list[dict[Any, Any]]]) -> list[tuple[Any, tuple[Any, ...]]]:
     left = _group_merge_one(deps[0])
     right = _group_merge_one(deps[1])
     out = []

@@ -356,7 +356,8 @@ def _tls_chunk(out: deque[memoryview]) -> Any:
     head = out[0]
     if head.nbytes >= _TLS_WRITE or len(out) == 1:
         return head
-    parts, n = [], 0
+    parts: list[memoryview] = []
+    n = 0
     for view in out:
         if n + view.nbytes > _TLS_WRITE and parts:
             break

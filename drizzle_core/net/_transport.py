@@ -159,7 +159,7 @@ class HubTransport(Transport):
 
     def __init__(self, hub: Hub) -> None:
         self._hub = hub
-        self._procs: list[subprocess.Popen] = []
+        self._procs: list[subprocess.Popen[bytes]] = []
         self._lost: set[int] = set()
         self._starting: dict[int, float] = {}  # replacement worker -> connect deadline
         self._closed = False
@@ -209,7 +209,7 @@ class HubTransport(Transport):
         self._lost.discard(worker)
 
     @staticmethod
-    def _kill(proc: subprocess.Popen) -> None:
+    def _kill(proc: subprocess.Popen[bytes]) -> None:
         """End a process that is no longer a worker (a lost one before its slot is refilled) and reap it."""
         if proc.poll() is None:
             proc.kill()
