@@ -208,7 +208,7 @@ class Context:
         self._scheduler.on_failure = self._adaptive.on_failure
         if trace is not None:
             self._scheduler.trace = Trace(trace, self.workers)
-        self._cached: dict[int, weakref.finalize] = {}
+        self._cached: dict[int, weakref.finalize[Any, Any]] = {}
         weakref.finalize(self, _close_transport, self._transport)
 
     # ---------------------------------------------------------- lifecycle

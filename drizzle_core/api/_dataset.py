@@ -15,6 +15,7 @@ import sys
 import weakref
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from functools import reduce as _reduce
+from types import FrameType
 from typing import TYPE_CHECKING, Any
 
 from .. import lineage as N
@@ -41,7 +42,7 @@ def _is_ours(filename: str) -> bool:
 
 def _call_site() -> str:
     """``file:line`` of the first frame outside drizzle_core, like Spark's call sites."""
-    f = sys._getframe(2)
+    f: FrameType | None = sys._getframe(2)
     while f is not None and _is_ours(f.f_code.co_filename):
         f = f.f_back
     if f is None:
@@ -357,7 +358,8 @@ def _count(it: Iterable[Any]) -> int:
 
 def _sum(it: Iterable[Any]) -> tuple[int, Any]:
     if hasattr(it, "sum") and hasattr(it, "shape"):
-        return (len(it), it.sum(axis=0)) if len(it) else (0, 0)
+        n_rows = len(it)  # type: ignore[arg-type]  # an ndarray
+        return (n_rows, it.sum(axis=0)) if n_rows else (0, 0)
     n = 0
     total: Any = 0
     for x in it:
@@ -380,7 +382,7 @@ class _PartitionReduce:
             return False, None
         return True, _reduce(self.f, iterator, first)
 
-    def __reduce__(self):
+    def __reduce__(self) -> tuple[Any, ...]:
         return (_PartitionReduce, (self.f,))
 
 
@@ -393,11 +395,11 @@ class _Take:
     def __call__(self, it: Iterable[Any]) -> list[Any]:
         return list(itertools.islice(it, self.n))
 
-    def __reduce__(self):
+    def __reduce__(self) -> tuple[Any, ...]:
         return (_Take, (self.n,))
 
 
-def _finalizer(ctx_ref: weakref.ref, ds_id: int) -> None:
+def _finalizer(ctx_ref: weakref.ref[Context], ds_id: int) -> None:
     ctx = ctx_ref()
     if ctx is not None:
         ctx._unregister_cached(ds_id)

@@ -136,7 +136,7 @@ class _Read:
     def __repr__(self) -> str:
         return f"the reader of {self.source!r}"
 
-    def __reduce__(self):
+    def __reduce__(self) -> tuple[Any, ...]:
         return (_Read, (self.source,))
 
 

@@ -478,7 +478,7 @@ class Stream(DStream):
             # Close both now, not at garbage collection: the scheduler settles the
             # groups it planned (dropping those not launched) before we roll back.
             results.close()
-            gen.close()
+            gen.close()  # type: ignore[attr-defined]  # a generator
             snapshot = snapshots.get(delivered)
             if snapshot is not None:
                 _restore(snapshot)
@@ -641,7 +641,8 @@ class _Method:
             raise TypeError(f"DStream.{name} needs a callable, got {type(args[0]).__name__}")
 
     def __call__(self, ds: Dataset) -> Dataset:
-        return getattr(ds, self.name)(*self.args)
+        out: Dataset = getattr(ds, self.name)(*self.args)
+        return out
 
 
 class _Transform(DStream):
@@ -737,7 +738,7 @@ def _add(a: Any, b: Any) -> Any:
     return a + b
 
 
-def _state_items(part: list[dict]) -> Any:
+def _state_items(part: list[dict[Any, Any]]) -> Any:
     return list(part[0].items()) if part else []
 
 
@@ -749,11 +750,11 @@ class _UpdateState:
     def __init__(self, update: Callable[[list[Any], Any], Any]) -> None:
         self.update = update
 
-    def __call__(self, old: list[dict], grouped: Iterable[tuple[Any, list[Any]]]) -> list[dict]:
+    def __call__(self, old: list[dict[Any, Any]], grouped: Iterable[tuple[Any, list[Any]]]) -> list[dict[Any, Any]]:
         prev = old[0] if old else {}
         new_values = dict(grouped)
         update = self.update
-        state: dict = {}
+        state: dict[Any, Any] = {}
         for k, s in prev.items():
             v = update(new_values.pop(k, []), s)
             if v is not None:
@@ -764,7 +765,7 @@ class _UpdateState:
                 state[k] = v
         return [state]
 
-    def __reduce__(self):
+    def __reduce__(self) -> tuple[Any, ...]:
         return (_UpdateState, (self.update,))
 
 
@@ -783,5 +784,5 @@ class _JoinWith:
                     out.append((k, (v, w)))
         return out
 
-    def __reduce__(self):
+    def __reduce__(self) -> tuple[Any, ...]:
         return (_JoinWith, ())

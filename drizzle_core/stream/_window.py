@@ -179,7 +179,7 @@ class _Value:
     def __call__(self, rec: Any) -> tuple[Any, Any]:
         return rec[0], rec[1]
 
-    def __reduce__(self):
+    def __reduce__(self) -> tuple[Any, ...]:
         return (_Value, ())
 
 
@@ -189,7 +189,7 @@ class _One(_Value):
     def __call__(self, rec: Any) -> tuple[Any, Any]:
         return rec[0], 1
 
-    def __reduce__(self):
+    def __reduce__(self) -> tuple[Any, ...]:
         return (_One, ())
 
 
@@ -199,7 +199,7 @@ class _OneNoKey(_Value):
     def __call__(self, rec: Any) -> tuple[Any, Any]:
         return None, 1
 
-    def __reduce__(self):
+    def __reduce__(self) -> tuple[Any, ...]:
         return (_OneNoKey, ())
 
 
@@ -224,7 +224,7 @@ class _Assign:
     def __call__(self, part: Iterable[Any]) -> list[tuple[Any, Any]]:
         length, slide, upto = self.length, self.slide, self.emitted_upto
         et, kv, f = self.event_time, self.kv, self.f
-        acc: dict = {}
+        acc: dict[Any, Any] = {}
         for rec in part:
             t = et(rec)
             k, v = kv(rec)
@@ -235,7 +235,7 @@ class _Assign:
                 acc[key] = f(acc[key], v) if key in acc else v
         return list(acc.items())
 
-    def __reduce__(self):
+    def __reduce__(self) -> tuple[Any, ...]:
         return (_Assign, (self.length, self.slide, self.event_time, self.kv, self.emitted_upto, self.f))
 
 
@@ -249,7 +249,8 @@ class _Close:
         self.length = length
         self.watermark = watermark
 
-    def __call__(self, old: list[tuple[dict, list]], reduced: Iterable[tuple[Any, Any]]) -> list[tuple[dict, list]]:
+    def __call__(self, old: list[tuple[dict[Any, Any], list[Any]]],
+                 reduced: Iterable[tuple[Any, Any]]) -> list[tuple[dict[Any, Any], list[Any]]]:
         f = self.f
         open_ = dict(old[0][0]) if old else {}
         for key, v in reduced:
@@ -260,9 +261,9 @@ class _Close:
         emitted = [(((s, s + length), k), open_.pop((s, k))) for s, k in closed]
         return [(open_, emitted)]
 
-    def __reduce__(self):
+    def __reduce__(self) -> tuple[Any, ...]:
         return (_Close, (self.f, self.length, self.watermark))
 
 
-def _emitted(part: list[tuple[dict, list]]) -> list[Any]:
+def _emitted(part: list[tuple[dict[Any, Any], list[Any]]]) -> list[Any]:
     return part[0][1] if part else []

@@ -419,9 +419,8 @@ class WorkerRuntime:
                     bad.append((item, e))
             if not bad:
                 raise  # not a pickling problem: the transport's own
-        index, attempt, value = bad[0][0]
-        e = bad[0][1]
-        text = (f"the task's result cannot be sent to the driver: {type(e).__name__}: {e} "
+        (index, attempt, value), why = bad[0]
+        text = (f"the task's result cannot be sent to the driver: {type(why).__name__}: {why} "
                 f"({_unpicklable_part(value)}; return picklable values, e.g. plain data)")
         self._send(M.DRIVER, (M.FAILED, group, index, attempt, text + "\n", _picklable(TypeError(text))))
         gs = self.groups.get(group)
