@@ -468,3 +468,15 @@ def test_ysb_counts_equal_a_direct_computation(no_orphans):
     assert result.correct
     assert len(result.window_latency) >= 4 and sum(result.counts.values()) > 0
     assert all(lat >= 0 for lat in result.window_latency.values())
+
+
+@settings(max_examples=300, deadline=None)
+@given(t=st.floats(0, 1e6, allow_nan=False), steps=st.integers(1, 5),
+       slide=st.sampled_from([0.1, 0.2, 0.3, 0.05, 1 / 3, 0.004, 2.5]))
+def test_an_event_is_in_exactly_length_over_slide_windows(t, steps, slide):
+    """Tumbling windows partition time: no event in two of them (float starts are not exact multiples)."""
+    from drizzle_core.stream._window import windows_of
+
+    starts = windows_of(t, steps * slide, slide)
+    assert len(starts) == steps
+    assert len(set(starts)) == steps

@@ -127,6 +127,12 @@ def windows_of(t: float, length: float, slide: float) -> list[float]:
         k -= 1
     while (k + 1) * slide <= t:
         k += 1
+    n = round(length / slide)
+    if n >= 1 and math.isclose(n * slide, length, rel_tol=1e-9):
+        # length a whole number of slides (tumbling: n = 1): t is in the n windows ending at slide step k.
+        # Counted in steps, not by comparing t with s + length, which can exceed the next start by a
+        # rounding step and put one event in two tumbling windows.
+        return [(k - i) * slide for i in range(n)]
     out = []
     s = k * slide
     while s + length > t:
