@@ -56,6 +56,13 @@ class TransportConformance:
         yield
         assert_no_bookkeeping(ctx)
 
+    def test_empty_array_partitions_and_results(self, ctx):
+        """More partitions than rows: zero-row slices travel (an empty buffer once hung the hub's writer)."""
+        parts = ctx.parallelize(np.ones((2, 3)), 5).glom()
+        assert [p.shape for p in parts] == [(1, 3), (1, 3), (0, 3), (0, 3), (0, 3)]
+        assert ctx.parallelize(np.arange(3.0), 6).map_partitions(lambda p: [p * 2]).collect()[3].shape == (0,)
+        assert ctx.parallelize(np.ones((2, 3)), 5).sum().tolist() == [2.0, 2.0, 2.0]
+
     def test_narrow_pipeline_keeps_partition_order(self, ctx):
         ds = ctx.parallelize(range(100), 7)
         out = ds.map(lambda x: x * 3).filter(lambda x: x % 2 == 0).flat_map(lambda x: [x, -x]).collect()

@@ -154,8 +154,9 @@ class Hub:
             view = part if isinstance(part, memoryview) else memoryview(part)
             if view.format != "B" or view.ndim != 1:
                 view = view.cast("B")
-            n += view.nbytes
-            conn.out.append(view)
+            if view.nbytes:  # an empty buffer (a zero-row array) has nothing to write; queued, sendmsg
+                n += view.nbytes  # would report 0 bytes sent forever and _write would spin
+                conn.out.append(view)
         self.bytes_sent += n
         self.messages_sent += 1
         self._write(conn)

@@ -83,6 +83,30 @@ def _picklable(e: BaseException) -> bytes | None:
         return None
 
 
+def _aligned(v: Any, depth: int = 2) -> Any:
+    """An ndarray source partition at a 64-byte aligned address (a copy only when it is not).
+
+    Arrays arrive wherever the frame put them in the receive buffer; BLAS and
+    numpy's SIMD reductions handle an unaligned head differently, so the same
+    data at another offset can give results that differ in the last bits. Fits
+    must be bit for bit the same whatever the group size (tests/test_ml_linear.py).
+    """
+    t = type(v)
+    if t is list or t is tuple:  # blocks holding arrays (drizzle_ml's (X, y) blocks), two levels at most
+        if not depth or not v or type(v[0]) not in (np.ndarray, list, tuple):
+            return v  # plain records: nothing to align, and no per-record work
+        parts = [_aligned(x, depth - 1) for x in v]
+        return parts if t is list else tuple(parts)
+    if t is not np.ndarray or v.ctypes.data % 64 == 0 or v.nbytes == 0:
+        return v
+    v = np.ascontiguousarray(v)
+    buf = np.empty(v.nbytes + 64, dtype=np.uint8)
+    start = -buf.ctypes.data % 64
+    out = buf[start:start + v.nbytes].view(v.dtype).reshape(v.shape)
+    out[...] = v
+    return out
+
+
 def _type_name(v: Any) -> str:
     t = type(v)
     return t.__qualname__ if t.__module__ == "builtins" else f"{t.__module__}.{t.__qualname__}"
@@ -233,7 +257,7 @@ class WorkerRuntime:
         self.programs.move_to_end(program_id)
         tasks = [Task._make(t) for t in tasks]  # plain tuples on the wire: they pickle ~4x faster
         gs = GroupState(group, program, routes, len(tasks))
-        gs.sources = sources
+        gs.sources = {k: _aligned(v) for k, v in sources.items()} if sources else sources
         gs.bytes0 = self._bytes_sent()
         if trace:
             gs.spans = []
