@@ -76,7 +76,10 @@ log = logging.getLogger("drizzle.scheduler")
 _POLL_SLICE = 0.05     # longest wait in one poll: lets another thread in, and bounds a missed wake-up
 _PLAN_SLICE = 0.0005   # planning ahead between two polls, in seconds
 _SHARED_POLL = 0.002   # poll slice while several threads drive runs
-_DROP_BATCH = 8        # released blocks sent in one DROP while groups run
+# While groups run, released blocks go out in one DROP per worker every this many jobs handed out:
+# bounded memory (a 1 MB state per job holds at most ~32 MB) at a few control messages per group, not
+# one per job (the launch stays the only per-group message a worker needs).
+_DROP_EVERY_JOBS = 32
 REPLACEMENT_WAIT = 60.0  # seconds a group with no live worker waits for a replacement being started
 _HANDOFF = 0.0005      # lock released this long between polls while several threads drive runs
 
@@ -233,6 +236,7 @@ class GroupScheduler:
         self._pulling: list[int] = []           # groups whose jobs are being pulled now (innermost last)
         self._version = 0
         self._gc_drops: deque[int] = deque()    # node ids of collected datasets, applied at a safe point
+        self._jobs_since_drop = 0               # jobs handed out since pending drops were last sent
         self._lock = threading.RLock()
         self._cond = threading.Condition(self._lock)
         self._depth = 0                         # nesting of critical sections (GC drops wait for 0)
@@ -340,8 +344,6 @@ class GroupScheduler:
                     self._deferred.append(_DeferredDrop(block[1], copy=(old, block)))
                 self.cache_locations[block] = w
         self._release_deferred(plan.group if discarded else None)
-        if not self._runs:
-            self._flush_drops()
 
     def _still_read(self, node_id: int) -> bool:
         """Whether a job not finished yet, in any open group, reads or makes ``node_id``'s blocks."""
@@ -372,7 +374,8 @@ class GroupScheduler:
                 self._drop_node(d.node_id)
 
     def _flush_drops(self) -> None:
-        """Send pending drops now (nothing is running that would carry them)."""
+        """Send pending drops now (nothing is running that would carry them, or enough have piled up)."""
+        self._jobs_since_drop = 0
         for w in [w for w in self.pending_drops if w in self.live]:
             self.transport.send(w, (M.DROP, self.pending_drops.pop(w)))
 
@@ -393,6 +396,18 @@ class GroupScheduler:
     def _run(self, it: Iterator[Any], next_group_size: Callable[[], int],
              on_group: Callable[[GroupMetrics], None] | None,
              keep_going: Callable[[], bool] | None) -> Iterator[tuple[int, list[Any]]]:
+        try:
+            yield from self._groups(it, next_group_size, on_group, keep_going)
+        finally:
+            # Between groups, drops ride the next LAUNCH (no message of their own); once this
+            # run_jobs call has no next group, they go now, unless another run is in flight.
+            with self._locked():
+                if not self._runs:
+                    self._flush_drops()
+
+    def _groups(self, it: Iterator[Any], next_group_size: Callable[[], int],
+                on_group: Callable[[GroupMetrics], None] | None,
+                keep_going: Callable[[], bool] | None) -> Iterator[tuple[int, list[Any]]]:
         numbers = itertools.count()
         with self._locked():
             prep = self._finish_ahead(_Ahead(it, numbers, next_group_size()))
@@ -455,7 +470,9 @@ class GroupScheduler:
             run.next_job += 1
         if out and self._deferred:
             self._release_deferred()
-            if sum(len(v) for v in self.pending_drops.values()) >= _DROP_BATCH:
+        if out and self.pending_drops:
+            self._jobs_since_drop += len(out)
+            if self._jobs_since_drop >= _DROP_EVERY_JOBS:
                 self._flush_drops()
         return out
 
