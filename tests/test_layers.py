@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ast
 import pathlib
+import shutil
 import subprocess
 import sys
 
@@ -71,15 +72,19 @@ def violations(root: pathlib.Path = ROOT) -> list[str]:
     return bad
 
 
+def _copy_of_the_tree(tmp_path: pathlib.Path) -> pathlib.Path:
+    """drizzle_core copied under ``tmp_path``, for a test to break and check that a rule notices."""
+    copy = tmp_path / "drizzle_core"
+    shutil.copytree(ROOT, copy, ignore=shutil.ignore_patterns("__pycache__"))
+    return copy
+
+
 def test_every_import_goes_down():
     assert violations() == []
 
 
 def test_the_rule_catches_an_upward_import(tmp_path):
-    import shutil
-
-    copy = tmp_path / "drizzle_core"
-    shutil.copytree(ROOT, copy, ignore=shutil.ignore_patterns("__pycache__"))
+    copy = _copy_of_the_tree(tmp_path)
     runtime = copy / "worker" / "_runtime.py"
     runtime.write_text(runtime.read_text() + "\n\ndef _late():\n    from ..driver import GroupScheduler  # upward\n")
     plan = copy / "driver" / "_plan.py"
@@ -282,10 +287,7 @@ def test_stream_uses_only_public_names():
 
 
 def test_the_stream_rule_catches_a_private_access(tmp_path):
-    import shutil
-
-    copy = tmp_path / "drizzle_core"
-    shutil.copytree(ROOT, copy, ignore=shutil.ignore_patterns("__pycache__"))
+    copy = _copy_of_the_tree(tmp_path)
     stream = copy / "stream" / "_stream.py"
     stream.write_text(stream.read_text() + "\n\ndef _peek(ctx):\n    return ctx._scheduler.metrics\n")
     sources = copy / "stream" / "_sources.py"

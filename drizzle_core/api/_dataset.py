@@ -50,10 +50,6 @@ def _call_site() -> str:
     return f"{os.path.basename(f.f_code.co_filename)}:{f.f_lineno}"
 
 
-_fn_name = fn_name
-_check_callable = check_callable
-
-
 class Dataset:
     """A partitioned collection computed lazily on the workers.
 
@@ -95,18 +91,18 @@ class Dataset:
 
     def map(self, f: Callable[[Any], Any]) -> Dataset:
         """Apply ``f`` to every element."""
-        _check_callable(f, "map")
-        return self._narrow(N.MapOp(f), f"map({_fn_name(f)})")
+        check_callable(f, "map")
+        return self._narrow(N.MapOp(f), f"map({fn_name(f)})")
 
     def filter(self, f: Callable[[Any], bool]) -> Dataset:
         """Keep the elements for which ``f`` is true."""
-        _check_callable(f, "filter")
-        return self._narrow(N.FilterOp(f), f"filter({_fn_name(f)})")
+        check_callable(f, "filter")
+        return self._narrow(N.FilterOp(f), f"filter({fn_name(f)})")
 
     def flat_map(self, f: Callable[[Any], Iterable[Any]]) -> Dataset:
         """Apply ``f`` to every element and flatten the iterables it returns."""
-        _check_callable(f, "flat_map")
-        return self._narrow(N.FlatMapOp(f), f"flat_map({_fn_name(f)})")
+        check_callable(f, "flat_map")
+        return self._narrow(N.FlatMapOp(f), f"flat_map({fn_name(f)})")
 
     def map_partitions(self, f: Callable[..., Iterable[Any]], *, with_index: bool = False) -> Dataset:
         """Apply ``f`` to each whole partition (``f(p, part)`` with ``with_index``).
@@ -122,14 +118,14 @@ class Dataset:
         serialization error then names the one that does not pickle, and
         where it was defined, rather than the wrapper.
         """
-        _check_callable(f, "map_partitions")
+        check_callable(f, "map_partitions")
         op: Callable[[int, Any], Iterable[Any]] = f if with_index else N.MapPartitionsOp(f)
-        return self._narrow(op, f"map_partitions({_fn_name(f)})")
+        return self._narrow(op, f"map_partitions({fn_name(f)})")
 
     def key_by(self, f: Callable[[Any], Any]) -> Dataset:
         """Pair every element with a key: ``(f(x), x)``."""
-        _check_callable(f, "key_by")
-        return self._narrow(N.KeyByOp(f), f"key_by({_fn_name(f)})")
+        check_callable(f, "key_by")
+        return self._narrow(N.KeyByOp(f), f"key_by({fn_name(f)})")
 
     def union(self, *others: Dataset) -> Dataset:
         """The partitions of this dataset followed by those of ``others``."""
@@ -147,7 +143,7 @@ class Dataset:
         state_{i-1}.zip_partitions(update_i, merge).cache()`` runs partition p
         where state p lives, so the state never leaves its worker.
         """
-        _check_callable(f, "zip_partitions")
+        check_callable(f, "zip_partitions")
         self._check_same_context(other, "zip_partitions")
         if other.num_partitions != self.num_partitions:
             raise ValueError(
@@ -155,7 +151,7 @@ class Dataset:
                 f"{other!r} has {other.num_partitions}"
             )
         node = N.ZipNode(next(_ids), self.node, other.node, N.ZipOp(f),
-                         f"zip_partitions({_fn_name(f)}) at {_call_site()}")
+                         f"zip_partitions({fn_name(f)}) at {_call_site()}")
         return Dataset(self.ctx, node, (self, other))
 
     def zip_broadcast(self, small: Dataset, f: Callable[[Any, Any], Iterable[Any]]) -> Dataset:
@@ -170,13 +166,13 @@ class Dataset:
         they hold (the data stays where it is). ``small_part`` is that
         partition as is, e.g. ``[value]``.
         """
-        _check_callable(f, "zip_broadcast")
+        check_callable(f, "zip_broadcast")
         self._check_same_context(small, "zip_broadcast")
         if small.num_partitions != 1:
             raise ValueError(f"zip_broadcast needs a one-partition dataset to broadcast: {small!r} has "
                              f"{small.num_partitions} (make it with parallelize([value], 1))")
         node = N.BroadcastZipNode(next(_ids), self.node, small.node, N.ZipOp(f),
-                                  f"zip_broadcast({_fn_name(f)}) at {_call_site()}")
+                                  f"zip_broadcast({fn_name(f)}) at {_call_site()}")
         return Dataset(self.ctx, node, (self, small))
 
     def truncate_lineage(self, partitions: Sequence[Any]) -> Dataset:
@@ -225,9 +221,9 @@ class Dataset:
         Values are combined on the map side first, so only one value per key
         per map partition crosses the shuffle.
         """
-        _check_callable(f, "reduce_by_key")
+        check_callable(f, "reduce_by_key")
         return self._shuffle((self,), [N.CombineSplit(f)], N.CombineMerge(f), num_partitions,
-                             f"reduce_by_key({_fn_name(f)})")
+                             f"reduce_by_key({fn_name(f)})")
 
     def group_by_key(self, num_partitions: int | None = None) -> Dataset:
         """``(key, [values])`` per key, values in partition order."""
@@ -287,7 +283,7 @@ class Dataset:
 
         Raises ValueError on an empty dataset, as ``functools.reduce`` does.
         """
-        _check_callable(f, "reduce")
+        check_callable(f, "reduce")
         parts = [v for ok, v in self._run(_PartitionReduce(f)) if ok]
         if not parts:
             raise ValueError(f"reduce() of an empty dataset: {self!r}")
