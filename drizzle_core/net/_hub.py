@@ -29,6 +29,7 @@ import selectors
 import socket
 import ssl
 import struct
+import threading
 import time
 from collections import deque
 from collections.abc import Callable
@@ -89,6 +90,10 @@ class Hub:
         self._expected: dict[Any, int] = {}     # peer -> incarnation to talk to
         self.bytes_sent = 0
         self.messages_sent = 0
+        # Writes may come from a second thread (a worker's heartbeat thread sends while a long task
+        # holds the loop): queueing a frame and writing a connection's queue happen under this lock,
+        # so frames never interleave. Reads and the selector stay the polling thread's.
+        self._wlock = threading.Lock()
 
     # --------------------------------------------------------------- wiring
     def add(self, sock: socket.socket, peer: Any, *, send_to: bool = True, epoch: int | None = None) -> None:
@@ -149,6 +154,7 @@ class Hub:
                 raise KeyError(f"no connection to {peer!r}")
             self.add(self._connector(peer), peer, epoch=self._expected.get(peer, 0))
             conn = self._out[peer]
+        views = []
         n = 0
         for part in frame:
             view = part if isinstance(part, memoryview) else memoryview(part)
@@ -156,13 +162,19 @@ class Hub:
                 view = view.cast("B")
             if view.nbytes:  # an empty buffer (a zero-row array) has nothing to write; queued, sendmsg
                 n += view.nbytes  # would report 0 bytes sent forever and _write would spin
-                conn.out.append(view)
-        self.bytes_sent += n
-        self.messages_sent += 1
-        self._write(conn)
+                views.append(view)
+        with self._wlock:
+            conn.out.extend(views)
+            self.bytes_sent += n
+            self.messages_sent += 1
+            self._write_locked(conn)
         return n
 
     def _write(self, conn: _Conn) -> None:
+        with self._wlock:
+            self._write_locked(conn)
+
+    def _write_locked(self, conn: _Conn) -> None:
         out = conn.out
         try:
             while out:
