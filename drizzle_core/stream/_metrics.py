@@ -13,7 +13,13 @@ then). What a user of a streaming system wants to know about it:
   interval; when it falls behind, batches queue (nothing is dropped) and lag
   grows by about (processing time - interval) per batch;
 * ``queued`` — batches whose end time had passed but which had not reached
-  the sink when this one did (``floor(latency / interval)``).
+  the sink when this one did (``floor(latency / interval)``);
+* ``late_events`` — records the stream's event-time windows left out of
+  every window as late in this batch (they arrived after all their windows
+  were emitted; see :mod:`drizzle_core.stream._window`);
+* ``dropped`` — records the source dropped for this batch (a
+  :class:`~drizzle_core.SocketSource` with ``overflow="drop"`` whose replay
+  buffer was full); 0 for the other sources.
 
 Times are epoch seconds (``time.time()``): the workers' clocks and the
 driver's are the same clock on one host; across hosts they are as good as
@@ -40,6 +46,8 @@ class BatchMetrics:
     lag: float           # latest source task start - end (>= 0 when on time)
     queued: int          # batches due but not delivered when this one was
     group: int           # the scheduling group (one launch) the batch ran in
+    late_events: int = 0  # records left out of event-time windows as late
+    dropped: int = 0     # records the source dropped (a full replay buffer, overflow="drop")
 
 
 def percentile(values: Sequence[float], q: float) -> float:
@@ -68,6 +76,8 @@ class StreamSummary:
     lag_max: float
     queued_max: int
     groups: int
+    late_events: int = 0
+    dropped: int = 0
 
     def __str__(self) -> str:
         ms = 1e3
@@ -80,6 +90,8 @@ class StreamSummary:
             ("latency max", f"{self.latency_max * ms:.1f} ms"),
             ("lag max", f"{self.lag_max * ms:.1f} ms ({self.queued_max} batches queued at most)"),
         ]
+        if self.late_events or self.dropped:
+            rows.append(("late / dropped", f"{self.late_events} late events, {self.dropped} dropped by the source"))
         width = max(len(k) for k, _ in rows)
         return "\n".join(f"{k:<{width}}  {v}" for k, v in rows)
 
@@ -97,4 +109,5 @@ def summarize(metrics: Sequence[BatchMetrics], interval: float) -> StreamSummary
         lag_max=max((m.lag for m in metrics), default=math.nan),
         queued_max=max((m.queued for m in metrics), default=0),
         groups=len({m.group for m in metrics}),
+        late_events=sum(m.late_events for m in metrics), dropped=sum(m.dropped for m in metrics),
     )
