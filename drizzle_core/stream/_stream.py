@@ -29,7 +29,7 @@ workers, none is dropped, and the queueing shows as ``lag`` in the metrics.
 One batch = one job. The job's dataset is a union of:
 
 * the batch's source dataset (cached for the batch, so that several branches
-  read one copy: a socket's lines are consumed once), mapped to its record
+  read one copy: a source is read once per batch, not once per branch), mapped to its record
   count and start time (the metrics);
 * one dataset per sink (the sink's DStream for this batch);
 * "touch" datasets that must be computed in this batch even if no sink reads
@@ -69,6 +69,19 @@ rollback a stop does for the group it drops): running the stream again
 continues with the first batch not delivered. So the batch whose sink
 raised is delivered again, to every sink (output is at-least-once, as in
 Spark Streaming), and state counts every batch exactly once.
+
+A lost worker is not an error: the engine recomputes what it held from
+lineage and the group goes on. Sinks run on the driver, once per delivered
+batch, so output is exactly once provided a batch read again from its
+source gives the same records: a deterministic generator does; the
+directory and socket sources record on the driver what each batch read
+and replay it (:mod:`drizzle_core.stream._sources`, "Delivery under
+failure"); a custom source must make its reads repeatable itself. After a
+batch is delivered the source is told (``Source._commit``), so what it
+kept for replay can go once no dataset may read the batch again. Late
+events of event-time windows are counted per batch
+(``BatchMetrics.late_events``) and in :attr:`Stream.late_events`, and can be
+read from a side output (:mod:`drizzle_core.stream._window`).
 
 Checkpoints. Each batch's state dataset (``update_state_by_key``, event-time
 windows) is computed from the previous one, so its lineage — which the
@@ -131,7 +144,10 @@ class _Batch:
     touch: list[Dataset] = field(default_factory=list)         # computed this batch, output ignored
     checkpoint: list[Dataset] = field(default_factory=list)    # state returned to the driver, lineage cut
     release: list[Dataset] = field(default_factory=list)       # unpersist once this batch's job is planned
+    late_counts: list[Dataset] = field(default_factory=list)   # [n late] per partition, per event-time window
+    late_states: dict[int, Dataset] = field(default_factory=dict)  # id(event-time aggregation) -> its state
     layout: list[int] = field(default_factory=list)            # partitions per part of the job's union
+    late_at: int = 0                                           # first partition of the late counts in the result
 
 
 class DStream:
@@ -248,7 +264,10 @@ class DStream:
         :class:`~drizzle_core.stream._window.EventWindows`; aggregate it with
         ``reduce_by_key`` / ``count_by_key`` / ``count`` to get each window's
         final value once the watermark (batch end minus ``lateness``) passes
-        the window's end. See :mod:`drizzle_core.stream._window`.
+        the window's end. A record arriving after all its windows were
+        emitted is late: counted (``BatchMetrics.late_events``,
+        ``Stream.late_events``) and, with ``agg.late_events()`` (a DStream),
+        seen as a side output. See :mod:`drizzle_core.stream._window`.
         """
         from . import _window
 
@@ -314,6 +333,7 @@ class Stream(DStream):
                             f"got {type(source).__name__}")
         interval = check_seconds(batch_interval, "batch_interval")
         _check_group_size(group_size)
+        source._attach(self)
         super().__init__(None, (), f"stream of {type(source).__name__}")
         self.ctx = ctx
         self.source = source
@@ -322,6 +342,8 @@ class Stream(DStream):
         self.max_group_seconds = check_seconds(max_group_seconds, "max_group_seconds")
         self.checkpoint_every = checkpoint_every
         self.metrics: list[BatchMetrics] = []
+        #: events left out of event-time windows as late, over every delivered batch (see _window.py)
+        self.late_events = 0
         self._sinks: list[tuple[DStream, Callable[[list[Any], BatchMetrics], Any]]] = []
         self._stop = threading.Event()
         self._running = False
@@ -514,10 +536,12 @@ class Stream(DStream):
         outs = [d._dataset(batch) for d, _ in self._sinks]
         touches = [t.map_partitions(_nothing) for t in batch.touch]
         # The state datasets themselves (cached: read where they are, not recomputed).
-        parts = [stamps, *outs, *touches, *batch.checkpoint]
+        parts = [stamps, *outs, *touches, *batch.late_counts, *batch.checkpoint]
         batch.layout = [d.num_partitions for d in parts]
+        batch.late_at = sum(batch.layout[:1 + len(outs) + len(touches)])
         batch.memo.clear()  # only the job and the datasets named above are needed from here on
         batch.touch.clear()
+        batch.late_states.clear()
         return parts[0].union(*parts[1:])
 
     def _deliver(self, batch: _Batch, result: list[Any], arrived: float, group: int) -> None:
@@ -528,9 +552,11 @@ class Stream(DStream):
         events = sum(s[0][0] for s in stamps)
         started = max(s[0][1] for s in stamps)
         latency = arrived - bt.end
+        n_late = sum(d.num_partitions for d in batch.late_counts)
+        late = sum(n for part in result[batch.late_at:batch.late_at + n_late] for n in part)
         m = BatchMetrics(batch=batch.index, start=bt.start, end=bt.end, arrived=arrived, latency=latency,
                          events=events, lag=started - bt.end, queued=max(0, math.floor(latency / self.interval)),
-                         group=group)
+                         group=group, late_events=late, dropped=self.source._dropped(batch.index))
         pos = sum(layout) - sum(d.num_partitions for d in batch.checkpoint)
         for ds in batch.checkpoint:
             # The state's value, just received: a checkpoint. The dataset stays cached where
@@ -549,6 +575,8 @@ class Stream(DStream):
         except BaseException:
             self.metrics.pop()  # not delivered: the next run delivers it again, with its own metrics
             raise
+        self.late_events += late
+        self.source._commit(batch.index)  # delivered: what the source kept to re-read it may go
 
 
 _RAW = -1  # memo key of the batch's raw (stamped) source dataset
