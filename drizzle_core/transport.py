@@ -25,6 +25,7 @@ from .net import (
     describe_exit,
     die_with_parent,
     hash_seed,
+    spawn_process,
     worker_env,
 )
 from .protocol import DEFAULT_MAX_FRAME, decode, encode
@@ -50,5 +51,6 @@ __all__ = [
     "encode",
     "hash_seed",
     "hookimpl",
+    "spawn_process",
     "worker_env",
 ]

@@ -6,8 +6,8 @@ never the scheduler.
 """
 
 from ._hub import Disconnected, Hub, ProtocolError, is_connection_refused
-from ._process import describe_exit, die_with_parent, hash_seed, worker_env
+from ._process import describe_exit, die_with_parent, hash_seed, spawn_process, worker_env
 from ._transport import HubTransport, Transport, WorkerJoined, WorkerLost
 
 __all__ = ["Disconnected", "Hub", "HubTransport", "ProtocolError", "Transport", "WorkerJoined", "WorkerLost",
-           "describe_exit", "die_with_parent", "hash_seed", "is_connection_refused", "worker_env"]
+           "describe_exit", "die_with_parent", "hash_seed", "is_connection_refused", "spawn_process", "worker_env"]

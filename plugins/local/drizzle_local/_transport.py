@@ -25,6 +25,7 @@ from drizzle_core.transport import (
     HubTransport,
     TransportError,
     describe_exit,
+    spawn_process,
     worker_env,
 )
 
@@ -67,7 +68,9 @@ class LocalTransport(HubTransport):
             self._hub.add(self._connect(i, deadline), i)
 
     def _spawn(self, i: int, epoch: int) -> subprocess.Popen:
-        return subprocess.Popen(
+        # spawn_process: from the process's spawner thread, so the worker's parent-death signal is tied
+        # to the driver process, not to whichever thread (maybe a short-lived one) made the Context
+        return spawn_process(
             [sys.executable, "-m", "drizzle_local._worker_main", str(i), self._dir or "", str(os.getpid()),
              str(epoch)],
             stdin=subprocess.DEVNULL, env=self._env, start_new_session=True,

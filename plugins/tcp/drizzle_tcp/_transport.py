@@ -76,6 +76,7 @@ from drizzle_core.transport import (
     HubTransport,
     TransportError,
     describe_exit,
+    spawn_process,
     worker_env,
 )
 
@@ -232,8 +233,9 @@ class TcpTransport(HubTransport):
 
     def _spawn(self) -> subprocess.Popen:
         env, args = self._spawn_args
-        return subprocess.Popen([sys.executable, "-m", "drizzle_tcp._worker_main", *args],
-                                stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, env=env, start_new_session=True)
+        # spawn_process, not Popen: the daemon's parent-death signal follows this process, not this thread
+        return spawn_process([sys.executable, "-m", "drizzle_tcp._worker_main", *args],
+                             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, env=env, start_new_session=True)
 
     def _read_address(self, i: int, proc: subprocess.Popen, deadline: float) -> str:
         """The daemon prints ``drizzle worker listening on HOST:PORT`` once it listens."""
