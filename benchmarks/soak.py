@@ -49,9 +49,9 @@ and the workers' (a probe task that counts ``gc.get_objects()`` where it
 runs) are compared between start and end: the types that grew name what a
 leak keeps.
 
-One Context is opened and closed before anything is measured, so one-off
-costs of the first session (imports, plugin discovery) are not counted as
-growth.
+One Context is opened and closed before anything is measured
+(:func:`warm_up`), so what a process sets up once — imports, plugin
+discovery, the worker spawner thread — is not counted as growth.
 """
 
 from __future__ import annotations
@@ -711,6 +711,20 @@ def report(res: PartResult) -> None:
           f"left behind: {left if left else 'nothing'}" + (f"; WRONG results: {res.wrong}" if res.wrong else ""))
 
 
+def warm_up(transport: str = "local", workers: int = 2) -> None:
+    """Open and close one Context, so what a process sets up once is not counted as a part's growth.
+
+    Once per process: imports, plugin discovery, and the spawner thread
+    (``drizzle_core.net._process``: the one thread that starts every worker
+    process, so the parent-death signal outlives the thread that made a
+    Context; it lives as long as the process, by design).
+    """
+    with dz.Context(transport=transport, workers=workers) as ctx:
+        ctx.parallelize(range(4), workers).count()
+    tracker = Tracker()
+    settled(Snapshot.take(tracker), tracker, wait=2.0)
+
+
 def _short(path: str) -> str:
     """A traceback file name without its site-packages (or working directory) prefix."""
     _head, sep, tail = path.rpartition("site-packages/")
@@ -731,10 +745,7 @@ def main(argv: list[str] | None = None) -> int:
     scale = 10 if args.quick else 1
     print(f"soak: parts {','.join(parts)}, {args.transport} transport, {args.workers} workers"
           f"{', quick (10x smaller)' if args.quick else ''}; pid {os.getpid()}")
-    with dz.Context(transport=args.transport, workers=args.workers) as ctx:  # warm-up: first-session costs
-        ctx.parallelize(range(4), args.workers).count()
-    warm = Tracker()
-    settled(Snapshot.take(warm), warm, wait=2.0)
+    warm_up(args.transport, args.workers)
     runs: dict[str, Callable[[], PartResult]] = {
         "a": lambda: soak_jobs(args.transport, 100_000 // scale, args.workers),
         "b": lambda: soak_cycles(args.transport, 1000 // scale, args.workers),

@@ -21,6 +21,12 @@ import soak  # (benchmarks/ is not a package; the workers import it from the sam
 pytestmark = pytest.mark.timeout(90)
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _warm() -> None:
+    """What a process sets up once (the worker spawner thread) is there before the first baseline."""
+    soak.warm_up("local", 2)
+
+
 def _check(res: soak.PartResult, workers: int) -> None:
     assert res.wrong == [], f"wrong results: {res.wrong}"
     # the soak measured what it says it did: its samples cover the run, it saw the workers
@@ -42,7 +48,7 @@ def test_many_tiny_jobs_leave_nothing() -> None:
 
 
 def test_context_cycles_leave_nothing() -> None:
-    res = soak.soak_cycles("local", cycles=6, workers=2, samples=3)
+    res = soak.soak_cycles("local", cycles=4, workers=2, samples=2)
     _check(res, 2)
     assert res.per_cycle_left == []
 
