@@ -58,6 +58,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import ctypes
 import gc
 import math
 import operator
@@ -132,10 +133,13 @@ class Proc:
     rss_mb: float
     fds: int
     threads: int
+    peak_mb: float = float("nan")  # VmHWM: the largest RSS the process ever had
 
     @classmethod
     def of(cls, pid: int | str) -> Proc:
-        return cls(rss_mb(pid), count_entries(f"/proc/{pid}/fd"), count_entries(f"/proc/{pid}/task"))
+        st = _status(pid)
+        rss, hwm = (int(st[k].split()[0]) / 1024 if k in st else float("nan") for k in ("VmRSS", "VmHWM"))
+        return cls(rss, count_entries(f"/proc/{pid}/fd"), count_entries(f"/proc/{pid}/task"), hwm)
 
 
 def children(pid: int | None = None) -> dict[int, tuple[str, str]]:
@@ -300,6 +304,23 @@ def worker_type_counts(part: Any) -> list[tuple[int, dict[str, int]]]:
     return [(os.getpid(), dict(type_counts()))]
 
 
+def malloc_trim() -> float:
+    """Give freed heap memory back to the OS (glibc ``malloc_trim(0)``); returns this process's RSS after, MB.
+
+    RSS that falls back after a trim was freed memory the allocator kept (a
+    high-water mark, e.g. of superseded 1 MB states), not live objects.
+    """
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    return rss_mb()
+
+
+def worker_trim(part: Any) -> list[tuple[int, float]]:
+    """A task: :func:`malloc_trim` in the process it runs in."""
+    gc.collect()
+    return [(os.getpid(), malloc_trim())]
+
+
 def grown_types(before: Counter[str], after: Counter[str], top: int = 5) -> str:
     diff = [(after[k] - before.get(k, 0), k) for k in after if after[k] - before.get(k, 0) > 0]
     diff.sort(reverse=True)
@@ -361,6 +382,7 @@ class PartResult:
     wrong: list[str] = field(default_factory=list)      # results that were not what they must be
     extra: list[str] = field(default_factory=list)      # more lines to print
     per_cycle_left: list[str] = field(default_factory=list)  # part b: cycles that left something
+    trimmed: dict[str, float] = field(default_factory=dict)  # process -> RSS MB at the end after malloc_trim(0)
 
     # ------------------------------------------------------------ verdict
     def worker_pairs(self) -> list[tuple[int, Proc, Proc | None]]:
@@ -550,6 +572,12 @@ def _finish(ctx: dz.Context, res: PartResult, probe: dz.Dataset, w0: dict[int, C
     res.worker_types = [f"pid {pid}: {grown_types(w0.get(pid, Counter()), c)}" for pid, c in sorted(w1.items())]
     res.end = Snapshot.take(res.tracker)
     _bookkeeping(ctx, res)
+    res.trimmed = {"driver": malloc_trim()}
+    pids = sorted(res.end.workers)
+    for part in ctx.run_jobs([(probe, worker_trim)], group_size=1)[0]:
+        for pid, mb in part:
+            if pid in pids:
+                res.trimmed[f"worker {pids.index(pid)}"] = mb
 
 
 # ------------------------------------------------------------------ part b
@@ -681,6 +709,15 @@ def report(res: PartResult) -> None:
     if res.name == "b":
         print("(part b's workers are new in every cycle: their columns are that cycle's fresh workers)")
     growth = res.rss_growth()
+    if res.trimmed:
+        start = {"driver": res.start.driver.rss_mb}
+        start.update({f"worker {i}": p.rss_mb for i, (_pid, p, _q) in enumerate(res.worker_pairs())})
+        print("RSS at the end after malloc_trim(0), growth from start (MB): "
+              + ", ".join(f"{n} {mb:.1f} ({mb - start.get(n, float('nan')):+.1f})" for n, mb in res.trimmed.items())
+              + "  (what falls back was freed memory the allocator kept, not live data)")
+    peaks = [("driver", res.end.driver.peak_mb)] + [(f"worker {i}", q.peak_mb if q else float("nan"))
+                                                    for i, (_pid, _p, q) in enumerate(res.worker_pairs())]
+    print("peak RSS over the process's life (VmHWM, MB): " + ", ".join(f"{n} {mb:.1f}" for n, mb in peaks))
     print("RSS growth from start to end (MB): " + ", ".join(f"{n} {g:+.1f}" for n, g in growth)
           + f"; driver before open {res.before.driver.rss_mb:.1f} MB, after close {res.after.driver.rss_mb:.1f} MB")
     b, a = res.before, res.after

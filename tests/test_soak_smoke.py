@@ -54,7 +54,7 @@ def test_context_cycles_leave_nothing() -> None:
 
 
 def test_stateful_stream_leaves_only_its_state() -> None:
-    res = soak.soak_stream("local", batches=200, workers=2)
+    res = soak.soak_stream("local", batches=200, workers=2, state_mb=0.05)  # RSS is the full soak's business
     _check(res, 2)
     assert res.bookkeeping["driver"]["cached_blocks"] > 0  # the stream's state stays cached on the workers
     assert res.metrics["Stream.metrics (per batch)"][0] == 200
