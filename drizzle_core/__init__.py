@@ -19,7 +19,16 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-from ._errors import DrizzleError, RemoteTraceback, SerializationError, TaskError, TransportError, WorkerLostError
+from ._errors import (
+    DrizzleError,
+    RemoteTraceback,
+    SerializationError,
+    TaskError,
+    TaskTimeout,
+    TaskTimeoutError,
+    TransportError,
+    WorkerLostError,
+)
 from ._version import __version__
 from .hookspecs import hookimpl, hookspec
 
@@ -94,6 +103,8 @@ __all__ = [
     "Stream",
     "StreamSummary",
     "TaskError",
+    "TaskTimeout",
+    "TaskTimeoutError",
     "TransportError",
     "TransportInfo",
     "WorkerLostError",

@@ -56,6 +56,23 @@ class TaskError(DrizzleError):
         self.exception = exception
 
 
+class TaskTimeoutError(TaskError):
+    """A task ran longer than the Context's ``task_timeout`` and was interrupted.
+
+    Not retried: a task that hangs once (a deadlock, an endless loop, a
+    server that never answers) usually hangs again. ``exception`` is the
+    :class:`TaskTimeout` raised inside it.
+    """
+
+
+class TaskTimeout(BaseException):
+    """Raised inside a task that ran past ``task_timeout`` (on the worker, in the task's thread).
+
+    A ``BaseException``, like ``KeyboardInterrupt``: a task's own ``except
+    Exception`` (a retry loop, say) must not swallow it and go on hanging.
+    """
+
+
 class WorkerLostError(DrizzleError):
     """A worker died or its connection dropped while work was in flight."""
 

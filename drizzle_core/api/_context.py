@@ -164,6 +164,17 @@ def _guarded(results: JobIterator, guard: _Guarded) -> Iterator[tuple[int, list[
         results.close()  # aborts what is left of the running group, drops the one planned ahead
 
 
+#: seconds of silence after which a worker is declared lost (Spark's network timeout is 120 s, its heartbeat 10 s)
+WORKER_TIMEOUT = 60.0
+
+
+def _check_timeout(value: Any, name: str) -> None:
+    ok = value is None or (isinstance(value, (int, float, numbers.Real)) and not isinstance(value, bool)
+                           and math.isfinite(float(value)) and float(value) > 0)
+    if not ok:
+        raise ValueError(f"{name} must be a positive number of seconds or None, got {value!r}")
+
+
 # The stream layer sits above this one; importing it registers its Stream class here.
 _stream_class: Any = None
 
@@ -185,11 +196,25 @@ class Context:
     Chrome trace-event file written when the context stops (tasks per worker
     over time; open it in Perfetto). Other keyword arguments go to the
     transport.
+
+    Hung workers: ``worker_timeout`` (seconds, default 60; None: never) is
+    how long a worker may stay silent before it is declared lost, fenced
+    (its process killed when the transport started it) and its work
+    recomputed from lineage, as for a crash. Workers send a heartbeat from
+    a thread of their own every ``min(1, worker_timeout / 5)`` s, so a long
+    task does not look dead; a stopped process (SIGSTOP), a frozen host or
+    a cut network path does. ``task_timeout`` (seconds, default None) bounds
+    each task: one that runs longer is interrupted and its job raises
+    :class:`~drizzle_core.TaskTimeoutError` (not retried). The ``inline``
+    transport runs tasks in the caller's thread and supports neither.
     """
 
     def __init__(self, transport: str = "local", workers: Any = None, group_size: GroupSize = "auto",
-                 *, trace: str | os.PathLike[str] | None = None, **options: Any) -> None:
+                 *, trace: str | os.PathLike[str] | None = None, worker_timeout: float | None = WORKER_TIMEOUT,
+                 task_timeout: float | None = None, **options: Any) -> None:
         _check_group_size_arg(group_size)
+        _check_timeout(worker_timeout, "worker_timeout")
+        _check_timeout(task_timeout, "task_timeout")
         if workers is None:
             workers = os.cpu_count() or 1
         if isinstance(workers, int) and not isinstance(workers, bool) and workers <= 0:
@@ -201,6 +226,7 @@ class Context:
         self._auto: AutoGroupSize = _ContextAutoGroupSize(self._adaptive)
         self._transport: Transport = info.factory(workers=workers, **options)
         self._transport.name = transport
+        self._transport.configure(worker_timeout=worker_timeout, task_timeout=task_timeout)
         self._closed = False
         self._transport.start()
         self.num_workers = len(self._transport.worker_names)

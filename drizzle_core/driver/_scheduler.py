@@ -63,7 +63,7 @@ from typing import Any
 
 import cloudpickle
 
-from .._errors import RemoteTraceback, SerializationError, TaskError, WorkerLostError
+from .._errors import RemoteTraceback, SerializationError, TaskError, TaskTimeout, TaskTimeoutError, WorkerLostError
 from ..lineage import SourceNode
 from ..net import Transport, WorkerJoined, WorkerLost
 from ..protocol import Program
@@ -845,7 +845,9 @@ class GroupScheduler:
         label = run.plan.stage_labels[task.stage]
         what = f"{type(exc).__name__}: {exc}" if exc is not None else tb.strip().splitlines()[-1]
         hint = _unimportable(run.plan, exc) if tb.startswith(M.PROGRAM_LOAD_FAILED) else ""
-        err = TaskError(
+        if isinstance(exc, TaskTimeout) and not str(exc):  # raised asynchronously: no message of its own
+            what = "TaskTimeout: the task ran longer than task_timeout and was interrupted"
+        err = (TaskTimeoutError if isinstance(exc, TaskTimeout) else TaskError)(
             f"job {task.job}, stage {task.stage} ({label}), partition {task.partition} failed on {name}: {what}{hint}",
             job=task.job, stage=task.stage, partition=task.partition, worker=name,
             remote_traceback=tb, exception=exc,

@@ -32,6 +32,13 @@ class InlineTransport(Transport):
         self._runtimes: list[WorkerRuntime] = []
         self._sent = 0
 
+    def configure(self, *, worker_timeout: float | None = None, task_timeout: float | None = None) -> None:
+        """Workers here cannot hang apart from the driver (no ``worker_timeout``), nor be interrupted."""
+        if task_timeout is not None:
+            raise ValueError("the inline transport runs tasks in the calling thread and cannot interrupt them: "
+                             "task_timeout needs a transport with worker processes (local, tcp)")
+        super().configure(worker_timeout=worker_timeout)
+
     def start(self) -> None:
         self._inbox = [deque() for _ in range(self.num_workers)]
         self._runtimes = [WorkerRuntime(i, self._sender(i), flush_interval=0.0) for i in range(self.num_workers)]

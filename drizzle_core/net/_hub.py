@@ -94,6 +94,8 @@ class Hub:
         # holds the loop): queueing a frame and writing a connection's queue happen under this lock,
         # so frames never interleave. Reads and the selector stay the polling thread's.
         self._wlock = threading.Lock()
+        #: peer -> when bytes last arrived from it (time.monotonic()): a worker's liveness, frames or not
+        self.heard: dict[Any, float] = {}
 
     # --------------------------------------------------------------- wiring
     def add(self, sock: socket.socket, peer: Any, *, send_to: bool = True, epoch: int | None = None) -> None:
@@ -219,7 +221,9 @@ class Hub:
     def poll(self, timeout: float | None) -> list[tuple[Any, Any]]:
         """Wait up to ``timeout`` seconds (None: forever) for frames; return events."""
         if not self._events:
-            for key, mask in self._sel.select(timeout):
+            ready = self._sel.select(timeout)
+            now = time.monotonic() if ready else 0.0
+            for key, mask in ready:
                 conn = key.data
                 if conn is None:
                     self._accept(key.fileobj)  # type: ignore[arg-type]
@@ -227,6 +231,7 @@ class Hub:
                 if mask & selectors.EVENT_WRITE and conn in self._conns:
                     self._write(conn)
                 if mask & selectors.EVENT_READ and conn in self._conns:
+                    self.heard[conn.peer] = now
                     self._read(conn)
                     # TLS may hold decrypted bytes the selector cannot see
                     while conn.tls and conn in self._conns and conn.sock.pending():

@@ -53,6 +53,20 @@ class Transport(ABC):
 
     #: the name the transport was registered under
     name: str = "?"
+    #: set by :meth:`configure` (the Context does, before ``start``)
+    worker_timeout: float | None = None
+    task_timeout: float | None = None
+
+    def configure(self, *, worker_timeout: float | None = None, task_timeout: float | None = None) -> None:
+        """Liveness settings, given before ``start()``: what a transport does with them is its own.
+
+        ``worker_timeout``: declare a worker lost (``WorkerLost``) once it has
+        sent nothing for that many seconds while the driver was listening.
+        ``task_timeout``: interrupt a task that runs longer. A transport that
+        cannot do either keeps the values and ignores them (the default).
+        """
+        self.worker_timeout = worker_timeout
+        self.task_timeout = task_timeout
 
     @abstractmethod
     def start(self) -> None:
@@ -111,6 +125,14 @@ JOIN_POLL = 0.005
 #: close(): how long queued frames (the STOPs) may take to go out, and how long workers may take to exit
 CLOSE_FLUSH = 1.0
 CLOSE_REAP = 2.0
+#: heartbeats are sent this many times per worker_timeout (at most once a second): a few may be late
+BEATS_PER_TIMEOUT = 5
+MAX_HEARTBEAT = 1.0
+
+
+def heartbeat_interval(worker_timeout: float) -> float:
+    """How often workers send a heartbeat when the driver declares them lost after ``worker_timeout`` s."""
+    return min(MAX_HEARTBEAT, worker_timeout / BEATS_PER_TIMEOUT)
 
 
 class HubTransport(Transport):
@@ -135,6 +157,17 @@ class HubTransport(Transport):
     * ``messages_sent``/``bytes_sent``: the hub's counters.
     * ``close``: STOP to every live worker, a bounded flush, then the processes
       this transport started are reaped (killed after 2 s).
+    * liveness (``configure``): every worker gets ``(CONFIG, ...)`` once
+      connected, and then sends heartbeats from a thread of its own; ``poll``
+      declares lost a worker whose connection has been silent (no byte read,
+      so a large frame still arriving counts as life) for ``worker_timeout``
+      seconds *while the driver was listening*: after a gap between polls
+      (the caller's own work between jobs) the clock starts again, since
+      what the worker sent meanwhile is only being read now. A silent worker
+      is fenced (``_fence``: its process killed when this transport started
+      it, the connection closed) before it is reported, so a stopped process
+      that wakes up cannot deliver anything late; its replacement is a new
+      incarnation, as for a crash.
 
     State (the subclass may read all of it, and changes it only through the
     helpers below):
@@ -163,14 +196,31 @@ class HubTransport(Transport):
         self._lost: set[int] = set()
         self._starting: dict[int, float] = {}  # replacement worker -> connect deadline
         self._closed = False
+        self._listen_from = 0.0                # when the driver last began listening after a gap
+        self._polled_at = 0.0                  # when the last poll returned
+        self._next_check = 0.0                 # when to look for silent workers next
+        self._adopted_at: dict[int, float] = {}  # worker -> when its connection was configured
 
     # ---------------------------------------------------------------- start
     def start(self) -> None:
         try:
             self._start_workers()
+            for worker in self._hub.peers():
+                if worker != M.DRIVER:
+                    self._configure_worker(worker)
         except BaseException:
             self.close()
             raise
+
+    def _configure_worker(self, worker: int) -> None:
+        """Send ``worker`` (just connected) the liveness settings; its silence is timed from now."""
+        self._adopted_at[worker] = time.monotonic()
+        wt, tt = self.worker_timeout, self.task_timeout
+        if wt is None and tt is None:
+            return
+        with contextlib.suppress(KeyError):
+            self._hub.send(worker, (M.CONFIG, {"heartbeat": None if wt is None else heartbeat_interval(wt),
+                                               "task_timeout": tt}))
 
     @abstractmethod
     def _start_workers(self) -> None:
@@ -207,6 +257,7 @@ class HubTransport(Transport):
         self._hub.disconnect(worker)  # nothing should be left; never mistake it for the new one
         self._hub.add(sock, worker)
         self._lost.discard(worker)
+        self._configure_worker(worker)
 
     @staticmethod
     def _kill(proc: subprocess.Popen[bytes]) -> None:
@@ -227,14 +278,63 @@ class HubTransport(Transport):
     def poll(self, timeout: float | None) -> list[tuple[int, Any]]:
         if self._starting:
             timeout = JOIN_POLL if timeout is None else min(timeout, JOIN_POLL)
+        wt = self.worker_timeout
+        if wt is not None:
+            now = time.monotonic()
+            if now - self._polled_at > wt / 2:
+                self._listen_from = now  # the driver was away: silence is timed from now
+            timeout = wt / 4 if timeout is None else min(timeout, wt / 4)
         events = self._hub.poll(timeout)
+        beats = 0
         for k, (worker, msg) in enumerate(events):
             if isinstance(msg, Disconnected):
                 events[k] = (worker, WorkerLost(self._why_lost(worker, msg)))
                 self._lost.add(worker)
+            elif msg[0] == M.HEARTBEAT:
+                beats += 1
+        if beats:
+            events = [e for e in events if type(e[1]) is not tuple or e[1][0] != M.HEARTBEAT]
         if self._starting:
             events.extend(self._joined())
+        if wt is not None:
+            self._polled_at = now = time.monotonic()
+            if now >= self._next_check:
+                self._next_check = now + min(0.1, wt / 10)
+                events.extend(self._silent(now, wt))
         return events
+
+    def _silent(self, now: float, wt: float) -> list[tuple[int, Any]]:
+        """Fence and report the workers that have sent nothing for ``wt`` seconds of listening."""
+        lost: list[tuple[int, Any]] = []
+        heard = self._hub.heard
+        for worker in self._hub.peers():
+            if worker == M.DRIVER or worker in self._lost:
+                continue
+            last = max(heard.get(worker, 0.0), self._listen_from, self._adopted_at.get(worker, 0.0))
+            silent = now - last
+            if silent <= wt:
+                continue
+            reason = (f"it sent nothing for {silent:.1f} s (worker_timeout={wt:g} s): the process is hung or "
+                      f"stopped, or the network path to it is down")
+            logging.getLogger(f"drizzle.{self.name}").warning("%s worker %d: %s; fencing it", self.name, worker,
+                                                              reason)
+            self._fence(worker)
+            self._lost.add(worker)
+            lost.append((worker, WorkerLost(reason)))
+        return lost
+
+    def _fence(self, worker: int) -> None:
+        """Make sure a worker declared lost while silent can do nothing more: kill its process, close its connection.
+
+        The process is killed when this transport started it (SIGKILL ends a
+        stopped process too); a worker it only reached (a remote daemon) has
+        its connection closed, which ends that driver's session there, and
+        its replacement is a new incarnation whose peers refuse the old one.
+        """
+        if worker < len(self._procs) and self._procs[worker].poll() is None:
+            with contextlib.suppress(OSError):
+                self._procs[worker].kill()
+        self._hub.disconnect(worker)
 
     def _joined(self) -> list[tuple[int, Any]]:
         """Connect to replacements that are up; give up on those that died or are late."""

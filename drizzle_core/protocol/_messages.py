@@ -25,6 +25,11 @@ driver → worker
     (DROP, [block ...])   forget cached blocks
     (STOP,)               exit
     (DESCRIBE, token)     report the runtime's bookkeeping (tests assert it is empty after work)
+    (CONFIG, {"heartbeat": seconds | None, "task_timeout": seconds | None})
+                          sent once when the worker is connected (process transports): send
+                          HEARTBEAT every ``heartbeat`` seconds from a thread of the worker (so a
+                          long task does not look dead); interrupt a task that runs longer than
+                          ``task_timeout`` (it fails with ``TaskTimeout``)
 
 worker → driver
     (RESULTS, group, [(task index, attempt, value), ...])   batched
@@ -34,6 +39,7 @@ worker → driver
         ``results``: the group's last results (as in RESULTS), saving a message
 
     (DESCRIBED, token, {container: size})   the answer to DESCRIBE
+    (HEARTBEAT,)          "still here"; the driver's transport consumes it (a silent worker is lost)
 
 worker → worker
     (BLOCKS, group, [(block, value), ...])   shuffle buckets / forwarded cached blocks
@@ -49,6 +55,8 @@ DONE = "done"
 BLOCKS = "blocks"
 DESCRIBE = "describe"
 DESCRIBED = "described"
+CONFIG = "config"
+HEARTBEAT = "heartbeat"
 
 # How a FAILED traceback starts when the worker could not unpickle the group's program.
 PROGRAM_LOAD_FAILED = "could not load the group's program on this worker"

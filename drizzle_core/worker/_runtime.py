@@ -42,9 +42,11 @@ from typing import Any
 import cloudpickle
 import numpy as np
 
+from .._errors import TaskTimeout
 from ..lineage import ShuffleReadNode, SourceNode
 from ..protocol import MAP, Program, Task, _wire, shuffle_blocks
 from ..protocol import _messages as M
+from ._heartbeat import Liveness
 
 log = logging.getLogger("drizzle.worker")
 
@@ -145,7 +147,8 @@ class WorkerRuntime:
 
     def __init__(self, index: int, send: Callable[[int, Any], Any], *, flush_interval: float = 0.002,
                  expect_peer: Callable[[int, int], None] | None = None,
-                 bytes_sent: Callable[[], int] | None = None) -> None:
+                 bytes_sent: Callable[[], int] | None = None,
+                 on_stuck: Callable[[], None] | None = None) -> None:
         self.index = index
         self._send = send
         self.expect_peer = expect_peer
@@ -171,6 +174,10 @@ class WorkerRuntime:
         self.results_since = 0.0
         self._durations: dict[tuple[int, int], float] = {}  # (stage node, kind) -> EMA of task seconds
         self.stopped = False
+        #: (GroupState, Task, perf_counter at its start) of the task running now, for the liveness thread
+        self.running: tuple[GroupState, Task, float] | None = None
+        #: heartbeats and the task timeout (a thread, started by the driver's CONFIG; see _heartbeat)
+        self.liveness = Liveness(self, send, on_stuck)
 
     def describe(self) -> str:
         """A one-line summary of the scheduler state, for debugging a stuck group."""
@@ -212,6 +219,10 @@ class WorkerRuntime:
             self._drop(msg[1])
         elif tag == M.STOP:
             self.stopped = True
+            self.liveness.stop()
+        elif tag == M.CONFIG:
+            config = msg[1]
+            self.liveness.configure(config.get("heartbeat"), config.get("task_timeout"))
         elif tag == M.DESCRIBE:
             self.flush_results()
             self._send(M.DRIVER, (M.DESCRIBED, msg[1], self.bookkeeping()))
@@ -458,6 +469,7 @@ class WorkerRuntime:
             return
         t0 = time.perf_counter()
         group = gs.group
+        self.running = (gs, task, t0)
         try:
             value = self._evaluate(gs, task)
             if task.kind == MAP:
@@ -470,13 +482,15 @@ class WorkerRuntime:
                 if not self.results:
                     self.results_since = t0
                 self.results.append((task.index, task.attempt, out))
-        except (Exception, SystemExit) as e:  # sys.exit() in a task fails the task, not the worker
+        except (Exception, SystemExit, TaskTimeout) as e:  # sys.exit() in a task fails the task, not the worker
+            self.running = None
             gs.failed = True
             self.flush_results()
             tb = traceback.format_exc()
             self._send(M.DRIVER, (M.FAILED, group, task.index, task.attempt, tb, _picklable(e)))
             return
         finally:
+            self.running = None  # first: an interrupt arriving now must find no task to interrupt
             took = time.perf_counter() - t0
             gs.busy += took
             if gs.spans is not None:
@@ -616,6 +630,13 @@ class WorkerRuntime:
         each first and returns True when it consumed it (transport events such
         as a peer list or a disconnection).
         """
+        try:
+            self._serve(poll, on_event)
+        finally:
+            self.stopped = True  # however serving ended, the liveness thread ends with it
+            self.liveness.stop()
+
+    def _serve(self, poll: Callable[[float | None], list[Any]], on_event: Callable[[Any, Any], bool] | None) -> None:
         while not self.stopped:
             next_timer = self.due_timers()
             timeout = 0.0 if self.ready else (self.flush_interval if self.results else None)

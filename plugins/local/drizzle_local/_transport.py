@@ -87,6 +87,7 @@ class LocalTransport(HubTransport):
         i = len(self._procs)
         self._procs.append(self._spawn(i, 0))
         self._hub.add(self._connect(i, time.monotonic() + self.start_timeout), i)
+        self._configure_worker(i)
         return i
 
     def replace_worker(self, worker: int, epoch: int) -> bool | None:

@@ -48,7 +48,10 @@ def main(argv: list[str] | None = None) -> int:
         except OSError as e:  # a dead peer: the driver hears of it and aborts the group
             log.warning("could not send to %s: %s", "driver" if dest == DRIVER else f"worker {dest}", e)
 
-    runtime = WorkerRuntime(index, send, expect_peer=hub.expect, bytes_sent=lambda: hub.bytes_sent)
+    # A task that ran past task_timeout and ignored the interrupt has been reported by the liveness
+    # thread: this process is wedged, so it exits and the driver starts a fresh one in its slot.
+    runtime = WorkerRuntime(index, send, expect_peer=hub.expect, bytes_sent=lambda: hub.bytes_sent,
+                            on_stuck=lambda: os._exit(3))
     # kill -USR1 <pid>: log what this worker is waiting for (a stuck group's first clue)
     signal.signal(signal.SIGUSR1, lambda *_: log.warning("worker %d state: %s", index, runtime.describe()))
 

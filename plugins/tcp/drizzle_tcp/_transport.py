@@ -196,6 +196,7 @@ class TcpTransport(HubTransport):
         self._pids.append(pid)
         self._epochs.append(0)
         self._hub.add(sock, i)
+        self._configure_worker(i)
         self._announce(i)
         return i
 
