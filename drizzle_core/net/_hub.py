@@ -16,6 +16,16 @@ Reading: small frames are parsed out of a receive buffer; a large body
 (over ``_BIG``) is read with ``recv_into`` straight into its own bytearray,
 so numpy arrays arrive with one copy (kernel to user space).
 
+Authentication (optional, per connection: ``add(..., auth=FrameAuth)``; the
+tcp transport without TLS): every frame written carries tags computed under
+the write lock, so the implicit sequence numbers follow the write order even
+when a second thread sends; every frame read is checked before it is decoded
+(a large frame's header before its body is allocated, its body after
+``recv_into`` filled it). A frame that fails ends the connection, reported as
+``Disconnected`` with a reason saying so; nothing of it is unpickled. Layout
+and costs: ``protocol._wire``. A connection without ``auth`` (local's Unix
+sockets, TLS, the wake socket) pays one ``is None`` test per frame.
+
 Events returned by :meth:`Hub.poll`: ``(peer, message)`` per frame, and
 ``(peer, Disconnected(reason))`` when a connection ends, cleanly or not.
 """
@@ -60,10 +70,15 @@ class ProtocolError(Exception):
 
 
 class _Conn:
-    __slots__ = ("big", "big_fill", "big_lengths", "epoch", "out", "peer", "rbuf", "sock", "tls", "writing")
+    __slots__ = ("auth", "big", "big_fill", "big_header", "big_lengths", "big_tag", "epoch", "out", "peer", "rbuf",
+                 "sock", "tls", "writing")
 
-    def __init__(self, sock: socket.socket, peer: Any, epoch: int | None = None) -> None:
+    def __init__(self, sock: socket.socket, peer: Any, epoch: int | None = None,
+                 auth: _wire.FrameAuth | None = None) -> None:
         self.sock = sock
+        self.auth = auth
+        self.big_header = b""   # a large frame being read: its header and tags, for the check after it
+        self.big_tag = b""
         self.peer = peer
         self.epoch = epoch
         self.out: deque[memoryview] = deque()
@@ -79,7 +94,8 @@ class Hub:
     """Framed, non-blocking connections keyed by peer id (see module docstring)."""
 
     def __init__(self, *, max_frame: int = _wire.DEFAULT_MAX_FRAME,
-                 connector: Callable[[Any], socket.socket] | None = None) -> None:
+                 connector: Callable[[Any], socket.socket | tuple[socket.socket, _wire.FrameAuth | None]]
+                 | None = None) -> None:
         self.max_frame = max_frame
         self._connector = connector
         self._sel = selectors.DefaultSelector()
@@ -98,8 +114,13 @@ class Hub:
         self.heard: dict[Any, float] = {}
 
     # --------------------------------------------------------------- wiring
-    def add(self, sock: socket.socket, peer: Any, *, send_to: bool = True, epoch: int | None = None) -> None:
+    def add(self, sock: socket.socket, peer: Any, *, send_to: bool = True, epoch: int | None = None,
+            auth: _wire.FrameAuth | None = None) -> None:
         """Adopt a connected, handshaken socket to ``peer``.
+
+        ``auth``: the connection's frame MAC state (its keys come from the
+        handshake), or None for a channel that needs none (same-user Unix
+        sockets, TLS).
 
         ``epoch`` is the incarnation of the peer process (how many times its
         worker slot was refilled), when the handshake tells it: a connection
@@ -112,7 +133,7 @@ class Hub:
                 return
             self.expect(peer, epoch)
         sock.setblocking(False)
-        conn = _Conn(sock, peer, epoch)
+        conn = _Conn(sock, peer, epoch, auth)
         self._conns.add(conn)
         self._sel.register(sock, selectors.EVENT_READ, conn)
         if send_to and peer not in self._out:
@@ -154,7 +175,9 @@ class Hub:
         if conn is None:
             if self._connector is None:
                 raise KeyError(f"no connection to {peer!r}")
-            self.add(self._connector(peer), peer, epoch=self._expected.get(peer, 0))
+            made = self._connector(peer)  # a socket, or (socket, FrameAuth) for an authenticated channel
+            sock, auth = made if isinstance(made, tuple) else (made, None)
+            self.add(sock, peer, epoch=self._expected.get(peer, 0), auth=auth)
             conn = self._out[peer]
         views = []
         n = 0
@@ -166,7 +189,13 @@ class Hub:
                 n += view.nbytes  # would report 0 bytes sent forever and _write would spin
                 views.append(view)
         with self._wlock:
-            conn.out.extend(views)
+            if conn.auth is None:
+                conn.out.extend(views)
+            else:  # sealed here, under the lock: sequence numbers in write order
+                head = views[0]
+                conn.out.append(head)
+                conn.out.append(memoryview(conn.auth.seal(head, views[1:], n - head.nbytes)))
+                conn.out.extend(views[1:])
             self.bytes_sent += n
             self.messages_sent += 1
             self._write_locked(conn)
@@ -275,6 +304,12 @@ class Hub:
                 if conn.big_fill == len(conn.big):
                     body, lengths = conn.big, conn.big_lengths
                     conn.big = None
+                    if conn.auth is not None:
+                        try:
+                            conn.auth.check_body(conn.big_header, conn.big_tag, body, len(body))
+                        except _wire.AuthError as e:
+                            self._drop(conn, _auth_failed(e), clean=False)
+                            return
                     self._deliver(conn, body, lengths)
                 return
             data = conn.sock.recv(_RECV)
@@ -295,9 +330,12 @@ class Hub:
             self._parse(conn)
         except ProtocolError as e:
             self._drop(conn, f"protocol error: {e}", clean=False)
+        except _wire.AuthError as e:
+            self._drop(conn, _auth_failed(e), clean=False)
 
     def _parse(self, conn: _Conn) -> None:
         buf = conn.rbuf
+        auth = conn.auth
         pos = 0
         n = len(buf)
         while n - pos >= 12:
@@ -306,7 +344,8 @@ class Hub:
                 raise ProtocolError(f"frame of {body_len} bytes is over the maximum of {self.max_frame}")
             if nbuf > 1 << 16:
                 raise ProtocolError(f"frame claims {nbuf} buffers")
-            hdr = 12 + 8 * nbuf
+            head = 12 + 8 * nbuf
+            hdr = head if auth is None else head + auth.tag_size(body_len)
             if n - pos < hdr:
                 break
             lengths = struct.unpack_from(f"<{nbuf}Q", buf, pos + 12) if nbuf else ()
@@ -314,8 +353,15 @@ class Hub:
                 raise ProtocolError("buffer lengths exceed the frame length")
             start = pos + hdr
             end = start + body_len
+            if auth is not None:  # copies of a few bytes: no view may pin buf, which is resized below
+                header, tag = bytes(buf[pos:pos + head]), bytes(buf[pos + head:start])
+                if body_len >= _wire.SPLIT:
+                    auth.check_head(header, tag)  # before anything is allocated for the body
             if end <= n:
-                self._deliver(conn, bytes(buf[start:end]) if not nbuf else bytearray(buf[start:end]), lengths)
+                body = bytes(buf[start:end]) if not nbuf else bytearray(buf[start:end])
+                if auth is not None:
+                    auth.check_body(header, tag, body, body_len)
+                self._deliver(conn, body, lengths)
                 pos = end
                 continue
             if body_len >= _BIG:
@@ -323,6 +369,8 @@ class Hub:
                 have = n - start
                 big[:have] = buf[start:n]
                 conn.big, conn.big_fill, conn.big_lengths = big, have, lengths
+                if auth is not None:
+                    conn.big_header, conn.big_tag = header, tag
                 pos = n
             break
         if pos:
@@ -367,6 +415,11 @@ class Hub:
             sock.close()
         self._listeners.clear()
         self._sel.close()
+
+
+def _auth_failed(e: Exception) -> str:
+    return (f"frame authentication failed ({e}: modified, injected, replayed or reordered on the way, or a "
+            f"frame was dropped); connection closed, nothing of that frame was unpickled")
 
 
 def _tls_chunk(out: deque[memoryview]) -> Any:

@@ -252,10 +252,11 @@ class HubTransport(Transport):
         if self._closed:
             raise TransportError("the transport is closed")
 
-    def _adopt(self, worker: int, sock: socket.socket) -> None:
-        """Make ``sock`` (handshaken) the connection to ``worker``: new, or its slot's replacement."""
+    def _adopt(self, worker: int, sock: socket.socket, auth: Any = None) -> None:
+        """Make ``sock`` (handshaken) the connection to ``worker``: new, or its slot's replacement.
+        ``auth``: its frame MAC state (``Hub.add``), when the handshake made one."""
         self._hub.disconnect(worker)  # nothing should be left; never mistake it for the new one
-        self._hub.add(sock, worker)
+        self._hub.add(sock, worker, auth=auth)
         self._lost.discard(worker)
         self._configure_worker(worker)
 

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import signal
 import sys
 
 from drizzle_core.transport import DEFAULT_MAX_FRAME, die_with_parent
 
 from . import _handshake, _net
+from ._daemon import MAX_PREAUTH, MAX_PREAUTH_PER_SOURCE, PREAUTH_TIMEOUT, WorkerDaemon
 
 log = logging.getLogger("drizzle.tcp.worker")
 
@@ -53,6 +55,13 @@ def configure(parser: argparse.ArgumentParser) -> None:
                              f"seconds, give up after COUNT unanswered probes; a vanished host is noticed after "
                              f"about IDLE + INTERVAL * COUNT seconds; 'off' disables "
                              f"(default {_net.format_keepalive(_net.KEEPALIVE)})")
+    parser.add_argument("--preauth-timeout", type=float, default=PREAUTH_TIMEOUT, metavar="SECONDS",
+                        help=f"drop a client that has not proven the secret by then (default {PREAUTH_TIMEOUT:g}); "
+                             f"at most {MAX_PREAUTH_PER_SOURCE} such clients per address and {MAX_PREAUTH} in "
+                             f"all wait at once, the oldest evicted first")
+    parser.add_argument("--no-frame-mac", action="store_true",
+                        help="grant drivers that ask for it (frame_mac=False) frames without a MAC; only for a "
+                             "network you trust (with TLS, or without a secret, frames carry no MAC anyway)")
     parser.add_argument("--tls-cert", metavar="PATH", help="TLS certificate (PEM) of this worker")
     parser.add_argument("--tls-key", metavar="PATH", help="TLS private key (PEM) of this worker")
     parser.add_argument("--tls-ca", metavar="PATH", help="CA certificate (PEM) that signs the drivers' and workers'")
@@ -63,8 +72,6 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ._daemon import WorkerDaemon
-
     level = args.worker_log_level or getattr(args, "log_level", None) or "WARNING"
     logging.getLogger("drizzle").setLevel(level.upper())
     if args.parent_pid is not None:
@@ -76,7 +83,8 @@ def run(args: argparse.Namespace) -> int:
         keepalive = _net.parse_keepalive(args.keepalive)
         daemon = WorkerDaemon(args.listen, secret, max_frame=args.max_frame,
                               handshake_timeout=args.handshake_timeout, tls=tls, one_session=args.one_session,
-                              keepalive=keepalive)
+                              keepalive=keepalive, preauth_timeout=args.preauth_timeout,
+                              allow_no_frame_mac=args.no_frame_mac)
         address = daemon.bind()
     except (OSError, ValueError) as e:
         print(f"drizzle worker: {e}", file=sys.stderr)
@@ -87,4 +95,12 @@ def run(args: argparse.Namespace) -> int:
         daemon.serve_forever()
     except KeyboardInterrupt:
         log.info("interrupted; exiting")
+    if args.one_session and daemon.session_exit is not None and daemon.session_exit < 0:
+        # A daemon started by a driver stands for its one session: if the session process was killed
+        # (a task that SIGKILLs itself, or kill -9 of the pid the driver knows), end the same way, so
+        # the driver's WorkerLost says "was killed by signal 9" rather than "exited with status 0".
+        sig = -daemon.session_exit
+        if sig != signal.SIGKILL:
+            signal.signal(sig, signal.SIG_DFL)
+        os.kill(os.getpid(), sig)
     return 0

@@ -7,8 +7,8 @@ frames (``drizzle_core.protocol._wire``) from then on. S is the side that accept
 (a worker daemon), C the side that connected (the driver or another worker).
 
 Step table (all integers little-endian; steps 1-3 are fixed-size structs,
-steps 4-5 are length-prefixed JSON capped at ``MAX_HELLO`` bytes; nothing in
-the handshake is ever unpickled)::
+steps 4-5 are length-prefixed JSON capped at ``MAX_HELLO`` bytes and followed
+by a MAC; nothing in the handshake is ever unpickled)::
 
   step  dir   bytes                                             the receiver checks
   ----  ----  ------------------------------------------------  -------------------------------------------
@@ -23,14 +23,20 @@ the handshake is ever unpickled)::
                 mac_s = HMAC-SHA256(secret, "server" | nonce_c | nonce_s | version_s | status)
                 (all zeros when status is AUTH: S cannot prove anything to a client it could not verify)
                                                                 status OK and version_s == VERSION
-  4     C→S   u32 n | JSON(n) hello                             size cap, JSON object, role known;
+  4     C→S   u32 n | JSON(n) hello | HMAC-SHA256(k_cs, "hello" | JSON)
+                                                                size cap, MAC, JSON object, role known;
                 driver: {"role": "driver", "index": i, "peers": ["host:port" | null, ...], "session": s,
                          "epoch": e, "hash": H0}                 S hashes like H0, else error "hash"
                 worker: {"role": "worker", "index": i, "session": s, "epoch": e}
-  5     S→C   u32 n | JSON(n) reply                             size cap; C checks H like S did
-                {"ok": true, "pid": p, "hash": H}
+                both may say "mac": false (ask for frames without MAC)
+  5     S→C   u32 n | JSON(n) reply | HMAC-SHA256(k_sc, "reply" | JSON)
+                                                                size cap, MAC; C checks H like S did
+                {"ok": true, "pid": p, "hash": H, "mac": true | false}
                 or {"ok": false, "error": "busy" | "session" | "hash" | ..., "message": m}
-  then  both  drizzle_core frames (pickle 5, out-of-band buffers), via Hub
+  then  both  drizzle_core frames (pickle 5, out-of-band buffers), via Hub;
+              when the reply says "mac": true, each frame carries tags keyed by
+              k_cs (C→S) or k_sc (S→C) with implicit sequence numbers
+              (``drizzle_core.protocol._wire.FrameAuth``)
   later D→W   frame (PEERS, [[address | null, epoch] per index])  consumed by the daemon, not the runtime
 
 ``H`` says how a process hashes (``_hashing.describe``: its PYTHONHASHSEED,
@@ -50,11 +56,27 @@ driver sends every other live worker a PEERS frame with the new table,
 before that worker's next LAUNCH on the same connection, so a peer that
 appears mid-session is reachable from the first group that uses it.
 
+Frame keys: ``k_cs, k_sc = derive_frame_keys(secret, nonce_s, nonce_c)``
+(HKDF-SHA256 style, one key per direction, new for every connection). Why a
+MAC on every frame: without TLS only steps 1-3 would prove anything, and a
+relay on the path (which cannot answer the challenge) could wait for them
+and then inject or alter a frame, a pickle the daemon would run. Steps 4-5
+are authenticated the same way, so the relay cannot rewrite a hello's peer
+table or turn the MAC off either. When it is off: with TLS (TLS already
+authenticates and orders every record; a second MAC would only cost), with
+no secret (loopback only: keys derived from an empty secret and nonces sent
+in the clear prove nothing), and when both the driver (``frame_mac=False``)
+and the daemon (``--no-frame-mac``) agree, for a trusted network. The
+daemon decides and says so in the reply; both ends follow the reply.
+
 The nonces are fresh random bytes (``secrets.token_bytes``) from each side,
 so a recorded exchange cannot be replayed, and the "client"/"server" labels
 stop a MAC from being reflected back to its maker. Every read has a
-deadline (``timeout``) and a size cap, so a silent or garbage-sending client
-costs the worker one thread for at most ``timeout`` seconds.
+deadline (``timeout``; step 2, which proves the secret, a shorter one:
+``preauth_timeout``) and a size cap, so a silent or garbage-sending client
+costs the worker one thread for at most that; ``on_authenticated`` tells the
+daemon the moment step 2 verified, when the connection leaves its bounded
+pre-auth slots (``_daemon``).
 
 A worker without a secret (allowed on loopback only) uses the empty key:
 the same exchange, proving only that both ends speak this protocol.
@@ -74,12 +96,16 @@ import json
 import os
 import secrets
 import socket
+import ssl
 import struct
 import time
+from collections.abc import Callable
 from typing import Any
 
+from drizzle_core.protocol._wire import FrameAuth, derive_frame_keys
+
 MAGIC = b"DRIZZLE\x01"
-VERSION = 2  # 2: the hello and reply carry how each side hashes (a daemon of 1 would not check)
+VERSION = 3  # 2: the hello and reply carry how each side hashes; 3: hello, reply and frames carry MACs
 MAX_HELLO = 1 << 20   # a hello lists every worker's address; a million bytes is plenty
 NONCE = 32
 
@@ -179,17 +205,20 @@ def _recv_exact(sock: socket.socket, n: int, deadline: float, during: str) -> by
     return bytes(buf)
 
 
-def _send_json(sock: socket.socket, obj: dict) -> None:
+def _send_json(sock: socket.socket, obj: dict, key: bytes, label: bytes) -> None:
     data = json.dumps(obj).encode()
-    sock.sendall(_LEN.pack(len(data)) + data)
+    sock.sendall(_LEN.pack(len(data)) + data + _mac(key, label, data))
 
 
-def _recv_json(sock: socket.socket, deadline: float, during: str) -> dict:
+def _recv_json(sock: socket.socket, deadline: float, during: str, key: bytes, label: bytes) -> dict:
     (n,) = _LEN.unpack(_recv_exact(sock, _LEN.size, deadline, during))
     if n > MAX_HELLO:
         raise HandshakeError("garbage", f"{during} claims {n} bytes, over the cap of {MAX_HELLO}")
+    data = _recv_exact(sock, n + 32, deadline, during)
+    if not hmac.compare_digest(data[n:], _mac(key, label, data[:n])):
+        raise HandshakeError("auth", f"{during} failed authentication (altered on the way?)")
     try:
-        obj = json.loads(_recv_exact(sock, n, deadline, during))
+        obj = json.loads(data[:n])
     except ValueError as e:
         raise HandshakeError("garbage", f"{during} is not JSON: {e}") from None
     if not isinstance(obj, dict):
@@ -198,41 +227,51 @@ def _recv_json(sock: socket.socket, deadline: float, during: str) -> dict:
 
 
 # ------------------------------------------------------------------ server side
-def accept(sock: socket.socket, secret: bytes, timeout: float, decide: Any) -> dict:
+def accept(sock: socket.socket, secret: bytes, timeout: float, decide: Any, *, preauth_timeout: float | None = None,
+           on_authenticated: Callable[[], object] | None = None) -> tuple[dict, FrameAuth | None]:
     """Run steps 1-5 as S. ``decide(hello) -> reply`` admits or refuses the caller.
 
-    Returns the caller's hello when admitted; raises HandshakeError otherwise
-    (after telling the caller why, where the protocol allows).
+    Returns the caller's hello and the connection's frame MAC state (None when
+    the reply says ``"mac": false``) when admitted; raises HandshakeError
+    otherwise (after telling the caller why, where the protocol allows).
+    ``preauth_timeout`` bounds the wait for step 2 (default ``timeout``);
+    ``on_authenticated()`` is called once step 2's MAC verified.
     """
-    deadline = time.monotonic() + timeout
+    start = time.monotonic()
+    deadline = start + timeout
     nonce_s = secrets.token_bytes(NONCE)
     sock.sendall(_STEP1.pack(MAGIC, VERSION, nonce_s))
-    magic, version_c, nonce_c, mac_c = _STEP2.unpack(_recv_exact(sock, _STEP2.size, deadline, "the client's answer"))
+    first = min(deadline, start + preauth_timeout) if preauth_timeout is not None else deadline
+    magic, version_c, nonce_c, mac_c = _STEP2.unpack(_recv_exact(sock, _STEP2.size, first, "the client's answer"))
     if magic != MAGIC:
         raise HandshakeError("garbage", f"not a drizzle client (its first bytes are {magic!r})")
     if not hmac.compare_digest(mac_c, _mac(secret, b"client", nonce_s, nonce_c, struct.pack("<H", version_c))):
         sock.sendall(_STEP3.pack(AUTH, VERSION, bytes(32)))
         raise HandshakeError("auth", "authentication failed (wrong or missing secret)")
+    if on_authenticated is not None:
+        on_authenticated()
+    k_cs, k_sc = derive_frame_keys(secret, nonce_s, nonce_c)
     status = OK if version_c == VERSION else VERSION_MISMATCH
     mac_s = _mac(secret, b"server", nonce_c, nonce_s, struct.pack("<HB", VERSION, status))
     sock.sendall(_STEP3.pack(status, VERSION, mac_s))
     if status != OK:
         raise HandshakeError("version", f"protocol version mismatch: the client speaks {version_c}, "
                                         f"this worker {VERSION}")
-    hello = _recv_json(sock, deadline, "the hello")
+    hello = _recv_json(sock, deadline, "the hello", k_cs, b"hello")
     if hello.get("role") not in ("driver", "worker") or not isinstance(hello.get("index"), int):
-        _send_json(sock, {"ok": False, "error": "hello", "message": "malformed hello"})
+        _send_json(sock, {"ok": False, "error": "hello", "message": "malformed hello"}, k_sc, b"reply")
         raise HandshakeError("garbage", f"malformed hello {str(hello)[:200]}")
     reply = decide(hello)
-    _send_json(sock, reply)
+    _send_json(sock, reply, k_sc, b"reply")
     if not reply.get("ok"):
         raise HandshakeError(reply.get("error", "refused"), reply.get("message", "refused"))
-    return hello
+    return hello, (FrameAuth(k_sc, k_cs) if reply.get("mac") else None)
 
 
 # ------------------------------------------------------------------ client side
-def connect(sock: socket.socket, secret: bytes, timeout: float, hello: dict) -> dict:
-    """Run steps 1-5 as C on a connected socket; return S's reply (``ok`` is true)."""
+def connect(sock: socket.socket, secret: bytes, timeout: float, hello: dict) -> tuple[dict, FrameAuth | None]:
+    """Run steps 1-5 as C on a connected socket; return S's reply (``ok`` is true) and the
+    connection's frame MAC state (None when the reply says ``"mac": false``)."""
     deadline = time.monotonic() + timeout
     magic, version_s, nonce_s = _STEP1.unpack(_recv_exact(sock, _STEP1.size, deadline, "the worker's greeting"))
     if magic != MAGIC:
@@ -255,9 +294,13 @@ def connect(sock: socket.socket, secret: bytes, timeout: float, hello: dict) -> 
                                         f"this side {VERSION} (install the same drizzle-tcp on both)")
     if status != OK:
         raise HandshakeError("garbage", f"unknown handshake status {status}")
-    _send_json(sock, hello)
-    reply = _recv_json(sock, deadline, "the worker's reply to our hello")
+    k_cs, k_sc = derive_frame_keys(secret, nonce_s, nonce_c)
+    _send_json(sock, hello, k_cs, b"hello")
+    reply = _recv_json(sock, deadline, "the worker's reply to our hello", k_sc, b"reply")
     if not reply.get("ok"):
         raise HandshakeError(str(reply.get("error", "refused")), str(reply.get("message", "refused")))
+    if hello.get("mac", True) and not reply.get("mac") and secret and not isinstance(sock, ssl.SSLSocket):
+        raise HandshakeError("mac", "the worker turned frame authentication off although we asked for it "
+                                    "(is it another drizzle-tcp version?)")
     sock.settimeout(None)
-    return reply
+    return reply, (FrameAuth(k_cs, k_sc) if reply.get("mac") else None)

@@ -9,6 +9,7 @@ import socket
 import ssl
 from dataclasses import dataclass
 
+from drizzle_core.protocol._wire import FrameAuth
 from drizzle_core.transport import TransportError
 
 from . import _handshake
@@ -145,8 +146,12 @@ def tune(sock: socket.socket, keepalive: tuple[float, float, int] | None = KEEPA
 def open_connection(address: str, secret: bytes, hello: dict, *, tls: ssl.SSLContext | None = None,
                     connect_timeout: float = CONNECT_TIMEOUT, handshake_timeout: float = HANDSHAKE_TIMEOUT,
                     keepalive: tuple[float, float, int] | None = KEEPALIVE,
-                    user_timeout: float | None = None) -> tuple[socket.socket, dict]:
-    """Connect to the worker at ``address`` and handshake; TransportError names the address on failure."""
+                    user_timeout: float | None = None) -> tuple[socket.socket, dict, FrameAuth | None]:
+    """Connect to the worker at ``address`` and handshake; TransportError names the address on failure.
+
+    Returns the socket, the worker's reply and the connection's frame MAC state
+    (None when the reply turned it off: TLS, no secret, or both sides agreed).
+    """
     host, port = parse_address(address)
     try:
         sock = socket.create_connection((host, port), timeout=connect_timeout)
@@ -162,12 +167,12 @@ def open_connection(address: str, secret: bytes, hello: dict, *, tls: ssl.SSLCon
         if tls is not None:
             sock.settimeout(handshake_timeout)
             sock = tls.wrap_socket(sock, server_side=False)
-        reply = _handshake.connect(sock, secret, handshake_timeout, hello)
+        reply, auth = _handshake.connect(sock, secret, handshake_timeout, hello)
     except HandshakeError as e:
         sock.close()
         hint = ""
         if e.kind in ("closed", "timeout", "garbage") and tls is None:
-            hint = " (if that worker uses TLS, pass tls_cert, tls_key and tls_ca)"
+            hint = " (if that worker uses TLS, pass tls_cert, tls_key and tls_ca; its log says why it dropped us)"
         raise TransportError(f"tcp worker {address}: {e}{hint}") from None
     except ssl.SSLError as e:
         sock.close()
@@ -180,4 +185,4 @@ def open_connection(address: str, secret: bytes, hello: dict, *, tls: ssl.SSLCon
         with contextlib.suppress(OSError):
             sock.close()
         raise
-    return sock, reply
+    return sock, reply, auth

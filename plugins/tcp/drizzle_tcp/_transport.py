@@ -35,7 +35,12 @@ idle + interval * count seconds), ``user_timeout`` (seconds, default None:
 TCP_USER_TIMEOUT on the driver's connections, bounding how long data sent
 to a worker may stay unacknowledged — it also fires on a live worker that
 does not read for that long), ``replace_lost`` (default True: a lost daemon
-started here is replaced by a new one in its slot).
+started here is replaced by a new one in its slot), ``frame_mac`` (default
+True: without TLS every frame after the handshake carries a MAC with a
+per-connection key and sequence number, so a relay on the path can neither
+inject nor alter a pickle; False asks for frames without it, granted only by
+daemons started with ``--no-frame-mac`` (those started here with
+``workers=N`` are), for a network you trust: see ``_handshake``).
 A lost connection is reported as ``WorkerLost`` naming the address (and how
 the process ended, for daemons started here).
 
@@ -102,7 +107,7 @@ class TcpTransport(HubTransport):
                  start_timeout: float = START_TIMEOUT, tls_cert: str | None = None, tls_key: str | None = None,
                  tls_ca: str | None = None, worker_log_level: str | None = None,
                  keepalive: Any = _net.KEEPALIVE, user_timeout: float | None = None,
-                 replace_lost: bool = True) -> None:
+                 replace_lost: bool = True, frame_mac: bool = True) -> None:
         if isinstance(workers, str):
             workers = [w.strip() for w in workers.split(",") if w.strip()]
         if isinstance(workers, (list, tuple)):
@@ -130,6 +135,7 @@ class TcpTransport(HubTransport):
         self.keepalive = _net.parse_keepalive(keepalive)
         self.user_timeout = user_timeout
         self.replace_lost = replace_lost
+        self.frame_mac = bool(frame_mac)
         self._client_tls = self.tls.client_context() if self.tls else None
         super().__init__(Hub(max_frame=self.max_frame))
         self._pids: list[int | None] = []
@@ -143,22 +149,23 @@ class TcpTransport(HubTransport):
             self._start_daemons()
         self.session = uuid.uuid4().hex
         for i, address in enumerate(self.addresses):
-            sock, pid = self._connect(i, address, self.addresses, 0)
+            sock, pid, auth = self._connect(i, address, self.addresses, 0)
             self._pids.append(pid)
             self._epochs.append(0)
-            self._hub.add(sock, i)
+            self._hub.add(sock, i, auth=auth)
 
-    def _connect(self, i: int, address: str, peers: list[str | None], epoch: int) -> tuple[Any, int | None]:
-        """Handshake the daemon at ``address`` as worker ``i`` (incarnation ``epoch``) of this session.
+    def _connect(self, i: int, address: str, peers: list[str | None], epoch: int) -> tuple[Any, int | None, Any]:
+        """Handshake the daemon at ``address`` as worker ``i`` (incarnation ``epoch``) of this session:
+        its socket, its pid and the connection's frame MAC state (None: off).
 
         Worker 0 of the session sets how the session hashes; every later one must hash alike (the
         daemon refuses otherwise, and the driver checks its reply too: see ``_hashing``).
         """
         hello: dict[str, Any] = {"role": "driver", "index": i, "peers": peers, "session": self.session,
-                                 "epoch": epoch}
+                                 "epoch": epoch, "mac": self.frame_mac}
         if self._hashing is not None:
             hello["hash"] = self._hashing
-        sock, reply = _net.open_connection(address, self.secret, hello, tls=self._client_tls,
+        sock, reply, auth = _net.open_connection(address, self.secret, hello, tls=self._client_tls,
                                            connect_timeout=self.connect_timeout,
                                            handshake_timeout=self.handshake_timeout,
                                            keepalive=self.keepalive, user_timeout=self.user_timeout)
@@ -170,7 +177,7 @@ class TcpTransport(HubTransport):
         if self._hashing is None:
             self._hashing = {**hashing, "worker": f"tcp worker {i} ({address})"}
         pid = reply.get("pid")
-        return sock, pid if isinstance(pid, int) else None
+        return sock, pid if isinstance(pid, int) else None, auth
 
     def _peer_table(self) -> list[str | None]:
         """Worker index -> address, None for a worker lost (and not replaced)."""
@@ -191,11 +198,11 @@ class TcpTransport(HubTransport):
         _net.parse_address(spec)
         self._check_open()
         i = len(self.addresses)
-        sock, pid = self._connect(i, spec, [*self._peer_table(), spec], 0)
+        sock, pid, auth = self._connect(i, spec, [*self._peer_table(), spec], 0)
         self.addresses.append(spec)
         self._pids.append(pid)
         self._epochs.append(0)
-        self._hub.add(sock, i)
+        self._hub.add(sock, i, auth=auth)
         self._configure_worker(i)
         self._announce(i)
         return i
@@ -209,9 +216,9 @@ class TcpTransport(HubTransport):
         address = self._read_address(worker, proc, time.monotonic() + self.start_timeout)
         peers = self._peer_table()
         peers[worker] = address
-        sock, pid = self._connect(worker, address, peers, epoch)
+        sock, pid, auth = self._connect(worker, address, peers, epoch)
         self.addresses[worker], self._pids[worker], self._epochs[worker] = address, pid, epoch
-        self._adopt(worker, sock)
+        self._adopt(worker, sock, auth)
         self._announce(worker)
         return True
 
@@ -225,6 +232,8 @@ class TcpTransport(HubTransport):
             args += ["--tls-cert", self.tls.cert, "--tls-key", self.tls.key, "--tls-ca", self.tls.ca]
         if self.worker_log_level:
             args += ["--log-level", self.worker_log_level]
+        if not self.frame_mac:
+            args += ["--no-frame-mac"]
         self._spawn_args = (env, args)
         for _ in range(self.spawn):
             self._procs.append(self._spawn())
