@@ -26,8 +26,10 @@ the workers' peer connections, at the first shuffle — are not counted):
 
 For each part it prints, per process (driver, each worker): RSS
 (``VmRSS``, /proc/<pid>/status), open file descriptors (/proc/<pid>/fd) and
-threads (/proc/<pid>/task), at start and end; the driver's child processes
-(/proc/*/stat whose ppid is the driver; zombies counted apart), POSIX
+threads (/proc/<pid>/task), at start and end; the driver's descendant processes
+(/proc/*/stat, ppid chains from the driver: a tcp daemon's forked session
+process is the worker that runs tasks, and is the one measured as the
+worker; zombies counted apart), POSIX
 shared-memory entries (/dev/shm) and SysV segments (``ipcs -m``) and the
 local transport's socket directories (/tmp/drizzle-local-*). RSS is sampled
 at every 10% of progress, so a slow leak shows as a slope (MB per 10,000
@@ -142,10 +144,15 @@ class Proc:
         return cls(rss, count_entries(f"/proc/{pid}/fd"), count_entries(f"/proc/{pid}/task"), hwm)
 
 
-def children(pid: int | None = None) -> dict[int, tuple[str, str]]:
-    """The child processes of ``pid`` (default: this one): pid -> (state letter, command line)."""
-    me = os.getpid() if pid is None else pid
-    found: dict[int, tuple[str, str]] = {}
+def descendants(pid: int | None = None) -> dict[int, tuple[int, str, str]]:
+    """Every process below ``pid`` (default: this one), at any depth: pid -> (ppid, state letter, command line).
+
+    At any depth because a tcp daemon forks a session process per driver:
+    that grandchild is the worker that runs tasks, and one left behind is a
+    leak like a child.
+    """
+    root = os.getpid() if pid is None else pid
+    table_: dict[int, tuple[int, str, str]] = {}
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
             continue
@@ -157,14 +164,32 @@ def children(pid: int | None = None) -> dict[int, tuple[str, str]]:
         except OSError:
             continue
         fields = stat[stat.rindex(")") + 2:].split()
-        if int(fields[1]) == me:
-            found[int(entry)] = (fields[0], cmd)
+        table_[int(entry)] = (int(fields[1]), fields[0], cmd)
+    found: dict[int, tuple[int, str, str]] = {}
+    frontier = [root]
+    while frontier:
+        parent = frontier.pop()
+        for p, info in table_.items():
+            if info[0] == parent and p not in found:
+                found[p] = info
+                frontier.append(p)
     return found
 
 
+def _workers_of(procs: dict[int, tuple[int, str, str]]) -> list[int]:
+    """The live worker processes that run tasks: ``_worker_main`` processes with no ``_worker_main`` child.
+
+    A local worker is one process; a tcp daemon started by the driver is a
+    supervisor whose forked session process does the work.
+    """
+    live = {p: info for p, info in procs.items() if info[1] != "Z" and "_worker_main" in info[2]}
+    parents = {info[0] for info in live.values()}
+    return sorted(p for p in live if p not in parents)
+
+
 def worker_pids() -> list[int]:
-    """This process's live children that are drizzle workers (local processes, tcp daemons)."""
-    return sorted(p for p, (state, cmd) in children().items() if state != "Z" and "_worker_main" in cmd)
+    """This process's drizzle workers (local processes, tcp session processes)."""
+    return _workers_of(descendants())
 
 
 def shm_entries() -> set[str]:
@@ -225,9 +250,9 @@ class Tracker:
         self.dirs: set[str] = set()
         self.shm: set[str] = set()
 
-    def observe(self, kids: dict[int, tuple[str, str]]) -> None:
+    def observe(self, kids: dict[int, tuple[int, str, str]]) -> None:
         tmp = tempfile.gettempdir()
-        for pid, (_state, cmd) in kids.items():
+        for pid, (_ppid, _state, cmd) in kids.items():
             self.pids.add(pid)
             for arg in cmd.split():
                 if arg.startswith(os.path.join(tmp, "drizzle-")):
@@ -242,7 +267,7 @@ class Snapshot:
 
     driver: Proc
     workers: dict[int, Proc]
-    children: dict[int, tuple[str, str]]
+    children: dict[int, tuple[int, str, str]]  # every descendant: pid -> (ppid, state, command line)
     shm: set[str]                  # /dev/shm, any process's
     sysv: dict[str, int]           # SysV segment -> creator pid, any process's
     dirs: set[str]                 # the tracker's socket directories that exist now
@@ -250,9 +275,9 @@ class Snapshot:
 
     @classmethod
     def take(cls, tracker: Tracker) -> Snapshot:
-        kids = children()
+        kids = descendants()
         tracker.observe(kids)
-        workers = {p: Proc.of(p) for p, (state, cmd) in kids.items() if state != "Z" and "_worker_main" in cmd}
+        workers = {p: Proc.of(p) for p in _workers_of(kids)}
         return cls(Proc.of("self"), workers, kids, shm_entries(), sysv_segments(),
                    {d for d in tracker.dirs if os.path.exists(d)}, fd_kinds())
 
@@ -267,7 +292,7 @@ def leftovers(before: Snapshot, after: Snapshot, tracker: Tracker) -> list[str]:
         out.append(f"driver threads {before.driver.threads} -> {after.driver.threads}")
     new = {p: v for p, v in after.children.items() if p not in before.children}
     if new:
-        out.append(f"child processes left: {[(p, s, c[:60]) for p, (s, c) in new.items()]}")
+        out.append(f"processes left: {[(p, s, c[:60]) for p, (_pp, s, c) in new.items()]}")
     shm = (after.shm - before.shm) & tracker.shm
     sysv = {k for k, cpid in after.sysv.items() if k not in before.sysv and cpid in tracker.pids}
     for what, left in (("/dev/shm entries", shm), ("SysV segments", sysv), ("socket directories", after.dirs)):
@@ -601,7 +626,7 @@ def soak_cycles(transport: str = "local", cycles: int = 1000, workers: int = 2, 
         with dz.Context(transport=transport, workers=workers) as ctx:
             if ctx.parallelize(range(10), workers).sum() != 45 and len(res.wrong) < 5:
                 res.wrong.append(f"cycle {c}: sum was not 45")
-            res.tracker.observe(children())
+            res.tracker.observe(descendants())
             if c == 0:
                 res.start = Snapshot.take(res.tracker)
             if sampled:
@@ -722,8 +747,8 @@ def report(res: PartResult) -> None:
           + f"; driver before open {res.before.driver.rss_mb:.1f} MB, after close {res.after.driver.rss_mb:.1f} MB")
     b, a = res.before, res.after
     print(f"driver before open -> after close: fds {b.driver.fds} -> {a.driver.fds}, threads {b.driver.threads} -> "
-          f"{a.driver.threads}, children {len(b.children)} -> {len(a.children)} "
-          f"(zombies {sum(s == 'Z' for s, _ in a.children.values())}), /dev/shm {len(b.shm)} -> {len(a.shm)}, "
+          f"{a.driver.threads}, descendant processes {len(b.children)} -> {len(a.children)} "
+          f"(zombies {sum(s == 'Z' for _pp, s, _c in a.children.values())}), /dev/shm {len(b.shm)} -> {len(a.shm)}, "
           f"SysV segments {len(b.sysv)} -> {len(a.sysv)}, socket dirs {len(b.dirs)} -> {len(a.dirs)}")
     for i, (pid, p, q) in enumerate(res.worker_pairs()):
         span = "first cycle -> last cycle" if res.name == "b" else "start -> end"
