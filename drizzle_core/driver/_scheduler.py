@@ -659,8 +659,11 @@ class GroupScheduler:
             w = plan.worker_of[index]
             if w in self.live:
                 for node_id, q in plan.tasks[index].stores:
-                    keep.setdefault(w, []).append(("c", node_id, q))
-                    self.cache_locations[("c", node_id, q)] = w
+                    block = ("c", node_id, q)
+                    if block not in plan.new_cache:
+                        continue  # its dataset was unpersisted while the group ran: dropped, not kept
+                    keep.setdefault(w, []).append(block)
+                    self.cache_locations[block] = w
         self._abort_attempt(run, keep)
 
     def _reattempt(self, run: _Run) -> None:
