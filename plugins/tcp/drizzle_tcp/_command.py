@@ -11,7 +11,7 @@ import sys
 from drizzle_core.transport import DEFAULT_MAX_FRAME, die_with_parent
 
 from . import _handshake, _net
-from ._daemon import MAX_PREAUTH, MAX_PREAUTH_PER_SOURCE, PREAUTH_TIMEOUT, WorkerDaemon
+from ._daemon import LOG_WINDOW, MAX_PREAUTH, MAX_PREAUTH_PER_SOURCE, PREAUTH_TIMEOUT, WorkerDaemon
 
 log = logging.getLogger("drizzle.tcp.worker")
 
@@ -68,6 +68,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--log-level", dest="worker_log_level", default=None, metavar="LEVEL",
                         help="logging level of the worker (default WARNING; INFO shows sessions)")
     parser.add_argument("--parent-pid", type=int, default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--refusal-log-window", type=float, default=LOG_WINDOW, help=argparse.SUPPRESS)
     parser.add_argument("--one-session", action="store_true", help=argparse.SUPPRESS)
 
 
@@ -84,7 +85,7 @@ def run(args: argparse.Namespace) -> int:
         daemon = WorkerDaemon(args.listen, secret, max_frame=args.max_frame,
                               handshake_timeout=args.handshake_timeout, tls=tls, one_session=args.one_session,
                               keepalive=keepalive, preauth_timeout=args.preauth_timeout,
-                              allow_no_frame_mac=args.no_frame_mac)
+                              allow_no_frame_mac=args.no_frame_mac, log_window=args.refusal_log_window)
         address = daemon.bind()
     except (OSError, ValueError) as e:
         print(f"drizzle worker: {e}", file=sys.stderr)

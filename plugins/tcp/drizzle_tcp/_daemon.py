@@ -130,6 +130,8 @@ STOP_WAIT = 0.25
 #: fork the next standby this long after a session started, not during its first job (both would compete
 #: for the cores: connect -> first result 28 ms with the fork at once, measured on 2 cores)
 STANDBY_DELAY = 0.2
+#: how long the supervisor waits for a session process to take a connection (its control queue is full)
+SEND_TIMEOUT = 2.0
 _WAKE = "wake"
 _CTL_MAX = 1 << 16
 _RDHUP = getattr(select, "POLLRDHUP", 0)  # Linux: the peer's FIN, seen without reading its data
@@ -143,7 +145,8 @@ class WorkerDaemon:
                  tls: TLS | None = None, one_session: bool = False,
                  keepalive: tuple[float, float, int] | None = _net.KEEPALIVE,
                  preauth_timeout: float = PREAUTH_TIMEOUT, max_preauth: int = MAX_PREAUTH,
-                 max_preauth_per_source: int = MAX_PREAUTH_PER_SOURCE, allow_no_frame_mac: bool = False) -> None:
+                 max_preauth_per_source: int = MAX_PREAUTH_PER_SOURCE, allow_no_frame_mac: bool = False,
+                 log_window: float = LOG_WINDOW) -> None:
         host, port = _net.parse_address(listen)
         if not secret and not _net.is_loopback(host):
             raise ValueError(f"refusing to listen on {listen} without a secret: anyone who can reach it could "
@@ -161,6 +164,7 @@ class WorkerDaemon:
         self.max_preauth = max_preauth
         self.max_preauth_per_source = max_preauth_per_source
         self.allow_no_frame_mac = allow_no_frame_mac
+        self.log_window = log_window
         self.tls = tls
         self._listener: socket.socket | None = None
         self._stopping = False
@@ -174,6 +178,7 @@ class WorkerDaemon:
         #: the exit status of a session process that ended by itself (not killed here), e.g. -9
         self.session_exit: int | None = None
         self._standby_due = 0.0  # while a session runs: fork the next standby then
+        self._refusals = _RefusalLog(window=log_window, timer=False)
 
     # ------------------------------------------------------------ listening
     def bind(self) -> str:
@@ -224,6 +229,7 @@ class WorkerDaemon:
                 if accept:
                     self._accept_all(listener)
                 self._kill_late()
+                self._refusals.tick()
         finally:
             self._shutdown()
 
@@ -235,6 +241,8 @@ class WorkerDaemon:
 
     def _poll_timeout(self) -> int:
         late = [c.kill_at for c in self._children.values() if c.kill_at]
+        if self._refusals.pending():
+            late.append(time.monotonic() + 0.5)
         if self._standby is None and self._session is not None:
             late.append(self._standby_due)
         if not late:
@@ -290,12 +298,17 @@ class WorkerDaemon:
         self._children = {}
 
     def _send_conn(self, child: _Child, sock: socket.socket, addr: str) -> bool:
+        # Blocking, bounded: when a flood outruns the session process, the supervisor waits for it (and the
+        # kernel's accept backlog pushes back on the clients) rather than dropping connections it accepted.
+        child.ctl.settimeout(SEND_TIMEOUT)
         try:
             socket.send_fds(child.ctl, [json.dumps({"conn": addr}).encode()], [sock.fileno()])
-        except OSError as e:  # a full control queue (the child does not keep up) or a dead child
-            log.warning("dropped connection from %s: the session process (pid %d) did not take it: %s",
-                        addr, child.pid, e.strerror or e)
+        except OSError as e:  # still full after that (the child is stuck) or a dead child
+            self._refusals.refused("not taken", "dropped connection from %s: the session process (pid %d) "
+                                   "did not take it: %s", addr, child.pid, e.strerror or e)
             return False
+        finally:
+            child.ctl.setblocking(False)
         return True
 
     def _target(self) -> _Child | None:
@@ -517,8 +530,9 @@ class _RefusalLog:
     first lines (what went wrong, from where) stay as informative as ever.
     """
 
-    def __init__(self, burst: int = LOG_BURST, window: float = LOG_WINDOW) -> None:
+    def __init__(self, burst: int = LOG_BURST, window: float = LOG_WINDOW, *, timer: bool = True) -> None:
         self.burst, self.window = burst, window
+        self.timer = timer  # False in the supervisor, which must stay single-threaded: it calls tick()
         self._lock = threading.Lock()
         self._start = 0.0
         self._logged = 0
@@ -535,10 +549,18 @@ class _RefusalLog:
                 log.warning(fmt, *args)
                 return
             self._suppressed[kind] += 1
-            if self._timer is None:
+            if self._timer is None and self.timer:
                 self._timer = threading.Timer(max(0.0, self._start + self.window - now), self.flush)
                 self._timer.daemon = True
                 self._timer.start()
+
+    def pending(self) -> bool:
+        return bool(self._suppressed)
+
+    def tick(self) -> None:
+        """Write the summary if its window has passed (for the supervisor's loop)."""
+        if self._suppressed and time.monotonic() - self._start >= self.window:
+            self.flush()
 
     def flush(self) -> None:
         with self._lock:
@@ -574,7 +596,7 @@ class _SessionProcess:
         self._preauth = _PreAuth(daemon.max_preauth, daemon.max_preauth_per_source)
         self._active = 0  # handshake threads running, under _active_cv
         self._active_cv = threading.Condition()
-        self._refusals = _RefusalLog()
+        self._refusals = _RefusalLog(window=daemon.log_window)
 
     def run(self) -> int:
         threading.Thread(target=self._control_loop, name="drizzle-tcp-control", daemon=True).start()
@@ -589,6 +611,7 @@ class _SessionProcess:
             # out) end as they would have, each with its log line; bounded by the handshake timeout.
             with self._active_cv:
                 self._active_cv.wait_for(lambda: self._active == 0, timeout=self.d.handshake_timeout + 0.5)
+            self._refusals.flush()  # the counts of a window still open
             return 0
 
     def _tell(self, msg: dict, fd: int | None = None) -> None:
@@ -775,7 +798,10 @@ class _SessionProcess:
                 # (an unpicklable value is not caught here: the runtime turns it into the task's failure)
                 log.warning("could not send to %s: %s", "the driver" if dest == DRIVER else f"worker {dest}", e)
 
-        runtime = WorkerRuntime(index, send, expect_peer=hub.expect, bytes_sent=lambda: hub.bytes_sent)
+        # A task that ignores its task_timeout: this process is disposable, so it exits (the supervisor
+        # ends the session, the driver recovers) instead of leaving the daemon wedged.
+        runtime = WorkerRuntime(index, send, expect_peer=hub.expect, bytes_sent=lambda: hub.bytes_sent,
+                                on_stuck=lambda: os._exit(3))
 
         def poll(timeout: float | None) -> list:
             with self._lock:
