@@ -737,8 +737,9 @@ def report(res: PartResult) -> None:
     if res.trimmed:
         start = {"driver": res.start.driver.rss_mb}
         start.update({f"worker {i}": p.rss_mb for i, (_pid, p, _q) in enumerate(res.worker_pairs())})
+        trimmed = sorted(res.trimmed.items(), key=lambda t: (t[0] != "driver", t[0]))
         print("RSS at the end after malloc_trim(0), growth from start (MB): "
-              + ", ".join(f"{n} {mb:.1f} ({mb - start.get(n, float('nan')):+.1f})" for n, mb in res.trimmed.items())
+              + ", ".join(f"{n} {mb:.1f} ({mb - start.get(n, float('nan')):+.1f})" for n, mb in trimmed)
               + "  (what falls back was freed memory the allocator kept, not live data)")
     peaks = [("driver", res.end.driver.peak_mb)] + [(f"worker {i}", q.peak_mb if q else float("nan"))
                                                     for i, (_pid, _p, q) in enumerate(res.worker_pairs())]
