@@ -21,6 +21,13 @@ between workers (measured: each reducer reports which process made each
 block) per second of the whole job (making the blocks included, so a lower
 bound on the link), for local and tcp (target on tcp loopback: >= 500 MB/s).
 
+Part 3, the cost of authenticating every frame (tcp without TLS; ``--mac-only``
+runs just this): the same tcp daemons with the frame MAC on (the default) and
+off (``frame_mac=False`` and ``--no-frame-mac``), in paired rounds that
+alternate on, off, on, off...: W1 round trips (single stage, G=1, ms per
+iteration) and shuffle MB/s. Printed: the median of the per-round ratios
+on/off and their spread (min-max).
+
 Medians of ``--repeat`` runs; the machine may be noisy, so read the ratios.
 """
 
@@ -103,16 +110,47 @@ def shuffle_throughput(ctx: dz.Context, block_mb: int, repeat: int) -> tuple[flo
     return statistics.median(crossed) * block_mb / med, maps * block_mb / med, med
 
 
+def mac_cost(rounds: int, iterations: int, block_mb: int) -> None:
+    """Part 3: frame MAC on vs off, paired interleaved rounds (see the module docstring)."""
+    contexts = {mac: dz.Context(transport="tcp", workers=WORKERS, frame_mac=mac) for mac in (True, False)}
+    w1: dict[bool, list[float]] = {True: [], False: []}
+    mbs: dict[bool, list[float]] = {True: [], False: []}
+    try:
+        for _ in range(rounds):
+            for mac, ctx in contexts.items():
+                w1[mac].append(time_single(ctx, 1, iterations, 1))
+                mbs[mac].append(shuffle_throughput(ctx, block_mb, 1)[0])
+    finally:
+        for ctx in contexts.values():
+            ctx.stop()
+
+    def paired(xs: list[float], ys: list[float]) -> str:
+        ratios = sorted(x / y for x, y in zip(xs, ys))
+        return f"{statistics.median(ratios):.2f} ({ratios[0]:.2f}-{ratios[-1]:.2f})"
+
+    print(f"\nFrame MAC on vs off (tcp, {WORKERS} workers, {rounds} paired rounds; ratio = on/off, median "
+          f"(min-max) of the per-round ratios)\n")
+    rows = [["W1 single stage G=1 (ms/iter)", f"{statistics.median(w1[True]):.4f}",
+             f"{statistics.median(w1[False]):.4f}", paired(w1[True], w1[False])],
+            [f"shuffle {block_mb} MB blocks (MB/s crossing)", f"{statistics.median(mbs[True]):.0f}",
+             f"{statistics.median(mbs[False]):.0f}", paired(mbs[True], mbs[False])]]
+    print(table(["measure", "MAC on", "MAC off", "on/off"], rows))
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true", help="few iterations, small blocks: a smoke run")
     p.add_argument("--iterations", type=int, default=200)
     p.add_argument("--repeat", type=int, default=5)
     p.add_argument("--block-mb", type=int, default=64)
+    p.add_argument("--mac-only", action="store_true", help="only part 3 (frame MAC on vs off)")
     args = p.parse_args(argv)
     if args.quick:
         args.iterations, args.repeat, args.block_mb = 30, 2, 8
     logging.basicConfig(level=logging.WARNING)
+    if args.mac_only:
+        mac_cost(max(3, args.repeat), args.iterations, args.block_mb)
+        return 0
 
     # Both contexts stay open and the runs alternate local, tcp, local, tcp...: on a
     # noisy machine, drift then hits both transports alike (idle workers cost nothing).
@@ -150,6 +188,7 @@ def main(argv: list[str] | None = None) -> int:
     rows = [[t, f"{shuf[t][2]:.3f}", f"{shuf[t][0]:.0f}", f"{shuf[t][1]:.0f}"] for t in TRANSPORTS]
     rows.append(["tcp/local", f"{shuf['tcp'][2] / shuf['local'][2]:.2f}", "", ""])
     print(table(["transport", "s/shuffle", "MB/s crossing", "MB/s all blocks"], rows))
+    mac_cost(max(3, args.repeat), args.iterations, args.block_mb)
     return 0
 
 
