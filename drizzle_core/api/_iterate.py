@@ -13,6 +13,15 @@ that holds data partitions: the new state reaches the workers for the next
 iteration worker to worker. The job's result is the state itself, so the
 driver sees every iteration as it completes.
 
+Order of combination: with W = ``ctx.num_workers`` when ``iterate`` is
+called, partition p's partial belongs to slot ``p % W``; each slot folds its
+partitions in increasing order, then the slots are folded in slot order
+(``ShuffleDep.combine_slots``). Round-robin placement puts slot w on worker
+w, so a clean run sends one partial per worker; the tree is fixed by the
+lineage, not by where tasks ran, so a run that lost a worker, or ran with
+another group size, gives the same floating-point state bit for bit. With
+at most W partitions it is the plain left fold, partition by partition.
+
 Recovery: when the driver receives ``state_i`` it truncates that dataset's
 lineage to the value (``_checkpoint``), so a lost worker costs at most the
 iterations after the last one the driver saw.
@@ -82,7 +91,7 @@ class _Combine(N.Wraps):
 
 
 class _Merge(N.Wraps):
-    """Reduce side: fold the workers' pre-combined partials (in worker order) with ``f``, a ``_Combine``."""
+    """Reduce side: fold the slots' pre-combined partials (in slot order) with ``f``, a ``_Combine``."""
 
     __slots__ = ()
 
@@ -148,6 +157,7 @@ def iterate(ctx: Context, data: D.Dataset, init: Any, *, local: Callable[[Any, A
     merge, upd = _Merge(comb), _Update(update, until)
     result = IterateResult(state=init)
     state0 = ctx.parallelize([(False, init)], 1).cache()
+    slots = max(1, min(ctx.num_workers, data.num_partitions))  # fixed for the whole loop: see the module doc
     stop = [False]
 
     pending: dict[int, D.Dataset] = {}  # iteration -> its state dataset, until its state arrives
@@ -159,7 +169,8 @@ def iterate(ctx: Context, data: D.Dataset, init: Any, *, local: Callable[[Any, A
                 return
             node = N.BroadcastZipNode(next(D._ids), data.node, state.node, local_op, f"iterate local at {label}")
             partials = D.Dataset(ctx, node, (data, state))
-            dep = N.ShuffleDep(next(D._shuffle_ids), partials.node, _Split(), local_combine=comb)
+            dep = N.ShuffleDep(next(D._shuffle_ids), partials.node, _Split(), local_combine=comb,
+                               combine_slots=slots)
             rnode = N.ShuffleReadNode(next(D._ids), (dep,), merge, 1, f"iterate combine at {label}")
             reduced = D.Dataset(ctx, rnode, (partials,))
             znode = N.ZipNode(next(D._ids), reduced.node, state.node, upd, f"iterate update at {label}")

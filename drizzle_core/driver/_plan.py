@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from typing import Any, NamedTuple, Protocol
 
 from .._errors import WorkerLostError
-from ..lineage import Node, ShuffleReadNode, SourceNode
+from ..lineage import Node, ShuffleReadNode, SourceNode, combined_slots
 from ..protocol import MAP, RESULT, Block, Task
 
 
@@ -71,7 +71,9 @@ class GroupPlan:
     job_partitions: dict[int, int] = field(default_factory=dict)
     stage_labels: dict[int, str] = field(default_factory=dict)
     run_of_worker: dict[int, set[int]] = field(default_factory=dict)  # worker -> runs it maps for
-    mappers: dict[int, set[int]] = field(default_factory=dict)   # run -> workers that map for it
+    # run -> {combine slot: workers that map its partitions}, for pre-combined shuffles (ShuffleDep)
+    slot_mappers: dict[int, dict[int, set[int]]] = field(default_factory=dict)
+    combined: dict[int, tuple[int, ...]] = field(default_factory=dict)  # run -> the blocks its reducers read
     # node -> the last job of the group whose tasks read or make its cached blocks: an
     # unpersisted dataset's blocks can go once that job is done, not the whole group
     read_by: dict[int, int] = field(default_factory=dict)
@@ -155,6 +157,11 @@ class Planner:
         plan.stage_labels[stage_id] = ds.node.label
         live = set(workers)
         nw = len(workers)
+        combine_dep = None  # the map side of a pre-combined shuffle: its slots' workers are recorded
+        if kind == MAP:
+            dep = plan.nodes[out[0]].deps[out[1]]  # type: ignore[attr-defined]  # a ShuffleReadNode
+            if dep.local_combine is not None:
+                combine_dep = dep
         for p in range(ds.num_partitions):
             inputs: list[tuple[Block, int]] = []
             stores: list[tuple[int, int]] = []
@@ -190,8 +197,13 @@ class Planner:
                 if type(node) is ShuffleReadNode:
                     for dep in node.deps:
                         run = runs[dep.shuffle_id]
-                        # pre-combined per worker: one block from each mapping worker
-                        by = tuple(sorted(plan.mappers.get(run, ()))) if dep.local_combine is not None else None
+                        by = None
+                        if dep.local_combine is not None:
+                            # pre-combined: one block per slot a single worker maps, else the slot's
+                            # partitions' blocks; a tree fixed by the lineage, not by the placement
+                            by = plan.combined.get(run)
+                            if by is None:
+                                by = plan.combined[run] = combined_slots(dep, plan.slot_mappers.get(run, {}))
                         shuffle_in[(dep.shuffle_id, q)] = (dep.shuffle_id, run, dep.num_map_partitions, by, q)
                     continue
                 parents = d.parents
@@ -224,7 +236,8 @@ class Planner:
                 plan.routes[entry[1]][entry[4]].add(w)
             if kind == MAP:
                 plan.run_of_worker.setdefault(w, set()).add(out[2])
-                plan.mappers.setdefault(out[2], set()).add(w)
+                if combine_dep is not None:
+                    plan.slot_mappers.setdefault(out[2], {}).setdefault(combine_dep.slot_of(p), set()).add(w)
             else:
                 plan.result_tasks[index] = (job, p)
             plan.tasks.append(Task(index, job, stage_id, ds.node.id, p, kind, out,

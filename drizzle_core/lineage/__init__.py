@@ -5,7 +5,18 @@ The driver walks nodes to plan; workers evaluate them.
 """
 
 from ._hash import bucket_of, portable_hash
-from ._nodes import BroadcastZipNode, NarrowNode, Node, ShuffleDep, ShuffleReadNode, SourceNode, UnionNode, ZipNode
+from ._nodes import (
+    BroadcastZipNode,
+    NarrowNode,
+    Node,
+    ShuffleDep,
+    ShuffleReadNode,
+    SourceNode,
+    UnionNode,
+    ZipNode,
+    combined_slots,
+    fold_slots,
+)
 from ._ops import (
     CombineMerge,
     CombineSplit,
@@ -25,6 +36,6 @@ from ._ops import (
 __all__ = [
     "BroadcastZipNode", "CombineMerge", "CombineSplit", "FilterOp", "FlatMapOp", "KeyByOp", "MapOp",
     "MapPartitionsOp", "MapPartitionsWithIndexOp", "NarrowNode", "Node", "ShuffleDep", "ShuffleReadNode",
-    "SourceNode", "UnionNode", "Wraps", "ZipNode", "ZipOp", "bucket_of", "group_merge", "group_split", "join_merge",
-    "portable_hash",
+    "SourceNode", "UnionNode", "Wraps", "ZipNode", "ZipOp", "bucket_of", "combined_slots", "fold_slots", "group_merge",
+    "group_split", "join_merge", "portable_hash",
 ]

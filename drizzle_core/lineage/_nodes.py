@@ -21,7 +21,7 @@ slice itself, so ``map_partitions`` and job functions get the array as is.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection, Iterable, Mapping
 from typing import Any
 
 
@@ -167,26 +167,97 @@ class ShuffleDep:
 
     ``split(partition, R)`` returns R buckets, bucket r for reduce partition r.
     ``shuffle_id`` identifies the dependency for the life of the driver.
-    With ``local_combine(a, b)``, each worker first folds the buckets of all
-    its map tasks (in partition order) and sends one block per reduce
-    partition instead of one per map task: a per-worker tree reduction.
+
+    With ``local_combine(a, b)`` the buckets of the map partitions are folded
+    before the reduce side sees them, in a tree fixed by the lineage alone:
+    map partition m belongs to *slot* ``m % combine_slots``; each slot is the
+    left fold of its partitions in increasing m, and the reduce side receives
+    one value per slot, in slot order. Which worker ran which partition never
+    changes that tree, so a run that lost a worker (its partitions recomputed
+    elsewhere) or ran with another group size gives the same floating-point
+    result, bit for bit. A worker that maps every partition of a slot folds
+    them itself and sends one block per reduce partition (``m = -1 - slot``);
+    a slot split across workers (after a recovery) sends its partitions'
+    buckets and the reducer folds them in the same order (see
+    :func:`combined_slots`). With one slot (the default) the result is the
+    plain sequential left fold over the partitions; ``iterate`` uses one slot
+    per worker, which is where round-robin placement puts the partitions, so a
+    clean run sends one block per worker.
     """
 
-    __slots__ = ("local_combine", "num_map_partitions", "parent", "shuffle_id", "split")
+    __slots__ = ("combine_slots", "local_combine", "num_map_partitions", "parent", "shuffle_id", "split")
 
     def __init__(self, shuffle_id: int, parent: Node, split: Callable[[Any, int], list[Any]],
-                 local_combine: Callable[[Any, Any], Any] | None = None) -> None:
+                 local_combine: Callable[[Any, Any], Any] | None = None, combine_slots: int = 1) -> None:
+        if isinstance(combine_slots, bool) or not isinstance(combine_slots, int) or combine_slots < 1:
+            raise ValueError(f"combine_slots must be a positive int, got {combine_slots!r}")
         self.shuffle_id = shuffle_id
         self.parent = parent.id
         self.num_map_partitions = parent.num_partitions
         self.split = split
         self.local_combine = local_combine
+        self.combine_slots = combine_slots
+
+    def slot_of(self, m: int) -> int:
+        """The combine slot of map partition ``m``."""
+        return m % self.combine_slots
+
+    def slot_size(self, slot: int) -> int:
+        """How many map partitions fold into ``slot``."""
+        return len(range(slot, self.num_map_partitions, self.combine_slots))
 
     def __getstate__(self) -> tuple[Any, ...]:
-        return (self.shuffle_id, self.parent, self.num_map_partitions, self.split, self.local_combine)
+        return (self.shuffle_id, self.parent, self.num_map_partitions, self.split, self.local_combine,
+                self.combine_slots)
 
     def __setstate__(self, state: tuple[Any, ...]) -> None:
-        self.shuffle_id, self.parent, self.num_map_partitions, self.split, self.local_combine = state
+        (self.shuffle_id, self.parent, self.num_map_partitions, self.split, self.local_combine,
+         self.combine_slots) = state
+
+
+def combined_slots(dep: ShuffleDep, mapped_by: Mapping[int, Collection[int]]) -> tuple[int, ...]:
+    """The shuffle blocks a reducer of the pre-combined ``dep`` reads, in combination order.
+
+    ``mapped_by[slot]`` is the set of workers that map the slot's partitions.
+    A slot mapped by one worker is one block ``-1 - slot`` (that worker folded
+    it); a slot split across workers is its map partitions' own blocks, in
+    increasing order (the reducer folds them, the same left fold). The planner
+    and the worker runtime both derive what to send and read from this rule.
+    """
+    by: list[int] = []
+    slots, n = dep.combine_slots, dep.num_map_partitions
+    for s in range(min(slots, n)):
+        if len(mapped_by.get(s, ())) == 1:
+            by.append(-1 - s)
+        else:
+            by.extend(range(s, n, slots))
+    return tuple(by)
+
+
+def fold_slots(dep: ShuffleDep, by: tuple[int, ...], values: list[Any]) -> list[Any]:
+    """One value per slot, in slot order, from the blocks ``by`` names (``values`` aligned with it).
+
+    Pre-combined blocks (``m < 0``) pass as they are; the map partitions of a
+    split slot are folded left to right with ``dep.local_combine``, exactly
+    as the worker holding the whole slot would have. The clean path (every
+    slot pre-combined) returns ``values`` itself.
+    """
+    if not by or max(by) < 0:
+        return values
+    combine = dep.local_combine
+    assert combine is not None
+    out: list[Any] = []
+    i, n = 0, len(by)
+    while i < n:
+        m, v = by[i], values[i]
+        i += 1
+        if m >= 0:
+            s = dep.slot_of(m)
+            while i < n and by[i] >= 0 and dep.slot_of(by[i]) == s:
+                v = combine(v, values[i])
+                i += 1
+        out.append(v)
+    return out
 
 
 class ShuffleReadNode(Node):

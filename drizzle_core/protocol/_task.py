@@ -2,8 +2,8 @@
 
 Block ids (shared by the planner, the scheduler and the worker runtime):
     ("c", node_id, partition)                      a cached partition
-    ("s", group, run, map_partition, reduce_part)  a shuffle bucket (map_partition = -1 - worker
-                                                   for a bucket pre-combined on that worker)
+    ("s", group, run, map_partition, reduce_part)  a shuffle bucket (map_partition = -1 - slot
+                                                   for a combine slot pre-combined by its worker)
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ class Task(NamedTuple):
     kind: int                  # MAP or RESULT
     out: tuple[Any, ...]                 # MAP: (reader node, dep index, run, R); RESULT: (func id,)
     inputs: tuple[Any, ...]              # cached block ids to wait for (local or forwarded)
-    # ((shuffle_id, run, map partitions, mapping workers | None, reduce partition), ...)
+    # ((shuffle_id, run, map partitions, block map ids | None, reduce partition), ...)
     shuffle_in: tuple[Any, ...]
     stores: tuple[Any, ...]              # ((node id, partition), ...) cached blocks to create
     attempt: int
@@ -37,11 +37,13 @@ class Task(NamedTuple):
 def shuffle_blocks(group: int, entry: tuple[Any, ...]) -> list[tuple[Any, ...]]:
     """The blocks a task reads for one shuffle input, in combination order.
 
-    ``entry`` is ``(shuffle_id, run, map partitions, mapping workers | None,
-    reduce partition)``: one block per map partition, or one per mapping
-    worker when the shuffle is pre-combined on each worker (``m = -1 - worker``).
+    ``entry`` is ``(shuffle_id, run, map partitions, block map ids | None,
+    reduce partition)``: one block per map partition, or, when the shuffle is
+    pre-combined (``ShuffleDep.local_combine``), the blocks the planner named:
+    ``-1 - slot`` for a slot folded by its one worker, a map partition's own
+    block for a slot split across workers (``lineage.combined_slots``).
     """
     _sid, run, nmaps, by, p = entry
     if by is None:
         return [("s", group, run, m, p) for m in range(nmaps)]
-    return [("s", group, run, -1 - w, p) for w in by]
+    return [("s", group, run, m, p) for m in by]

@@ -43,7 +43,7 @@ import cloudpickle
 import numpy as np
 
 from .._errors import TaskTimeout
-from ..lineage import ShuffleReadNode, SourceNode
+from ..lineage import ShuffleReadNode, SourceNode, fold_slots
 from ..protocol import MAP, Program, Task, _wire, shuffle_blocks
 from ..protocol import _messages as M
 from ._heartbeat import Liveness
@@ -161,8 +161,9 @@ class WorkerRuntime:
         self.ready: deque[tuple[GroupState, Task]] = deque()
         self.timers: list[tuple[Any, ...]] = []  # heap of (not_before, group, index, GroupState, Task)
         self.pending_forwards: dict[tuple[Any, ...], list[tuple[int, int]]] = {}
-        self.combine_left: dict[tuple[int, int], int] = {}   # (group, run) -> local map tasks still to run
-        self.combine_acc: dict[tuple[int, int], dict[int, list[Any]]] = {}  # (group, run) -> {map partition: buckets}
+        # Pre-combined shuffles (ShuffleDep.combine_slots), for the slots whose every map task runs here:
+        self.combine_left: dict[tuple[int, int, int], int] = {}  # (group, run, slot) -> its map tasks still to run
+        self.combine_acc: dict[tuple[int, int, int], dict[int, list[Any]]] = {}  # same -> {map partition: buckets}
         self.groups: dict[int, GroupState] = {}
         self.tasks: dict[tuple[int, int], Task] = {}
         self.programs: OrderedDict[int, Program] = OrderedDict()
@@ -276,13 +277,20 @@ class WorkerRuntime:
         blocks = self.blocks
         transient = self.transient
         nodes = program.nodes
+        combined: dict[tuple[int, int, int], int] | None = None  # slots mapped here: their slot sizes
         for task in tasks:
             need: list[tuple[Any, ...]] = list(task.inputs)
             for entry in task.shuffle_in:
                 need.extend(shuffle_blocks(group, entry))
-            if task.kind == MAP and nodes[task.out[0]].deps[task.out[1]].local_combine is not None:
-                ck = (group, task.out[2])
-                self.combine_left[ck] = self.combine_left.get(ck, 0) + 1
+            if task.kind == MAP:
+                dep = nodes[task.out[0]].deps[task.out[1]]
+                if dep.local_combine is not None:
+                    slot = dep.slot_of(task.partition)
+                    ck = (group, task.out[2], slot)
+                    self.combine_left[ck] = self.combine_left.get(ck, 0) + 1
+                    if combined is None:
+                        combined = {}
+                    combined[ck] = dep.slot_size(slot)
             key = (group, task.index)
             self.tasks[key] = task
             missing = set()
@@ -296,6 +304,12 @@ class WorkerRuntime:
                 self.waiting[key] = missing
             else:
                 self._make_ready(gs, task)
+        if combined:
+            for ck, size in combined.items():
+                if self.combine_left[ck] != size:
+                    # part of the slot maps elsewhere (a recovery moved it): its buckets go one by one,
+                    # the reducer folds them in the slot's order (lineage.combined_slots, as the planner)
+                    del self.combine_left[ck]
         for block, dest in forwards:
             if block in blocks:
                 self._send(dest, (M.BLOCKS, group, [(block, blocks[block])]))
@@ -535,24 +549,26 @@ class WorkerRuntime:
         group = gs.group
         m = task.partition
         if dep.local_combine is not None:
-            key = (group, run)
-            acc = self.combine_acc.setdefault(key, {})
-            acc[m] = buckets
-            left = self.combine_left[key] - 1
-            if left:
-                self.combine_left[key] = left
-                return
-            del self.combine_left[key]
-            del self.combine_acc[key]
-            # fold in partition order, so the result does not depend on task timing
-            parts = [acc[k] for k in sorted(acc)]
-            buckets = []
-            for r in range(R):
-                total = parts[0][r]
-                for other in parts[1:]:
-                    total = dep.local_combine(total, other[r])
-                buckets.append(total)
-            m = -1 - self.index  # one block from this worker
+            slot = dep.slot_of(m)
+            key = (group, run, slot)
+            left = self.combine_left.get(key)
+            if left is not None:  # every map task of the slot runs here: fold them, send one block
+                acc = self.combine_acc.setdefault(key, {})
+                acc[m] = buckets
+                if left > 1:
+                    self.combine_left[key] = left - 1
+                    return
+                del self.combine_left[key]
+                del self.combine_acc[key]
+                # fold in partition order: the tree is the lineage's, not this worker's or the timing's
+                parts = [acc[k] for k in sorted(acc)]
+                buckets = []
+                for r in range(R):
+                    total = parts[0][r]
+                    for other in parts[1:]:
+                        total = dep.local_combine(total, other[r])
+                    buckets.append(total)
+                m = -1 - slot
         by_dest: dict[int, list[Any]] = {}
         for r in range(R):
             for d in dests[r]:
@@ -615,8 +631,12 @@ class WorkerRuntime:
         if type(node) is ShuffleReadNode:
             entries = {(entry[0], entry[4]): entry for entry in task.shuffle_in}
             blocks = self.blocks
-            parents = [[blocks[b] for b in shuffle_blocks(gs.group, entries[(dep.shuffle_id, q)])]
-                       for dep in node.deps]
+            parents = []
+            for dep in node.deps:
+                entry = entries[(dep.shuffle_id, q)]
+                values = [blocks[b] for b in shuffle_blocks(gs.group, entry)]
+                # pre-combined: a slot split across workers is folded here, in the slot's order
+                parents.append(values if entry[3] is None else fold_slots(dep, entry[3], values))
         elif type(node) is SourceNode:
             return gs.sources[(node.id, q)]
         return node.compute(q, parents)

@@ -114,9 +114,12 @@ def run(problem: Problem, ctx: dz.Context, *, max_iter: int, group_size: int | s
 def run_serial(problem: Problem, *, max_iter: int, verbose: bool = False, desc: str = "") -> Fit:
     """Run ``problem`` in this process: the single-process reference for ``run``.
 
-    Same functions, same stopping rule; partials are combined left to right
-    (the engine combines per worker first, so floating-point sums may differ
-    in the last bits across the two).
+    Same functions, same stopping rule; partials are combined left to right.
+    The engine combines in ``iterate``'s fixed tree (partition p in slot
+    ``p % workers``, each slot folded in partition order, then the slots):
+    with at most one partition per worker that is this left fold, bit for
+    bit; with more, the last bits may differ from this one, but never between
+    two engine runs of the same fit (any group size, any lost worker).
     """
     bar = ProgressBar(max_iter, problem.loss, desc=desc) if verbose else None
     state, history, converged = problem.init, [], False
