@@ -12,6 +12,7 @@ the others could fail.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pickle
 import socket
@@ -106,11 +107,10 @@ def _receive(stream: bytes, recv_auth: FrameAuth, want: int) -> list:
     a, b = socket.socketpair()
     hub = Hub()
     hub.add(b, "sender", auth=recv_auth)
+
     def write() -> None:
-        try:
+        with contextlib.suppress(OSError):  # the hub may drop the connection before it took everything
             a.sendall(stream)
-        except OSError:  # the hub dropped the connection before it took everything
-            pass
 
     writer = threading.Thread(target=write)
     writer.start()

@@ -824,7 +824,11 @@ class _SessionProcess:
             if isinstance(msg, Disconnected):
                 if src == DRIVER:
                     runtime.stopped = True
-                    self._end(f"{msg.reason} without STOP" if msg.clean else msg.reason, stop=False, warn=True)
+                    # one wording for a driver that went away, whether its kernel sent FIN or a reset (a
+                    # killed driver with unread heartbeats); a frame that failed its MAC says so instead
+                    why = msg.reason if "authentication" in msg.reason else "connection closed without STOP" + (
+                        "" if msg.clean else f" ({msg.reason})")
+                    self._end(why, stop=False, warn=True)
                 elif msg.clean:
                     log.info("connection with worker %s ended", src)
                 else:
