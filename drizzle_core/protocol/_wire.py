@@ -88,6 +88,12 @@ def decode(body: bytes | bytearray | memoryview, lengths: tuple[int, ...]) -> An
     return pickle.loads(view[:main_len], buffers=buffers)
 
 
+def decode_parts(main: bytes | bytearray | memoryview, buffers: list[memoryview]) -> Any:
+    """Inverse of :func:`encode` for a body received in pieces: the main pickle and each buffer apart
+    (the Hub places a large frame's buffers at aligned addresses, with gaps between them)."""
+    return pickle.loads(main, buffers=buffers)
+
+
 def roundtrip(obj: Any) -> Any:
     """Encode and decode ``obj``, as a trip over a socket would (for in-process transports)."""
     frame = encode(obj)
