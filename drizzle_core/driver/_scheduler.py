@@ -46,7 +46,8 @@ error is not retried); ``DONE`` → ``_on_done``; ``WorkerLost`` →
 ``_on_worker_lost`` (forget its blocks; every run in flight recovers: abort
 the attempt, keep finished jobs' cached blocks, start a replacement if the
 transport can, re-plan the unfinished jobs — at most ``max_recoveries``
-times per group); ``WorkerJoined`` → ``_on_worker_joined``.
+times per group; whatever goes wrong while re-planning ends that run with a
+Drizzle error, never escapes into the caller that happened to poll); ``WorkerJoined`` → ``_on_worker_joined``.
 """
 from __future__ import annotations
 
@@ -63,7 +64,15 @@ from typing import Any
 
 import cloudpickle
 
-from .._errors import RemoteTraceback, SerializationError, TaskError, TaskTimeout, TaskTimeoutError, WorkerLostError
+from .._errors import (
+    DrizzleError,
+    RemoteTraceback,
+    SerializationError,
+    TaskError,
+    TaskTimeout,
+    TaskTimeoutError,
+    WorkerLostError,
+)
 from ..lineage import SourceNode
 from ..net import Transport, WorkerJoined, WorkerLost
 from ..protocol import Program
@@ -585,6 +594,7 @@ class GroupScheduler:
 
     def _replan(self, prep: _Prepared) -> _Prepared:
         old = prep.plan
+        self._await_worker()  # every worker was lost since it was planned: a replacement may be coming
         t0 = time.perf_counter()
         plan = self.planner.plan(old.jobs, self.live, self._located())
         self._open_plans[plan.group] = plan
@@ -665,6 +675,27 @@ class GroupScheduler:
                     keep.setdefault(w, []).append(block)
                     self.cache_locations[block] = w
         self._abort_attempt(run, keep)
+
+    def _try_reattempt(self, run: _Run, why: str) -> None:
+        """``_reattempt``, where a failure ends ``run`` (its owner raises it), never the caller that polled.
+
+        Recovery runs inside whichever caller happens to be polling (another
+        run's loop, ``check_workers``): an exception escaping it would surface
+        in an unrelated job. Drizzle's own errors (no live worker, a program
+        that cannot be pickled) go to the run as they are; anything else is a
+        fault of recovery itself, logged with its traceback and raised as a
+        ``WorkerLostError`` saying why the group needed recovering, with the
+        original as its cause: never a bare KeyError.
+        """
+        try:
+            self._reattempt(run)
+        except DrizzleError as e:
+            run.error = e
+        except Exception as e:
+            log.exception("re-planning group %d failed (%s)", run.prep.plan.group, why)
+            err = WorkerLostError(f"{why}; re-planning the group failed: {type(e).__name__}: {e}", worker="")
+            err.__cause__ = e
+            run.error = err
 
     def _reattempt(self, run: _Run) -> None:
         """Plan ``run``'s unfinished jobs again on the live workers and launch them."""
@@ -865,7 +896,7 @@ class GroupScheduler:
                 if other.error is None and not other.complete and any(
                         b in lost for t in other.plan.tasks for b in t.inputs):
                     self._recover(other, worker, "an input group failed")
-                    self._reattempt(other)
+                    self._try_reattempt(other, f"group {other.prep.plan.group} read blocks of a failed group")
 
     def _on_worker_lost(self, worker: int, reason: str) -> None:
         """Forget the worker and what it held; every run in flight recovers."""
@@ -911,10 +942,7 @@ class GroupScheduler:
             elif not self.live:
                 run.error = WorkerLostError(f"lost {name}: {reason}; no worker is left", worker=name)
             else:
-                try:
-                    self._reattempt(run)
-                except Exception as e:  # e.g. nothing left to plan on
-                    run.error = e
+                self._try_reattempt(run, f"lost {name}: {reason}")
 
     def _abort_attempt(self, run: _Run, keep: dict[int, list[tuple[Any, ...]]] | None = None) -> None:
         run.remaining.clear()
@@ -933,10 +961,7 @@ class GroupScheduler:
         stalled, self._stalled = self._stalled, []
         for run in stalled:  # groups that had no worker left go on
             run.stalled_until = 0.0
-            try:
-                self._reattempt(run)
-            except Exception as e:
-                run.error = e
+            self._try_reattempt(run, "no worker was left")
         if self.trace is not None:
             self.trace.instant(f"{self.transport.worker_names[worker]} joined")
 
