@@ -243,8 +243,8 @@ class WorkerDaemon:
         late = [c.kill_at for c in self._children.values() if c.kill_at]
         if self._refusals.pending():
             late.append(time.monotonic() + 0.5)
-        if self._standby is None and self._session is not None:
-            late.append(self._standby_due)
+        if self._standby is None and self._session is not None and not (self.one_session and self.sessions):
+            late.append(self._standby_due)  # (a one-session daemon forks no standby: no wake-up for it)
         if not late:
             return 500
         return max(0, min(500, int((min(late) - time.monotonic()) * 1000) + 1))
@@ -816,7 +816,12 @@ class _SessionProcess:
                     peer_addrs[h["index"]] = addr
                 else:
                     sock.close()
-            return hub.poll(timeout)
+            events = hub.poll(timeout)
+            if len(events) > 1 and any(src == DRIVER and isinstance(m, Disconnected) for src, m in events) and any(
+                    src == DRIVER and type(m) is tuple and m and m[0] == STOP for src, m in events):
+                # The hub puts ends first; a driver that said STOP and closed, read in one round, said STOP.
+                events = [e for e in events if not (e[0] == DRIVER and isinstance(e[1], Disconnected))]
+            return events
 
         def on_event(src: Any, msg: Any) -> bool:
             if src == _WAKE:
