@@ -102,11 +102,11 @@ def test_a_long_task_is_not_mistaken_for_a_hung_worker(kind, request, no_orphans
 
 
 def test_a_driver_away_between_jobs_does_not_declare_its_workers_lost(no_orphans):
-    with dz.Context("local", 2, worker_timeout=0.5) as ctx:
+    with dz.Context("local", 2, worker_timeout=0.3) as ctx:
         pids = worker_pids(ctx)
-        time.sleep(1.5)  # the caller's own work between jobs: nobody reads the heartbeats meanwhile
+        time.sleep(1.0)  # the caller's own work between jobs: nobody reads the heartbeats meanwhile
         assert ctx.parallelize(range(6), 3).sum() == 15
-        time.sleep(1.5)
+        time.sleep(1.0)
         assert ctx.parallelize(range(6), 3).sum() == 15
         assert sum(m.recoveries for m in ctx.metrics) == 0
         assert worker_pids(ctx) == pids
@@ -125,8 +125,9 @@ def _endless(x):
 
 
 @pytest.mark.parametrize("kind", ["local", "tcp"])
-def test_task_timeout_interrupts_the_task_and_names_it(kind, request, no_orphans):
+def test_task_timeout_interrupts_the_task_names_it_and_the_worker_goes_on(kind, request, no_orphans):
     with _context(kind, request, task_timeout=0.5) as ctx:
+        pids = worker_pids(ctx)
         with pytest.raises(dz.TaskTimeoutError) as info:
             ctx.parallelize(range(4), 2).map(_hang_on_one).collect()
         err = info.value
@@ -136,14 +137,6 @@ def test_task_timeout_interrupts_the_task_and_names_it(kind, request, no_orphans
             ctx.parallelize(range(2), 2).map(_endless).collect()
         with pytest.raises(dz.TaskTimeoutError):  # a pure-Python loop gives way too
             ctx.parallelize(range(2), 2).map(_spin_then).collect()
-
-
-@pytest.mark.parametrize("kind", ["local", "tcp"])
-def test_task_timeout_leaves_the_same_workers_and_nothing_behind(kind, request, no_orphans):
-    with _context(kind, request, task_timeout=0.5) as ctx:
-        pids = worker_pids(ctx)
-        with pytest.raises(dz.TaskTimeoutError):
-            ctx.parallelize(range(4), 2).map(_hang_on_one).collect()
         assert ctx.parallelize(range(4), 2).map(lambda x: x + 1).collect() == [1, 2, 3, 4]
         assert worker_pids(ctx) == pids  # interrupted, not restarted
         assert_no_bookkeeping(ctx)
@@ -190,7 +183,7 @@ def test_ctrl_c_while_waiting_on_a_hung_worker_ends_everything(tmp_path, worker_
     try:
         pids = [int(p) for p in proc.stdout.readline().split()]
         assert len(pids) == 2
-        time.sleep(1.5)  # waiting on the hung worker (and, with a timeout, on the 600 s tasks after it)
+        time.sleep(1.0)  # waiting on the hung worker (and, with a timeout, on the 600 s tasks after it)
         proc.send_signal(signal.SIGINT)
         _out, err = proc.communicate(timeout=30)
         assert proc.returncode != 0 and "KeyboardInterrupt" in err
