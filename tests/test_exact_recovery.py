@@ -135,7 +135,7 @@ floats = st.floats(-1e6, 1e6, allow_nan=False, allow_infinity=False).map(lambda 
 
 @settings(max_examples=6, deadline=None, suppress_health_check=[HealthCheck.too_slow,
                                                                  HealthCheck.function_scoped_fixture])
-@given(values=st.lists(floats, min_size=6, max_size=40), partitions=st.integers(2, 7),
+@given(values=st.lists(floats, min_size=8, max_size=40), partitions=st.integers(2, 7),  # no empty partition
        group_size=st.integers(1, 6), iterations=st.integers(2, 8), kill_at=st.integers(1, 40),
        job=st.sampled_from(["iterate", "reduce_by_key", "reduce"]))
 def test_float_sums_with_a_lost_worker_equal_the_sequential_fold_exactly(
