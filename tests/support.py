@@ -105,6 +105,16 @@ def wait_dead(pids, timeout: float = 10.0) -> list[int]:
     return [p for p in pids if alive(p)]
 
 
+def wait_all_live(ctx: dz.Context, timeout: float = 15.0) -> None:
+    """A killed worker's replacement joins in the background: wait for it, running tiny jobs meanwhile
+    (a job's polls are what read the WorkerJoined), so the next test or round starts on W workers."""
+    deadline = time.monotonic() + timeout
+    while len(ctx.live_workers) < ctx.num_workers and time.monotonic() < deadline:
+        ctx.run_jobs([(ctx.parallelize([0], 1), len)], group_size=1)
+        time.sleep(0.02)
+    assert len(ctx.live_workers) == ctx.num_workers
+
+
 def kill_alive(pids) -> None:
     """SIGKILL each of ``pids`` still running (a test's cleanup after a failure)."""
     for p in pids:

@@ -33,7 +33,7 @@ from drizzle_ml import ConvergenceWarning, KMeans, LogisticRegression, run_seria
 from drizzle_ml import run as run_problem
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
-from support import FakeDataset, context, count_call, kill_self_once, worker_pids
+from support import FakeDataset, context, count_call, kill_self_once, wait_all_live, worker_pids
 
 import drizzle_core as dz
 from drizzle_core import lineage as N
@@ -46,17 +46,8 @@ W = 3  # workers of the module's context
 
 def _ctx() -> dz.Context:
     ctx = context("local", W)
-    _wait_all_live(ctx)
+    wait_all_live(ctx)
     return ctx
-
-
-def _wait_all_live(ctx: dz.Context, timeout: float = 15.0) -> None:
-    """A killed worker's replacement joins in the background: wait for it, so every test starts on W workers."""
-    deadline = time.monotonic() + timeout
-    while len(ctx.live_workers) < ctx.num_workers and time.monotonic() < deadline:
-        ctx.run_jobs([(ctx.parallelize([0], 1), len)], group_size=1)  # reads what arrived (WorkerJoined)
-        time.sleep(0.02)
-    assert len(ctx.live_workers) == ctx.num_workers
 
 
 def _recoveries(ctx: dz.Context, since: int) -> int:
@@ -267,7 +258,7 @@ def test_fit_with_a_worker_killed_at_a_random_moment_gives_the_clean_coefficient
             timer.join()
         recovered += _recoveries(ctx, n0)
         assert np.array_equal(hurt, clean), f"attempt {attempt}"
-        _wait_all_live(ctx)
+        wait_all_live(ctx)
         if recovered:
             break
     assert recovered >= 1  # at least one kill landed inside a group (not between two)

@@ -23,7 +23,7 @@ import time
 import cloudpickle
 import pytest
 from bookkeeping import assert_no_bookkeeping
-from support import Lineage, alive, kill_alive, wait_dead, worker_pids
+from support import Lineage, alive, kill_alive, wait_all_live, wait_dead, worker_pids
 from test_tcp import tls_files  # noqa: F401  (the session's throwaway CA and certificate)
 
 import drizzle_core as dz
@@ -66,11 +66,7 @@ def test_a_stopped_worker_is_declared_lost_fenced_and_its_work_recomputed(kind, 
             assert sum(m.recoveries for m in ctx.metrics) >= 1
             # fenced: the stopped process was killed (a stopped process that woke up could send stale blocks)
             assert wait_dead([pids[1]]) == []
-            deadline = time.monotonic() + 30
-            while len(ctx.live_workers) < 2 and time.monotonic() < deadline:
-                ctx.parallelize(range(2), 2).count()  # the replacement joins while jobs run
-                time.sleep(0.05)
-            assert len(ctx.live_workers) == 2
+            wait_all_live(ctx, timeout=30)
             assert sorted(pairs.reduce_by_key(int.__add__, 3).collect()) == _expected_sums()
             assert_no_bookkeeping(ctx)
         finally:

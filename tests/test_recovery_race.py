@@ -22,7 +22,7 @@ import time
 import traceback
 
 import pytest
-from support import Lineage, wait_dead, worker_pids
+from support import Lineage, wait_all_live, wait_dead, worker_pids
 from test_scheduler_unit import idle, scheduler, state
 
 import drizzle_core as dz
@@ -119,14 +119,6 @@ def _parts(add: int) -> list[list[int]]:
     return [[x + add for x in ITEMS[i:i + 30]] for i in range(0, 120, 30)]
 
 
-def _wait_all_live(ctx: dz.Context, timeout: float = 15.0) -> None:
-    deadline = time.monotonic() + timeout
-    while len(ctx.live_workers) < ctx.num_workers and time.monotonic() < deadline:
-        ctx.run_jobs([(ctx.parallelize([0], 1), len)], group_size=1)  # reads what arrived (WorkerJoined)
-        time.sleep(0.02)
-    assert len(ctx.live_workers) == ctx.num_workers
-
-
 KINDS = ["groups", "shuffle", "iterate", "cached", "unpicklable", "threads"]
 
 
@@ -164,7 +156,7 @@ def test_a_worker_killed_at_random_moments_gives_exact_results_or_drizzle_errors
                     t.join()
             outcomes[outcome] = outcomes.get(outcome, 0) + 1
             recoveries += sum(m.recoveries for m in ctx.metrics[n0:])
-            _wait_all_live(ctx)
+            wait_all_live(ctx)
         report = ctx.bookkeeping()
     assert recoveries >= 3, (recoveries, outcomes)  # the kills did land inside groups
     assert outcomes.get("as expected", 0) >= 5, outcomes

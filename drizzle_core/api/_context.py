@@ -169,7 +169,7 @@ WORKER_TIMEOUT = 60.0
 
 
 def _check_timeout(value: Any, name: str) -> None:
-    ok = value is None or (isinstance(value, (int, float, numbers.Real)) and not isinstance(value, bool)
+    ok = value is None or (isinstance(value, numbers.Real) and not isinstance(value, bool)
                            and math.isfinite(float(value)) and float(value) > 0)
     if not ok:
         raise ValueError(f"{name} must be a positive number of seconds or None, got {value!r}")

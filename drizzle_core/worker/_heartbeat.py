@@ -127,8 +127,7 @@ class Liveness:
                     f"(for {STUCK_GRACE:g} s); its worker is restarted")
             log.error("task %d of group %d: %s", task.index, gs.group, text)
             try:
-                self._send(M.DRIVER, (M.FAILED, gs.group, task.index, task.attempt, text + "\n",
-                                      _pickled(TaskTimeout(text))))
+                self.runtime.send_failure(gs.group, task.index, task.attempt, text + "\n", TaskTimeout(text))
             except Exception as e:
                 log.debug("could not report the stuck task: %s", e)
             if self.on_stuck is not None:
@@ -148,12 +147,3 @@ class Liveness:
         if running is not None and running is self._interrupted:
             raise TaskTimeout(f"the task ran longer than task_timeout={self.task_timeout:g} s and was interrupted")
 
-
-def _pickled(e: BaseException) -> bytes | None:
-    import cloudpickle
-
-    try:
-        data: bytes = cloudpickle.dumps(e)
-        return data
-    except Exception:
-        return None

@@ -230,6 +230,10 @@ class WorkerRuntime:
         else:
             log.warning("worker %d: unknown message %r from %r", self.index, tag, src)
 
+    def send_failure(self, group: int, index: int, attempt: int, tb: str, exc: BaseException) -> None:
+        """Tell the driver that task ``index`` of ``group`` failed (safe from the liveness thread too)."""
+        self._send(M.DRIVER, (M.FAILED, group, index, attempt, tb, _picklable(exc)))
+
     def _is_dead(self, group: int) -> bool:
         return group < self.dead_below or group in self.dead_groups
 
@@ -259,8 +263,8 @@ class WorkerRuntime:
                 # e.g. a function from a module this worker cannot import: the
                 # group fails with the reason; the worker keeps serving.
                 first = Task._make(tasks[0]) if tasks else None
-                self._send(M.DRIVER, (M.FAILED, group, first.index if first else -1, first.attempt if first else 0,
-                                      f"{M.PROGRAM_LOAD_FAILED}:\n" + traceback.format_exc(), _picklable(e)))
+                self.send_failure(group, first.index if first else -1, first.attempt if first else 0,
+                                  f"{M.PROGRAM_LOAD_FAILED}:\n" + traceback.format_exc(), e)
                 self.dead_groups.add(group)
                 return
             self.programs[program_id] = program
@@ -471,7 +475,7 @@ class WorkerRuntime:
         (index, attempt, value), why = bad[0]
         text = (f"the task's result cannot be sent to the driver: {type(why).__name__}: {why} "
                 f"({_unpicklable_part(value)}; return picklable values, e.g. plain data)")
-        self._send(M.DRIVER, (M.FAILED, group, index, attempt, text + "\n", _picklable(TypeError(text))))
+        self.send_failure(group, index, attempt, text + "\n", TypeError(text))
         gs = self.groups.get(group)
         if gs is not None:
             gs.failed = True
@@ -501,7 +505,7 @@ class WorkerRuntime:
             gs.failed = True
             self.flush_results()
             tb = traceback.format_exc()
-            self._send(M.DRIVER, (M.FAILED, group, task.index, task.attempt, tb, _picklable(e)))
+            self.send_failure(group, task.index, task.attempt, tb, e)
             return
         finally:
             self.running = None  # first: an interrupt arriving now must find no task to interrupt
