@@ -158,7 +158,9 @@ def _as_driver(daemon: Daemon) -> socket.socket:
 
 
 def _wait_eof(sock: socket.socket) -> None:
-    sock.settimeout(5)
+    # Bounded above the daemon's END_GRACE + handshake timeout (8 s): a connection handed to a session
+    # process that is ending (its driver's STOP not yet seen by the supervisor) is answered when it exits.
+    sock.settimeout(15)
     while True:
         try:
             if not sock.recv(1 << 16):
