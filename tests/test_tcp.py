@@ -16,6 +16,7 @@ import socket
 import struct
 import subprocess
 import sys
+import textwrap
 import time
 
 import pytest
@@ -240,6 +241,34 @@ class TestBadInput:
             sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n" + os.urandom(200))
             _wait_eof(sock)
         self._one_line_then_serves(daemon, before, "not a drizzle client", me)
+
+    def test_a_standby_forked_while_handing_on_keeps_no_copy_of_the_connection(self, tmp_path):
+        """When a session ends and a connection arrives in the same turn of the supervisor's loop, the standby is
+        forked while the supervisor holds that connection: a copy left in the child kept the client from ever
+        seeing its connection closed (test_garbage_bytes timed out in CI). Driven directly, in a fresh process."""
+        script = tmp_path / "hand_on.py"
+        script.write_text(textwrap.dedent("""
+            import socket, sys
+            from drizzle_tcp._daemon import WorkerDaemon
+            d = WorkerDaemon("127.0.0.1:0", b"secret")
+            d.bind()
+            ours, client = socket.socketpair()
+            d._hand_on(ours, "test:1")  # no session and no standby yet: this forks one
+            client.sendall(b"GET / HTTP/1.1\\r\\n\\r\\n" + bytes(200))
+            client.settimeout(10)
+            try:
+                while client.recv(65536):
+                    pass
+                print("closed")
+            except ConnectionResetError:
+                print("closed")
+            except TimeoutError:
+                print("still open")
+            finally:
+                d._shutdown()
+        """))
+        out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=60, env=_env())
+        assert out.stdout.strip() == "closed", (out.stdout, out.stderr)
 
     def test_oversized_hello(self, daemon):
         before = len(daemon.lines())

@@ -178,6 +178,7 @@ class WorkerDaemon:
         #: the exit status of a session process that ended by itself (not killed here), e.g. -9
         self.session_exit: int | None = None
         self._standby_due = 0.0  # while a session runs: fork the next standby then
+        self._in_hand: socket.socket | None = None  # a connection being handed on (see _hand_on)
         self._refusals = _RefusalLog(window=log_window, timer=False)
 
     # ------------------------------------------------------------ listening
@@ -289,6 +290,8 @@ class WorkerDaemon:
         """In a fresh child: close what belongs to the supervisor (else a dead child's EOF never shows)."""
         if self._listener is not None:
             self._listener.close()
+        if self._in_hand is not None:
+            self._in_hand.close()
         for child in self._children.values():
             child.ctl.close()
             if child.driver is not None:
@@ -333,7 +336,13 @@ class WorkerDaemon:
             self._hand_on(sock, addr)
 
     def _hand_on(self, sock: socket.socket, addr: str) -> None:
-        target = self._target()
+        # _target may fork a standby while we hold ``sock``: the child must not keep a copy of it (the client
+        # would never see its connection close), so _close_inherited closes what is in hand.
+        self._in_hand = sock
+        try:
+            target = self._target()
+        finally:
+            self._in_hand = None
         if target is None:
             log.warning("dropped connection from %s: no session process to take it", addr)
         else:
