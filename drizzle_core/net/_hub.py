@@ -240,6 +240,10 @@ class Hub:
         for conn in [c for c in self._conns if c.peer == peer and c.epoch is not None and c.epoch < epoch]:
             self._drop(conn, f"peer {peer!r} was replaced", clean=True)
 
+    def expected(self, peer: Any) -> int:
+        """The incarnation of ``peer`` this hub knows of (0 until told otherwise)."""
+        return self._expected.get(peer, 0)
+
     def listen(self, sock: socket.socket, accept: Callable[[socket.socket], Any]) -> None:
         """Accept connections on ``sock``; ``accept(conn)`` handshakes and returns the peer id
         (or None to drop the connection)."""

@@ -38,7 +38,7 @@ class LocalTransport(HubTransport):
     """``workers`` processes on this host; see the package docstring.
 
     What is local here: processes started by this transport, reached over
-    ``DIR/w{i}.sock`` (the worker binds it; its appearing means "ready"),
+    ``DIR/w{i}.{epoch}.sock`` (the worker binds it; its appearing means "ready"),
     named by pid. The rest (sends, losses, joins, close) is
     :class:`~drizzle_core.transport.HubTransport`'s.
     """
@@ -56,6 +56,7 @@ class LocalTransport(HubTransport):
         self.start_timeout = start_timeout
         self.replace_lost = replace_lost
         self._dir: str | None = None
+        self._epochs: list[int] = []  # slot -> incarnation of the process in it (its socket's name)
 
     # ---------------------------------------------------------------- start
     def _start_workers(self) -> None:
@@ -63,6 +64,7 @@ class LocalTransport(HubTransport):
         self._env = worker_env()
         for i in range(self.num_workers):
             self._procs.append(self._spawn(i, 0))
+            self._epochs.append(0)
         deadline = time.monotonic() + self.start_timeout
         for i in range(self.num_workers):
             self._hub.add(self._connect(i, deadline), i)
@@ -77,7 +79,7 @@ class LocalTransport(HubTransport):
         )
 
     def _path(self, i: int) -> str:
-        return os.path.join(self._dir or "", f"w{i}.sock")
+        return os.path.join(self._dir or "", _hello.socket_name(i, self._epochs[i]))
 
     def add_worker(self, spec: Any = None) -> int:
         """Start one more worker process; returns its index."""
@@ -86,6 +88,7 @@ class LocalTransport(HubTransport):
         self._check_open()
         i = len(self._procs)
         self._procs.append(self._spawn(i, 0))
+        self._epochs.append(0)
         self._hub.add(self._connect(i, time.monotonic() + self.start_timeout), i)
         self._configure_worker(i)
         return i
@@ -97,6 +100,7 @@ class LocalTransport(HubTransport):
         self._kill(self._procs[worker])
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self._path(worker))
+        self._epochs[worker] = epoch
         self._procs[worker] = self._spawn(worker, epoch)
         # Python takes ~0.1 s to start: don't hold the recovery for it; poll()
         # connects when the socket appears (_try_join) and reports WorkerJoined.

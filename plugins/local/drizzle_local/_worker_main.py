@@ -1,6 +1,6 @@
 """A local worker process: ``python -m drizzle_local._worker_main INDEX DIR PARENT_PID [EPOCH]``.
 
-Listens on ``DIR/w{INDEX}.sock``; the driver and the other workers connect
+Listens on ``DIR/w{INDEX}.{EPOCH}.sock`` (``_hello.socket_name``); the driver and the other workers connect
 to it. Exits when the driver says STOP, when the driver's connection drops,
 or (Linux) the moment its parent dies (PR_SET_PDEATHSIG), so that no worker
 outlives a driver killed with kill -9.
@@ -32,10 +32,11 @@ def main(argv: list[str] | None = None) -> int:
                         format=f"%(asctime)s worker {index} %(levelname)s %(name)s: %(message)s")
 
     def connect_peer(peer: int) -> socket.socket:
-        return _hello.connect(os.path.join(directory, f"w{peer}.sock"), index, epoch)
+        # the incarnation of the peer this worker knows of (from the driver's launches)
+        return _hello.connect(os.path.join(directory, _hello.socket_name(peer, hub.expected(peer))), index, epoch)
 
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    path = os.path.join(directory, f"w{index}.sock")
+    path = os.path.join(directory, _hello.socket_name(index, epoch))
     listener.bind(path + ".tmp")
     os.rename(path + ".tmp", path)  # appears only once bound: the driver never sees a half-made socket
     listener.listen(64)
