@@ -70,6 +70,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--parent-pid", type=int, default=None, help=argparse.SUPPRESS)
     parser.add_argument("--refusal-log-window", type=float, default=LOG_WINDOW, help=argparse.SUPPRESS)
     parser.add_argument("--one-session", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--connect-deadline", type=float, default=None, help=argparse.SUPPRESS)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -85,13 +86,18 @@ def run(args: argparse.Namespace) -> int:
         daemon = WorkerDaemon(args.listen, secret, max_frame=args.max_frame,
                               handshake_timeout=args.handshake_timeout, tls=tls, one_session=args.one_session,
                               keepalive=keepalive, preauth_timeout=args.preauth_timeout,
-                              allow_no_frame_mac=args.no_frame_mac, log_window=args.refusal_log_window)
+                              allow_no_frame_mac=args.no_frame_mac, log_window=args.refusal_log_window,
+                              connect_deadline=args.connect_deadline if args.one_session else None)
         address = daemon.bind()
     except (OSError, ValueError) as e:
         print(f"drizzle worker: {e}", file=sys.stderr)
         return 2
     # The one line on stdout: a driver that started this daemon reads the port from it.
-    print(f"drizzle worker listening on {address}", flush=True)
+    try:
+        print(f"drizzle worker listening on {address}", flush=True)
+    except BrokenPipeError:  # the driver that started us gave up on us (its launcher closed) before we were up
+        log.info("nobody reads the address of this daemon; exiting")
+        return 0
     try:
         daemon.serve_forever()
     except KeyboardInterrupt:

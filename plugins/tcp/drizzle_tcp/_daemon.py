@@ -142,7 +142,7 @@ class WorkerDaemon:
 
     def __init__(self, listen: str = "127.0.0.1:7078", secret: bytes = b"", *, max_frame: int = DEFAULT_MAX_FRAME,
                  handshake_timeout: float = _net.HANDSHAKE_TIMEOUT, connect_timeout: float = _net.CONNECT_TIMEOUT,
-                 tls: TLS | None = None, one_session: bool = False,
+                 tls: TLS | None = None, one_session: bool = False, connect_deadline: float | None = None,
                  keepalive: tuple[float, float, int] | None = _net.KEEPALIVE,
                  preauth_timeout: float = PREAUTH_TIMEOUT, max_preauth: int = MAX_PREAUTH,
                  max_preauth_per_source: int = MAX_PREAUTH_PER_SOURCE, allow_no_frame_mac: bool = False,
@@ -159,6 +159,9 @@ class WorkerDaemon:
         self.handshake_timeout = handshake_timeout
         self.connect_timeout = connect_timeout
         self.one_session = one_session
+        #: with ``one_session``: leave if no driver has connected this many seconds after listening (a daemon
+        #: placed by a launcher whose driver went away before connecting must not wait forever)
+        self.connect_deadline = connect_deadline
         self.keepalive = keepalive
         self.preauth_timeout = preauth_timeout
         self.max_preauth = max_preauth
@@ -211,8 +214,12 @@ class WorkerDaemon:
         self._watch(listener.fileno(), select.POLLIN, "listener", listener)
         _warm_up()
         log.info("listening on %s", self.address)
+        give_up = time.monotonic() + self.connect_deadline if self.connect_deadline else None
         try:
             while not self._stopping:
+                if give_up is not None and not self.sessions and time.monotonic() > give_up:
+                    log.warning("no driver connected within %g s; exiting", self.connect_deadline)
+                    break
                 if self._standby is None and not (self.one_session and self.sessions) and (
                         self._session is None or time.monotonic() >= self._standby_due):
                     self._standby = self._fork()

@@ -65,11 +65,9 @@ long task.
 
 from __future__ import annotations
 
+import logging
 import os
 import secrets
-import selectors
-import subprocess
-import sys
 import time
 import uuid
 from typing import Any
@@ -80,15 +78,18 @@ from drizzle_core.transport import (
     Hub,
     HubTransport,
     TransportError,
-    describe_exit,
-    spawn_process,
+    WorkerJoined,
+    WorkerLost,
     worker_env,
 )
 
 from . import _handshake, _hashing, _net
 from ._handshake import PEERS
+from ._launcher import CONNECT_DEADLINE, DaemonSpec, Failed, Launcher, Started
+from ._local_launcher import START_TIMEOUT, LocalLauncher
 
-START_TIMEOUT = 60.0
+#: how often the driver asks the launcher what its engine saw (a daemon's host gone), while it listens
+LAUNCHER_WATCH = 0.05
 
 
 class TcpTransport(HubTransport):
@@ -107,7 +108,8 @@ class TcpTransport(HubTransport):
                  start_timeout: float = START_TIMEOUT, tls_cert: str | None = None, tls_key: str | None = None,
                  tls_ca: str | None = None, worker_log_level: str | None = None,
                  keepalive: Any = _net.KEEPALIVE, user_timeout: float | None = None,
-                 replace_lost: bool = True, frame_mac: bool = True) -> None:
+                 replace_lost: bool = True, frame_mac: bool = True, launcher: Launcher | None = None,
+                 connect_deadline: float = CONNECT_DEADLINE) -> None:
         if isinstance(workers, str):
             workers = [w.strip() for w in workers.split(",") if w.strip()]
         if isinstance(workers, (list, tuple)):
@@ -123,6 +125,13 @@ class TcpTransport(HubTransport):
         else:
             raise ValueError(f"the tcp transport takes a list of worker addresses ('host:port') or a number of "
                              f"workers to start on this host, got {workers!r}")
+        if launcher is not None and not self.spawn:
+            raise ValueError(f"a launcher starts workers: give their number (workers=N), not addresses {workers!r}")
+        #: who starts the ``spawn`` daemons and reports their deaths (``_launcher``): local processes by default
+        self.launcher: Launcher | None = None
+        if self.spawn:
+            self.launcher = launcher or LocalLauncher(start_timeout=start_timeout)
+        self.connect_deadline = connect_deadline
         if self.spawn and secret is None and secret_file is None:
             secret = secrets.token_hex(32)  # fresh for daemons we start: nobody else can join them
         self.secret = _handshake.read_secret(secret, secret_file)
@@ -140,6 +149,9 @@ class TcpTransport(HubTransport):
         super().__init__(Hub(max_frame=self.max_frame))
         self._pids: list[int | None] = []
         self._epochs: list[int] = []  # incarnation of the daemon in each slot
+        self._where: list[str] = []   # where the launcher placed each daemon ("" for one added by address)
+        self._replacing: dict[int, int] = {}  # slot -> the epoch of the replacement asked of the launcher
+        self._next_watch = 0.0        # when to ask the launcher for news next
         self.session = ""        # the id every worker of this driver's session knows it by
         self._hashing: dict[str, Any] | None = None  # how worker 0 hashes: every worker must hash alike
 
@@ -147,6 +159,8 @@ class TcpTransport(HubTransport):
     def _start_workers(self) -> None:
         if self.spawn:
             self._start_daemons()
+        else:
+            self._where = [""] * len(self.addresses)
         self.session = uuid.uuid4().hex
         for i, address in enumerate(self.addresses):
             sock, pid, auth = self._connect(i, address, self.addresses, 0)
@@ -200,6 +214,7 @@ class TcpTransport(HubTransport):
         i = len(self.addresses)
         sock, pid, auth = self._connect(i, spec, [*self._peer_table(), spec], 0)
         self.addresses.append(spec)
+        self._where.append("")
         self._pids.append(pid)
         self._epochs.append(0)
         self._hub.add(sock, i, auth=auth)
@@ -207,26 +222,9 @@ class TcpTransport(HubTransport):
         self._announce(i)
         return i
 
-    def replace_worker(self, worker: int, epoch: int) -> bool:
-        """Start a new daemon in the slot of a lost one this driver started (incarnation ``epoch``)."""
-        if self._closed or not self.replace_lost or not 0 <= worker < len(self._procs):
-            return False
-        self._kill(self._procs[worker])
-        proc = self._procs[worker] = self._spawn()
-        address = self._read_address(worker, proc, time.monotonic() + self.start_timeout)
-        peers = self._peer_table()
-        peers[worker] = address
-        sock, pid, auth = self._connect(worker, address, peers, epoch)
-        self.addresses[worker], self._pids[worker], self._epochs[worker] = address, pid, epoch
-        self._adopt(worker, sock, auth)
-        self._announce(worker)
-        return True
-
-    def _start_daemons(self) -> None:
-        env = worker_env()
-        env["DRIZZLE_SECRET"] = self.secret.decode()  # not on the command line, where ps would show it
-        args = ["--listen", "127.0.0.1:0", "--parent-pid", str(os.getpid()), "--one-session",
-                "--max-frame", str(self.max_frame), "--handshake-timeout", str(self.handshake_timeout),
+    def _daemon_spec(self) -> DaemonSpec:
+        """The settings every daemon of this session starts with (see ``_launcher``)."""
+        args = ["--max-frame", str(self.max_frame), "--handshake-timeout", str(self.handshake_timeout),
                 "--keepalive", _net.format_keepalive(self.keepalive)]
         if self.tls:
             args += ["--tls-cert", self.tls.cert, "--tls-key", self.tls.key, "--tls-ca", self.tls.ca]
@@ -234,41 +232,119 @@ class TcpTransport(HubTransport):
             args += ["--log-level", self.worker_log_level]
         if not self.frame_mac:
             args += ["--no-frame-mac"]
-        self._spawn_args = (env, args)
-        for _ in range(self.spawn):
-            self._procs.append(self._spawn())
+        return DaemonSpec(self.spawn, self.secret, tuple(args), worker_env(), self.connect_deadline)
+
+    def _start_daemons(self) -> None:
+        """Have the launcher start ``spawn`` daemons; wait (bounded) until each listens."""
+        launcher = self.launcher
+        assert launcher is not None
+        launcher.open(self._daemon_spec())
+        for i in range(self.spawn):
+            launcher.launch(i, 0)
+        started: dict[int, Started] = {}
         deadline = time.monotonic() + self.start_timeout
-        for i, proc in enumerate(self._procs):
-            self.addresses.append(self._read_address(i, proc, deadline))
-
-    def _spawn(self) -> subprocess.Popen:
-        env, args = self._spawn_args
-        # spawn_process, not Popen: the daemon's parent-death signal follows this process, not this thread
-        return spawn_process([sys.executable, "-m", "drizzle_tcp._worker_main", *args],
-                             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, env=env, start_new_session=True)
-
-    def _read_address(self, i: int, proc: subprocess.Popen, deadline: float) -> str:
-        """The daemon prints ``drizzle worker listening on HOST:PORT`` once it listens."""
-        assert proc.stdout is not None
-        with selectors.DefaultSelector() as sel:
-            sel.register(proc.stdout, selectors.EVENT_READ)
-            while True:
-                if sel.select(timeout=0.05):
-                    line = proc.stdout.readline().decode(errors="replace").strip()
-                    proc.stdout.close()
-                    if line.startswith("drizzle worker listening on "):
-                        return line.rsplit(" ", 1)[1]
-                    code = proc.wait(timeout=5)
-                    raise TransportError(f"tcp worker {i} (pid {proc.pid}) {describe_exit(code)} while "
-                                         f"starting; its error output is above")
+        while len(started) < self.spawn:
+            for ev in launcher.poll():
+                if isinstance(ev, Started):
+                    started[ev.index] = ev
+                else:
+                    raise TransportError(f"{self.name} worker {ev.index} could not be started: {ev.reason}")
+            if len(started) < self.spawn:
                 if time.monotonic() > deadline:
-                    raise TransportError(f"tcp worker {i} (pid {proc.pid}) did not start within "
-                                         f"{self.start_timeout:.0f}s")
+                    missing = sorted(set(range(self.spawn)) - set(started))
+                    raise TransportError(f"{self.name} workers {missing} did not start within "
+                                         f"{self.start_timeout:.0f}s ({launcher.name} launcher)")
+                time.sleep(0.002)
+        self.addresses = [started[i].address for i in range(self.spawn)]
+        self._where = [started[i].where for i in range(self.spawn)]
+
+    def replace_worker(self, worker: int, epoch: int) -> bool | None:
+        """Have the launcher start a new daemon in the slot of a lost one it started (incarnation ``epoch``);
+        it joins from ``poll`` (``WorkerJoined``) while the survivors carry on."""
+        if self._closed or not self.replace_lost or self.launcher is None or not 0 <= worker < self.spawn:
+            return False
+        self.launcher.kill(worker)
+        self.launcher.launch(worker, epoch)
+        self._replacing[worker] = epoch
+        self._starting[worker] = time.monotonic() + self.start_timeout
+        return None
+
+    def poll(self, timeout: float | None) -> list[tuple[int, Any]]:
+        if self.launcher is None:
+            return super().poll(timeout)
+        # The launcher reports what its engine saw (a node gone before any socket noticed): look often.
+        events = super().poll(LAUNCHER_WATCH if timeout is None else min(timeout, LAUNCHER_WATCH))
+        if not self._starting and time.monotonic() >= self._next_watch:
+            events.extend(self._joined())
+        return events
+
+    def _joined(self) -> list[tuple[int, Any]]:
+        """The launcher's news: replacements that listen now are handshaken and joined; losses the engine saw
+        are reported (and fenced) before any socket may notice them."""
+        events: list[tuple[int, Any]] = []
+        if self.launcher is None:
+            return events
+        self._next_watch = time.monotonic() + LAUNCHER_WATCH
+        log = logging.getLogger(f"drizzle.{self.name}")
+        for ev in self.launcher.poll():
+            i = ev.index
+            if isinstance(ev, Started):
+                if self._replacing.get(i) != ev.epoch or i not in self._starting:
+                    self.launcher.kill(i)  # late for a slot given up on
+                    continue
+                del self._starting[i]
+                try:
+                    self._join(i, ev)
+                except (TransportError, OSError) as e:
+                    log.warning("the replacement for %s worker %d at %s could not be joined: %s", self.name, i,
+                                ev.address, e)
+                    self.launcher.kill(i)
+                    continue
+                events.append((i, WorkerJoined()))
+            elif isinstance(ev, Failed):
+                if self._starting.pop(i, None) is not None:
+                    log.warning("the replacement for %s worker %d did not start: %s", self.name, i, ev.reason)
+            elif ev.epoch == self._epochs[i] and i not in self._lost:
+                log.warning("%s worker %d: %s", self.name, i, ev.reason)
+                self._fence(i)  # gone for the engine: whatever is left of it must deliver nothing late
+                self._lost.add(i)
+                events.append((i, WorkerLost(ev.reason)))
+        now = time.monotonic()
+        for i, deadline in list(self._starting.items()):
+            if now > deadline:
+                del self._starting[i]
+                self.launcher.kill(i)
+                log.warning("the replacement for %s worker %d did not start within %.0fs", self.name, i,
+                            self.start_timeout)
+        return events
+
+    def _join(self, worker: int, ev: Started) -> None:
+        peers = self._peer_table()
+        peers[worker] = ev.address
+        sock, pid, auth = self._connect(worker, ev.address, peers, ev.epoch)
+        self.addresses[worker], self._pids[worker], self._epochs[worker] = ev.address, pid, ev.epoch
+        self._where[worker] = ev.where
+        self._adopt(worker, sock, auth)
+        self._announce(worker)
+
+    def _exit_of(self, worker: int, timeout: float = 1.0) -> str | None:
+        if self.launcher is None or worker >= self.spawn:
+            return None
+        return self.launcher.exit_of(worker, timeout)
+
+    def _fence(self, worker: int) -> None:
+        if self.launcher is not None and worker < self.spawn:
+            self.launcher.kill(worker)
+        self._hub.disconnect(worker)
+
+    def _cleanup(self) -> None:
+        if self.launcher is not None:
+            self.launcher.close()
 
     @property
     def worker_names(self) -> list[str]:
-        return [f"tcp worker {i} ({a}" + (f", pid {p})" if p is not None else ")")
-                for i, (a, p) in enumerate(zip(self.addresses, self._pids))]
+        return [f"{self.name} worker {i} ({a}" + (f", pid {p}" if p is not None else "")
+                + (f", {w})" if w else ")") for i, (a, p, w) in enumerate(zip(self.addresses, self._pids, self._where))]
 
     def _why_lost(self, worker: int, msg: Disconnected) -> str:
         address = self.addresses[worker]
