@@ -351,3 +351,38 @@ def test_a_stream_takes_a_controller_and_leaves_the_contexts_auto_alone(ctx):
     s.run(batches=20, group_size="auto")  # idle time grows a stream's AIMD to its caps: its own, not ours
     assert ctx.auto_group_size.next_size() == size
     assert len(sink.batches) == 26
+
+
+def test_from_partitions_prefer_places_each_partition_on_its_worker():
+    """``prefer``: partition p runs on worker prefer[p] while it is live (the opposite of the default p % W),
+    and the cached blocks stay there; a preferred worker that is not there is ignored."""
+    from support import worker_pids
+
+    with dz.Context(transport="local", workers=2) as ctx:
+        pids = worker_pids(ctx)
+        ds = ctx.from_partitions([[0], [1], [2], [3]], prefer=[1, 0, None, 7]).map_partitions(_pid_of).cache()
+        got = ds.glom()
+        assert [p[0] for p in got[:2]] == [pids[1], pids[0]]
+        assert {p[0] for p in got[2:]} <= set(pids)
+        assert ds.glom() == got  # read where it was cached
+        ds.unpersist()
+        assert_no_bookkeeping(ctx)
+
+
+def _pid_of(it):
+    import os
+
+    return [os.getpid()]
+
+
+@pytest.mark.parametrize("bad", [[0], [0, -1], [0, "w1"], [0, True], 3])
+def test_from_partitions_refuses_a_bad_prefer(inline, bad):
+    with pytest.raises((ValueError, TypeError), match="prefer must give one worker index"):
+        inline.from_partitions([[1], [2]], prefer=bad)
+
+
+def test_from_dask_and_from_ray_say_which_transport_they_need(inline):
+    with pytest.raises(TypeError, match=r"from_dask .* needs Context\(transport='dask'\).*'inline'"):
+        inline.from_dask(object())
+    with pytest.raises(TypeError, match=r"from_ray .* needs Context\(transport='ray'\)"):
+        inline.from_ray(object())

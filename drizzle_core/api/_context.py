@@ -168,6 +168,18 @@ def _guarded(results: JobIterator, guard: _Guarded) -> Iterator[tuple[int, list[
 WORKER_TIMEOUT = 60.0
 
 
+def _preferred(prefer: Any, n: int) -> list[int | None] | None:
+    """``from_partitions(prefer=)`` checked: one worker index (or None) per partition."""
+    if prefer is None:
+        return None
+    where = list(prefer) if isinstance(prefer, (list, tuple)) else None
+    if where is None or len(where) != n or not all(
+            w is None or (isinstance(w, int) and not isinstance(w, bool) and w >= 0) for w in where):
+        raise ValueError(f"from_partitions: prefer must give one worker index (an int >= 0) or None per "
+                         f"partition ({n}), got {prefer!r}")
+    return where
+
+
 def _check_timeout(value: Any, name: str) -> None:
     ok = value is None or (isinstance(value, numbers.Real) and not isinstance(value, bool)
                            and math.isfinite(float(value)) and float(value) > 0)
@@ -332,7 +344,7 @@ class Context:
         return D.Dataset(self, node, ())
 
     def from_partitions(self, partitions: Sequence[Any], *, not_before: float | None = None,
-                        label: str | None = None) -> D.Dataset:
+                        label: str | None = None, prefer: Sequence[int | None] | None = None) -> D.Dataset:
         """A dataset whose partition p is ``partitions[p]``, as given (``parallelize`` splits data; this does not).
 
         For a library that makes its own inputs: each partition is an
@@ -343,7 +355,10 @@ class Context:
         work that becomes possible at a known time (a micro-batch, at its
         end) is scheduled once, G batches at a time, and starts on time with
         no driver round trip. ``label`` names the dataset in errors and
-        traces (default: the call site).
+        traces (default: the call site). ``prefer``: for each partition, the
+        index of the worker that should read it (None: any), honoured while
+        that worker is live — for data that already sits on a worker's host
+        (``from_dask`` places each partition with the Dask worker holding it).
         """
         self._check_open()
         parts = D._partitions_arg(partitions, "from_partitions")
@@ -356,8 +371,31 @@ class Context:
         if label is not None and not isinstance(label, str):
             raise TypeError(f"from_partitions: label must be a str, got {type(label).__name__}")
         name = label if label is not None else f"from_partitions at {D._call_site()}"
-        node = N.SourceNode(next(D._ids), parts, name, start_at=None if not_before is None else float(not_before))
+        where = _preferred(prefer, len(parts))
+        node = N.SourceNode(next(D._ids), parts, name, start_at=None if not_before is None else float(not_before),
+                            prefer=where)
         return D.Dataset(self, node, ())
+
+    def from_dask(self, collection: Any, **options: Any) -> D.Dataset:
+        """A cached dataset of a Dask collection's partitions (a dask array's blocks along its rows, a
+        dataframe's partitions), each read by the Drizzle worker beside the Dask worker that holds it,
+        never through the driver. Needs ``transport="dask"`` (the ``drizzle-dask`` plugin)."""
+        return self._engine_input("from_dask", "dask", collection, options)
+
+    def from_ray(self, dataset: Any, **options: Any) -> D.Dataset:
+        """A cached dataset of a Ray Dataset's blocks, each read by a Drizzle worker on the node that holds
+        it where one is there, never through the driver. Needs ``transport="ray"`` (the ``drizzle-ray``
+        plugin)."""
+        return self._engine_input("from_ray", "ray", collection=dataset, options=options)
+
+    def _engine_input(self, method: str, transport: str, collection: Any, options: dict[str, Any]) -> D.Dataset:
+        self._check_open()
+        make = getattr(self._transport, method, None)
+        if make is None:
+            raise TypeError(f"{method} reads from the engine the workers run in: it needs "
+                            f"Context(transport={transport!r}), this Context runs on {self._transport.name!r}")
+        ds: D.Dataset = make(self, collection, **options)
+        return ds
 
     # --------------------------------------------------------------- jobs
     def run_jobs(self, jobs: Iterable[tuple[D.Dataset, Callable[[Any], Any]]],

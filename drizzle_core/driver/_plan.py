@@ -191,6 +191,9 @@ class Planner:
                 plan.nodes[node.id] = node
                 if type(node) is SourceNode:
                     sources.append(key)
+                    here = node.prefer[q] if node.prefer is not None and prefer < 0 and not broadcast else None
+                    if here is not None and here in live:
+                        prefer = here
                 start_at = getattr(node, "start_at", None)
                 if start_at is not None and start_at > not_before:
                     not_before = start_at

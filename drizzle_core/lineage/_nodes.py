@@ -64,12 +64,16 @@ class SourceNode(Node):
     earlier — a micro-batch's source tasks are launched ahead of time and wait
     on their worker for the batch's time to come, not on the driver."""
 
-    __slots__ = ("partitions", "start_at")
+    __slots__ = ("partitions", "prefer", "start_at")
 
-    def __init__(self, id: int, partitions: list[Any], label: str, start_at: float | None = None) -> None:
+    def __init__(self, id: int, partitions: list[Any], label: str, start_at: float | None = None,
+                 prefer: list[int | None] | None = None) -> None:
         super().__init__(id, len(partitions), label)
         self.partitions = partitions
         self.start_at = start_at
+        #: per partition, the worker its task should run on when that worker is live (Spark's preferred
+        #: locations): data that already sits on a worker's host is read there, not through the driver
+        self.prefer = prefer
 
     def compute(self, p: int, parents: list[Any]) -> Iterable[Any]:
         part: Iterable[Any] = self.partitions[p]
