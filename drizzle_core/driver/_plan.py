@@ -92,6 +92,11 @@ class Planner:
         self._stage_ids = itertools.count()
         self._run_ids = itertools.count()
         self.next_group = 1
+        #: cached blocks to move to another worker the next time a job reads them: block -> that worker.
+        #: The scheduler fills it when a worker joins (a replacement, an added worker), so cached data
+        #: recomputed on the survivors spreads out again instead of keeping the newcomer idle; the move
+        #: rides on the reading job (the block is forwarded to the reader, which keeps it), no extra message.
+        self.moves: dict[Block, int] = {}
 
     def plan(
         self,
@@ -185,7 +190,12 @@ class Planner:
                         # read, not computed: the node (and its data) stays off the wire
                         inputs.append((block, loc))
                         if prefer < 0 and not broadcast:
-                            prefer = loc  # a broadcast input (a model, a state) goes where the data is
+                            to = self.moves.pop(block, loc) if self.moves else loc
+                            if to != loc and to in live:
+                                prefer = to  # moved: forwarded to the reader, which keeps it from now on
+                                stores.append(key)
+                            else:
+                                prefer = loc  # a broadcast input (a model, a state) goes where the data is
                         continue
                     stores.append(key)
                 plan.nodes[node.id] = node

@@ -326,8 +326,10 @@ class GroupScheduler:
 
     def _drop_node(self, node_id: int) -> None:
         """Drop a dataset's blocks: those that exist, and those running groups made (not committed yet)."""
+        moves = self.planner.moves
         for block in [b for b in self.cache_locations if b[1] == node_id]:
             self.pending_drops.setdefault(self.cache_locations.pop(block), []).append(block)
+            moves.pop(block, None)
         for plan in self._open_plans.values():
             for block in plan.made_of.pop(node_id, ()):
                 w = plan.new_cache.pop(block, None)
@@ -723,6 +725,25 @@ class GroupScheduler:
                 self.live.append(worker)
                 self.live.sort()
             self._version += 1
+            self._rebalance(worker)
+
+    def _rebalance(self, worker: int) -> None:
+        """Give a worker that joined its share of the cached partitions.
+
+        Partition q of a cached dataset is made on ``live[q % n]`` when nothing
+        is cached; after a loss the survivors recomputed the lost worker's
+        partitions, and locality would keep every later job of them there (a
+        replacement stayed idle: 2x slower after a recovery). Each block that
+        the default placement gives ``worker`` moves to it the next time a job
+        reads it (``Planner.moves``): forwarded to the reader there, which
+        keeps it; the old copy is dropped once no group reads it.
+        """
+        live = self.live
+        n = len(live)
+        moves = self.planner.moves
+        for block, loc in self.cache_locations.items():
+            if loc != worker and live[block[2] % n] == worker:
+                moves[block] = worker
 
     def _replace(self, worker: int) -> bool:
         try:
@@ -905,6 +926,9 @@ class GroupScheduler:
             self.live.remove(worker)
         for block in [b for b, w in self.cache_locations.items() if w == worker]:
             del self.cache_locations[block]
+        moves = self.planner.moves
+        for block in [b for b, to in moves.items() if to == worker or b not in self.cache_locations]:
+            del moves[block]
         self.pending_drops.pop(worker, None)
         self._deferred = [d for d in self._deferred if d.copy is None or d.copy[0] != worker]
         for plan in self._open_plans.values():
@@ -1000,6 +1024,8 @@ class GroupScheduler:
                 "pending_drops": sum(len(v) for v in self.pending_drops.values()),
                 "driving_threads": len(self._drivers), "stalled": len(self._stalled),
                 "cached_blocks": len(self.cache_locations),
+                # moves (Planner.moves) wait for the next job reading their block; one for a block gone is a leak
+                "stale_moves": sum(1 for b in self.planner.moves if b not in self.cache_locations),
             }
             names = self.transport.worker_names
             return {"driver": driver, "workers": {names[w]: box.get(w) for w in asked}}

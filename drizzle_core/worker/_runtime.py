@@ -619,7 +619,12 @@ class WorkerRuntime:
             nid, q = key
             block = ("c", nid, q)
             v = blocks.get(block)
-            if v is None:
+            if v is not None:
+                if key in stores and block in self.transient:
+                    # a cached block moved here (forwarded for this task): this worker keeps it now
+                    self._add_block(block, v, transient=False)
+                    gs.stored.append(block)
+            else:
                 node = nodes[nid]
                 v = self._compute(gs, task, node, q, [values[pk] for pk in node.narrow_inputs(q)])
                 if key in stores:
