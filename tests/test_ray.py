@@ -171,8 +171,12 @@ def test_a_node_killed_loses_its_worker_and_a_replacement_joins_elsewhere(ray_cl
 _DRIVER = textwrap.dedent("""
     import os, sys, time
     sys.path[:0] = {path!r}
+    import ray
     from support import worker_pids
     import drizzle_core as dz
+    with dz.Context(transport="ray", workers=1, address={address!r}) as ctx:  # it calls ray.init itself
+        assert ctx.parallelize(range(10), 2).sum() == 45 and ray.is_initialized()
+    assert not ray.is_initialized()  # ... and shuts down the Ray it started
     ctx = dz.Context(transport="ray", workers=2, address={address!r})
     tasks = worker_pids(ctx)
     def ppid(pid):
@@ -184,14 +188,19 @@ _DRIVER = textwrap.dedent("""
 """)
 
 
-def test_a_driver_killed_takes_its_actors_and_daemons_with_it(ray_cluster, no_orphans):
-    """The driver (a Ray driver the transport initialized itself, by address) is killed with SIGKILL: Ray ends
-    the actors it owned, and their daemons die with them."""
+def test_a_driver_killed_takes_its_actors_and_daemons_with_it(ray_cluster, no_orphans, tmp_path):
+    """The driver (a Ray driver the transport initialized itself, by address, and shut down at close) is
+    killed with SIGKILL: Ray ends the actors it owned, and their daemons die with them."""
     script = _DRIVER.format(path=sys.path, address=ray_cluster.address)
-    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    log = tmp_path / "driver.log"  # a file, not a pipe: Ray's log lines must never fill a pipe and stall it
+    with open(log, "wb") as err:
+        proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=err)
     pids: list[int] = []
     try:
         line = proc.stdout.readline().decode()
+        if not line:
+            proc.wait(timeout=30)
+            pytest.fail(f"the driver ended: {log.read_text(errors='replace')[-3000:]}")
         pids = [int(p) for p in line.split()]
         assert len(pids) == 6, line
         assert all(alive(p) for p in pids)

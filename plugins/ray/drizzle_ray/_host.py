@@ -59,6 +59,8 @@ from drizzle_tcp import DaemonSpec, start_daemon
 CONCURRENCY = 4
 #: the environment variable naming the block socket, set in the daemon's environment
 BLOCKS_ENV = "DRIZZLE_RAY_BLOCKS"
+#: how long a block read waits for its dataset's refs to arrive (``hold``) before it fails
+HOLD_WAIT = 10.0
 _LEN = struct.Struct(">Q")
 
 log = logging.getLogger("drizzle.ray")
@@ -110,6 +112,7 @@ class DaemonHost:
     def __init__(self, spec: DaemonSpec, held: dict[str, list[Any]]) -> None:
         self._spec = spec
         self._held = dict(held)             # from_ray key -> its block refs (borrowed from the driver)
+        self._held_changed = threading.Condition()
         self._proc: subprocess.Popen[bytes] | None = None
         self._started = threading.Event()   # start() has finished (well or not): watch() may look
         self._dir = tempfile.mkdtemp(prefix="drizzle-ray-")
@@ -144,7 +147,9 @@ class DaemonHost:
         return code
 
     def hold(self, key: str, refs: list[Any]) -> None:
-        self._held[key] = refs
+        with self._held_changed:
+            self._held[key] = refs
+            self._held_changed.notify_all()
 
     # ------------------------------------------------------------ blocks
     def _serve(self) -> None:
@@ -175,7 +180,9 @@ class DaemonHost:
         import ray
         from ray.data.block import BlockAccessor
 
-        refs = self._held.get(key)
+        with self._held_changed:  # a hold() queued behind start() on a replacement may still be on its way
+            self._held_changed.wait_for(lambda: key in self._held, timeout=HOLD_WAIT)
+            refs = self._held.get(key)
         if refs is None:
             raise KeyError(f"this ray actor holds no from_ray dataset {key!r} (released, or never sent)")
         block = ray.get(refs[position])

@@ -30,8 +30,9 @@ import logging
 from dataclasses import dataclass, replace
 from typing import Any
 
-from drizzle_core.transport import TransportError, describe_exit
 from drizzle_tcp import DaemonSpec, Failed, Launcher, LauncherEvent, Lost, Started
+
+from drizzle_core.transport import TransportError, describe_exit
 
 from . import _host, _session
 
@@ -145,7 +146,8 @@ class RayLauncher(Launcher):
         if old is not None:
             self._kill_actor(old)
         strategy = PlacementGroupSchedulingStrategy(placement_group=self._pg, placement_group_bundle_index=index)
-        actor = self._actor_class.options(scheduling_strategy=strategy, **self._actor_options).remote(self._spec, self.held)
+        options = {**self._actor_options, "scheduling_strategy": strategy}
+        actor = self._actor_class.options(**options).remote(self._spec, self.held)
         self.slots[index] = _Slot(epoch, actor, actor.start.remote(), actor.watch.remote())
 
     # ------------------------------------------------------------ poll
@@ -228,17 +230,20 @@ class RayLauncher(Launcher):
         return slot.info.node_id if slot is not None and slot.info is not None and not slot.reported else None
 
     def hold(self, key: str, refs: list[Any], timeout: float = 30.0) -> None:
-        """Give every running actor (and every later replacement) a ``from_ray`` dataset's block refs."""
+        """Give every actor (and every later replacement) a ``from_ray`` dataset's block refs; wait for the
+        running ones to have them (an actor still waiting for room gets them when it starts)."""
         import ray
 
         self.held[key] = refs
-        calls = [s.actor.hold.remote(key, refs) for s in self.slots.values() if not s.reported]
-        ready, pending = ray.wait(calls, num_returns=len(calls), timeout=timeout)
+        calls = [(s.info is not None, s.actor.hold.remote(key, refs)) for s in self.slots.values() if not s.reported]
+        running = [ref for started, ref in calls if started]
+        ready, pending = ray.wait(running, num_returns=len(running), timeout=timeout)
         for ref in ready:
             with contextlib.suppress(Exception):  # an actor that died meanwhile: its slot is lost anyway
                 ray.get(ref)
         if pending:
-            raise TransportError(f"ray actors did not take the from_ray block refs within {timeout:g}s")
+            raise TransportError(f"{len(pending)} ray actors did not take the from_ray block refs within "
+                                 f"{timeout:g}s")
 
     def close(self) -> None:
         if self._closed:
