@@ -129,7 +129,9 @@ def test_a_worker_killed_mid_group_gives_the_reference_result(tmp_path_factory, 
     n0 = len(ctx.metrics)
     assert ctx.run_jobs(built, group_size=group_size) == expected
     killed = os.path.exists(os.path.join(tmp, "killed"))
-    assert sum(m.recoveries for m in ctx.metrics[n0:]) == (1 if killed else 0)
+    # one loss; a group planned ahead that it hit too counts it as well ("lost ... during group 1, 2")
+    recoveries = [m.recoveries for m in ctx.metrics[n0:]]
+    assert (max(recoveries) == 1) if killed else (sum(recoveries) == 0), recoveries
     wait_all_live(ctx)  # the replacement actor joins (a new actor in the same bundle)
 
 
