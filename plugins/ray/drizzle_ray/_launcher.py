@@ -113,10 +113,19 @@ class RayLauncher(Launcher):
 
     # ------------------------------------------------------------ open
     def open(self, spec: DaemonSpec) -> None:
+        self._owns_ray = _session.connect(self.address)
+        try:
+            self._place(spec)
+        except BaseException:
+            if self._owns_ray:  # nothing of this session is left in Ray, nor the Ray session it started
+                self._owns_ray = False
+                _session.disconnect()
+            raise
+
+    def _place(self, spec: DaemonSpec) -> None:
         import ray
         from ray.util.placement_group import placement_group, remove_placement_group
 
-        self._owns_ray = _session.connect(self.address)
         self._spec = replace(spec, env=_node_env(spec.env))
         bundles = [dict(self.resources) for _ in range(spec.workers)]
         self._pg = placement_group(bundles, strategy=self.placement)
