@@ -15,6 +15,7 @@ the wire format), never the driver.
 from ._errors import TransportError
 from .hookspecs import hookimpl
 from .net import (
+    THREAD_VARS,
     Disconnected,
     Hub,
     HubTransport,
@@ -36,6 +37,7 @@ __all__ = [
     "DEFAULT_MAX_FRAME",
     "DRIVER",
     "STOP",
+    "THREAD_VARS",
     "Disconnected",
     "Hub",
     "HubTransport",

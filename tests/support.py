@@ -77,6 +77,13 @@ def check_pipelines(ctx: dz.Context, items: list, partitions: int, jobs: list, g
     assert ctx.run_jobs(built, group_size=group_size) == expected
 
 
+def recovered(metrics) -> int:
+    """How many recoveries a stretch of groups needed: the most any one group went through. One lost worker
+    recovers every group in flight at that moment, once each: with pipelining, the running group and the
+    next one launched behind it, so a sum would count one loss twice."""
+    return max((m.recoveries for m in metrics), default=0)
+
+
 # ----------------------------------------------------------- worker processes
 def _pid_partition(it):
     return [os.getpid()]

@@ -33,7 +33,7 @@ from drizzle_ml import ConvergenceWarning, KMeans, LogisticRegression, run_seria
 from drizzle_ml import run as run_problem
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
-from support import FakeDataset, context, count_call, kill_self_once, wait_all_live, worker_pids
+from support import FakeDataset, context, count_call, kill_self_once, recovered, wait_all_live, worker_pids
 
 import drizzle_core as dz
 from drizzle_core import lineage as N
@@ -51,7 +51,7 @@ def _ctx() -> dz.Context:
 
 
 def _recoveries(ctx: dz.Context, since: int) -> int:
-    return sum(m.recoveries for m in ctx.metrics[since:])
+    return recovered(ctx.metrics[since:])
 
 
 # ------------------------------------------------------------ the fixed tree

@@ -8,7 +8,7 @@ import time
 
 import numpy as np
 import pytest
-from support import count_call, kill_self_once
+from support import count_call, kill_self_once, recovered
 
 import drizzle_core as dz
 
@@ -52,7 +52,7 @@ def test_iterate_resumes_from_the_last_completed_iteration(tmp_path, no_orphans,
         hurt = _fit(ctx, KillOnce(tmp_path / "k", 4 * 25 + 2), g)  # dies in iteration 26
         assert time.perf_counter() - t < 30
         assert (tmp_path / "k" / "killed").exists()
-        assert sum(m.recoveries for m in ctx.metrics[n0:]) == 1
+        assert recovered(ctx.metrics[n0:]) == 1
         assert hurt.iterations == clean.iterations == 60
         for a, b in zip(hurt.history, clean.history):
             np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-15)

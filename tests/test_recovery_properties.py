@@ -15,7 +15,7 @@ import reference
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from pipelines import build, pipelines
-from support import context, count_call, kill_self_once
+from support import context, count_call, kill_self_once, recovered
 
 import drizzle_core as dz
 
@@ -46,7 +46,7 @@ def _run(ctx, tmp, items, partitions, jobs, group_size, kill_at):
     n0 = len(ctx.metrics)
     assert ctx.run_jobs(built, group_size=group_size) == expected
     killed = os.path.exists(os.path.join(tmp, "killed"))
-    assert sum(m.recoveries for m in ctx.metrics[n0:]) == (1 if killed else 0)
+    assert recovered(ctx.metrics[n0:]) == (1 if killed else 0)
     event("a worker was killed" if killed else "the run ended before the kill")
     return killed
 

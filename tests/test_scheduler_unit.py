@@ -217,9 +217,14 @@ def assert_driver_empty(s: GroupScheduler) -> None:
     assert all(w == {} for w in report["workers"].values()), report
 
 
-def scheduler(workers: int = 2, replace: bool | None = False) -> tuple[FakeTransport, GroupScheduler]:
+def scheduler(workers: int = 2, replace: bool | None = False, *,
+              pipeline: bool = False) -> tuple[FakeTransport, GroupScheduler]:
+    """A scheduler on a scripted transport. These scripts pin each decision of one group at a time, so the
+    next group waits for the current one (``pipeline=False``) unless a test asks for pipelining."""
     fake = FakeTransport(workers, replace)
-    return fake, GroupScheduler(fake, workers)
+    s = GroupScheduler(fake, workers)
+    s.pipeline = pipeline
+    return fake, s
 
 
 def _partition_values(it):
@@ -268,6 +273,52 @@ def test_a_group_is_one_launch_per_worker_with_all_its_tasks():
     assert fake.take() == []
     assert [(m.group, m.jobs, m.tasks, m.workers, m.messages_sent, m.recoveries) for m in s.metrics] == [
         (1, 3, 12, 2, 2, 0), (2, 3, 12, 2, 2, 0)]
+    assert state(s) == idle()
+    assert_driver_empty(s)
+
+
+def _two_groups(pipeline_stop: bool):
+    fake, s = scheduler(pipeline=True)
+    lin = Lineage()
+    ds = lin.map(lin.source([1], [2], [3], [4]), abs)
+    handed: list = []
+
+    def script():
+        sent = fake.take()
+        # the second group went out as soon as it was planned, before any DONE of the first
+        assert sorted((w, m.wire) for w, m in sent) == [(0, 1), (0, 2), (1, 1), (1, 2)]
+        first = {w: m for w, m in sent if m.wire == 1}
+        second = {w: m for w, m in sent if m.wire == 2}
+        assert all(m.program is not None for m in first.values())
+        assert all(m.program is None for m in second.values())  # the shape repeats: not sent again
+        assert [t.job for t in second[0].tasks] == [3, 3, 4, 4, 5, 5]
+        if not pipeline_stop:
+            yield finish_all(second)  # the second group may end first: its jobs wait for the first's
+            assert handed == []
+        yield finish_all(first)
+
+    fake.play(script())
+    for out in s.run([(ds, _partition_values)] * 6, lambda: 3, keep_going=lambda: not (pipeline_stop and handed)):
+        handed.append(out)
+    fake.finish()
+    return fake, s, handed
+
+
+def test_pipelined_the_next_group_goes_out_while_the_current_one_runs():
+    fake, s, handed = _two_groups(pipeline_stop=False)
+    assert handed == answers(6, 4)
+    assert fake.take() == []
+    # each group counts its own launch messages, though they went out overlapping
+    assert [(m.group, m.jobs, m.messages_sent) for m in s.metrics] == [(1, 3, 2), (2, 3, 2)]
+    assert state(s) == idle()
+    assert_driver_empty(s)
+
+
+def test_pipelined_a_caller_that_stops_after_the_first_group_aborts_the_second_unseen():
+    fake, s, handed = _two_groups(pipeline_stop=True)
+    assert handed == answers(3, 4)  # what keep_going decided at the end of the first group, as before
+    assert sorted(fake.take()) == [(0, (M.ABORT, 2, [])), (1, (M.ABORT, 2, []))]
+    assert [m.group for m in s.metrics] == [1]
     assert state(s) == idle()
     assert_driver_empty(s)
 
@@ -328,8 +379,10 @@ def test_a_failed_task_hands_out_the_jobs_before_it_then_raises_and_aborts_every
     assert (err.job, err.stage, err.partition, err.worker) == (1, 1, 1, "fake worker 1")
     assert isinstance(err.exception, KeyError) and isinstance(err.__cause__, dz.RemoteTraceback)
     assert "job 1" in str(err) and "KeyError" in str(err) and "bad record 7" in err.remote_traceback
-    # every live worker is told to forget the group (and keep nothing of it)
-    assert fake.take() == [(0, (M.ABORT, 1, [])), (1, (M.ABORT, 1, []))]
+    # every live worker is told to forget the group (and keep nothing of it), and to drop the cached
+    # blocks the group made (a worker that finished its share before the ABORT would still hold them)
+    assert fake.take() == [(0, (M.ABORT, 1, [])), (1, (M.ABORT, 1, [])),
+                           (0, (M.DROP, [("c", ds.id, 0)])), (1, (M.DROP, [("c", ds.id, 1)]))]
     # the cached blocks the group would have made are not recorded: nothing is left
     assert state(s) == idle()
     assert_driver_empty(s)

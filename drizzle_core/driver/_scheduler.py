@@ -142,6 +142,7 @@ class _Prepared:
     serialize_s: float
     version: int            # the scheduler's _version it was planned at
     size: int = 0           # the group size it was planned with
+    origin: int = -1        # re-planned: the group its jobs were pulled for (their unpersists name it)
 
 
 @dataclass(eq=False, slots=True)
@@ -159,6 +160,7 @@ class _Ahead:
     plan_s: float = 0.0
     prepared: _Prepared | None = None
     error: Exception | None = None
+    launched: _Run | None = None   # pipelined: the next group, launched while the current one runs
 
 
 @dataclass(eq=False)
@@ -186,13 +188,15 @@ class _Run:
     error: BaseException | None = None  # raised by the owner once the jobs before it are out
     t_launch: float = 0.0
     t_launched: float = 0.0
-    msgs0: int = 0
-    bytes0: int = 0
+    msgs: int = 0                       # what the driver sent for this group (launches, aborts): with
+    sent_bytes: int = 0                 # pipelining, another group's launch goes out while this one runs
     stalled_until: float = 0.0          # no live worker: waiting (until then) for a replacement to join
+    behind: _Run | None = None          # pipelined: the run it was launched behind, while that one ran
+    parked: bool = False                # pipelined and recovered: re-planned once the run before it ends
 
     @property
     def complete(self) -> bool:
-        return not self.remaining and not self.awaiting_done and not self.stalled_until
+        return not self.remaining and not self.awaiting_done and not self.stalled_until and not self.parked
 
 
 class JobIterator(Iterator[list[Any]]):
@@ -251,6 +255,9 @@ class GroupScheduler:
         self._depth = 0                         # nesting of critical sections (GC drops wait for 0)
         self._drivers: dict[int, int] = {}      # thread id -> runs it is driving
         self.max_recoveries = 3                  # lost workers one group survives
+        #: launch a run's next group as soon as it is planned, while the current one runs (no barrier
+        #: between groups: workers queue it behind their current tasks); False: after the current ends
+        self.pipeline = True
         self.on_failure: Callable[[], None] | None = None  # told of each recovery (adaptive G)
         self.trace: Trace | None = None
         self.metrics: list[GroupMetrics] = []
@@ -345,6 +352,14 @@ class GroupScheduler:
         """
         self._open_plans.pop(plan.group, None)
         self._run_of.pop(plan.group, None)
+        if not committed:
+            # What it made and nobody keeps goes: a worker that finished its share of an aborted attempt, or
+            # of a pipelined group the caller stopped before, holds those blocks (an ABORT reaches only
+            # the groups still running there). Queued now, they ride the next message to the worker,
+            # ahead of any later group that makes the same block again.
+            for block, w in plan.new_cache.items():
+                if w in self.live and self.cache_locations.get(block) != w:
+                    self.pending_drops.setdefault(w, []).append(block)
         if committed:
             for block, w in plan.new_cache.items():
                 if w not in self.live:
@@ -419,12 +434,24 @@ class GroupScheduler:
     def _groups(self, it: Iterator[Any], next_group_size: Callable[[], int],
                 on_group: Callable[[GroupMetrics], None] | None,
                 keep_going: Callable[[], bool] | None) -> Iterator[tuple[int, list[Any]]]:
+        """Launch the groups of one ``run`` call and hand out their jobs in order.
+
+        Pipelined (``self.pipeline``): group k+1 is launched the moment it is
+        planned, while k runs; each worker queues its tasks behind k's (a
+        dependency between the groups is a block dependency, waited on where
+        the task runs). What was decided at the end of k is decided there
+        still: ``keep_going()`` false (a stream stopped, an iterate converged)
+        aborts k+1 unseen, its jobs never handed out and the unpersists its
+        job generator asked for cancelled, exactly as a group planned ahead and
+        discarded; a k+1 planned on workers or blocks that changed is
+        re-planned before it goes; a loss recovers both, as any runs in flight.
+        """
         numbers = itertools.count()
         with self._locked():
             prep = self._finish_ahead(_Ahead(it, numbers, next_group_size()))
-        while prep is not None:
+            run = self._launch_run(prep) if prep is not None else None
+        while run is not None:
             with self._locked():
-                run = self._launch_run(prep)
                 ahead = _Ahead(it, numbers, next_group_size())
             try:
                 yield from self._drive(run, ahead)
@@ -432,20 +459,45 @@ class GroupScheduler:
                 with self._locked():
                     self._discard_ahead(ahead)
                     self._end_run(run, committed=False)
+                    if ahead.launched is not None:
+                        self._end_run(ahead.launched, committed=False, discarded=True)
                 raise
             with self._locked():
                 self._end_run(run, committed=True)
                 m = self._group_metrics(run)
                 if on_group is not None:
                     on_group(m)
-                nxt = self._finish_ahead(ahead)
+                nxt = ahead.launched
                 if nxt is not None:
                     if keep_going is not None and not keep_going():
-                        self._close(nxt.plan, committed=False, discarded=True)
+                        self._end_run(nxt, committed=False, discarded=True)
                         return
-                    if nxt.version != self._version:
-                        nxt = self._replan(nxt)  # planned on workers or blocks that changed since
-            prep = nxt
+                    nxt.behind = None
+                    if nxt.parked:  # it was recovered while this one ran: re-planned now, on what it left
+                        nxt.parked = False
+                        if nxt.error is None:
+                            self._try_reattempt(nxt, f"group {nxt.prep.plan.group} was launched behind a group "
+                                                     f"that recovered")
+                    run = nxt
+                    continue
+                prep = self._finish_ahead(ahead)
+                if prep is not None:
+                    if keep_going is not None and not keep_going():
+                        self._close(prep.plan, committed=False, discarded=True)
+                        return
+                    if prep.version != self._version:
+                        prep = self._replan(prep)  # planned on workers or blocks that changed since
+                run = self._launch_run(prep) if prep is not None else None
+
+    def _launch_ahead(self, ahead: _Ahead, behind: _Run) -> None:
+        """Pipelining: launch ``ahead``'s group now (re-planned first if workers or blocks changed)."""
+        prep = ahead.prepared
+        assert prep is not None
+        ahead.prepared = None
+        if prep.version != self._version:
+            prep = self._replan(prep)
+        ahead.launched = self._launch_run(prep)
+        ahead.launched.behind = behind
 
     def _drive(self, run: _Run, ahead: _Ahead) -> Iterator[tuple[int, list[Any]]]:
         """Hand out ``run``'s jobs as they finish; poll (for every run) and plan ahead meanwhile."""
@@ -462,6 +514,9 @@ class GroupScheduler:
                         if run.complete:
                             return
                         self._step(ahead)
+                        if ahead.prepared is not None and ahead.launched is None and self.pipeline and \
+                                run.error is None and self.live:
+                            self._launch_ahead(ahead, run)
                         continue
                 group = run.prep.plan.group
                 for result in out:  # outside the lock: the caller may run anything, in any thread
@@ -604,14 +659,13 @@ class GroupScheduler:
         t1 = time.perf_counter()
         program_id, program_bytes = self._serialize(plan, plan.jobs)
         return _Prepared(plan, program_id, program_bytes, t1 - t0, time.perf_counter() - t1, self._version,
-                         prep.size)
+                         prep.size, prep.origin if prep.origin >= 0 else old.group)
 
     def _launch_run(self, prep: _Prepared) -> _Run:
         plan = prep.plan
         jobs = plan.jobs
         run = _Run(prep=prep, unfinished={j[0]: j for j in jobs}, count=len(jobs), next_job=jobs[0][0],
                    last_job=jobs[-1][0], plan=plan)
-        run.msgs0, run.bytes0 = self.transport.messages_sent, self.transport.bytes_sent
         run.t_launch = time.perf_counter()
         self._start_attempt(run, plan, prep.program_id, prep.program_bytes)
         run.launched = sorted(run.awaiting_done)
@@ -626,11 +680,21 @@ class GroupScheduler:
         run.finished = set()
         self._runs[wire] = run
         self._run_of[plan.group] = run
-        run.awaiting_done = set(self._launch(plan, wire, program_id, program_bytes))
+        t = self.transport
+        m0, b0 = t.messages_sent, t.bytes_sent
+        try:
+            run.awaiting_done = set(self._launch(plan, wire, program_id, program_bytes))
+        finally:
+            run.msgs += t.messages_sent - m0
+            run.sent_bytes += t.bytes_sent - b0
         plan.jobs = []  # launched: the run keeps the unfinished ones (a finished job's datasets can go)
 
-    def _end_run(self, run: _Run, *, committed: bool) -> None:
-        """The owner is done with ``run`` (all handed out, or it gave up): close its attempt."""
+    def _end_run(self, run: _Run, *, committed: bool, discarded: bool = False) -> None:
+        """The owner is done with ``run`` (all handed out, or it gave up): close its attempt.
+
+        ``discarded``: a pipelined group whose jobs will never be handed out (the caller stopped before
+        it): as for a group discarded unlaunched, the unpersists asked while its jobs were pulled are
+        cancelled."""
         if run in self._stalled:
             self._stalled.remove(run)
             run.stalled_until = 0.0
@@ -641,6 +705,8 @@ class GroupScheduler:
         if run.attempt_open:
             run.attempt_open = False
             self._close(run.plan, committed=committed and run.error is None)
+        if discarded:
+            self._release_deferred(run.prep.origin if run.prep.origin >= 0 else run.prep.plan.group)
         run.unfinished.clear()
 
     def _group_metrics(self, run: _Run) -> GroupMetrics:
@@ -656,7 +722,7 @@ class GroupScheduler:
             group=first.group, jobs=run.count, tasks=len(first.tasks), workers=len(run.launched),
             wall_s=wall, plan_s=prep.plan_s, serialize_s=prep.serialize_s, launch_s=run.t_launched - run.t_launch,
             busy_s=run.busy, coordination=min(1.0, max(0.0, 1.0 - run.busy / (wall * nw))),
-            messages_sent=self.transport.messages_sent - run.msgs0, bytes_sent=self.transport.bytes_sent - run.bytes0,
+            messages_sent=run.msgs, bytes_sent=run.sent_bytes,
             recoveries=run.recoveries, worker_bytes_sent=run.worker_bytes, planned_size=prep.size,
         )
         self.metrics.append(m)
@@ -954,6 +1020,12 @@ class GroupScheduler:
         if self.on_failure is not None:
             self.on_failure()
         for run in affected:
+            ahead_of = run.behind
+            if ahead_of is not None and ahead_of.error is None and not ahead_of.complete:
+                # Pipelined behind a group that recovers too: re-planned when that one ends, on what it
+                # left (as if it had not been launched yet), never alongside its re-attempt.
+                run.parked = True
+                continue
             if run.recoveries > self.max_recoveries:
                 run.error = WorkerLostError(f"lost {name}: {reason} (gave up after {self.max_recoveries} "
                                             f"recoveries in one group)", worker=name)
@@ -972,6 +1044,7 @@ class GroupScheduler:
         run.remaining.clear()
         run.awaiting_done.clear()
         self._runs.pop(run.wire, None)
+        run.msgs += len(self.live)
         for w in self.live:
             try:
                 self.transport.send(w, (M.ABORT, run.wire, (keep or {}).get(w, [])))

@@ -6,8 +6,9 @@ never the scheduler.
 """
 
 from ._hub import Disconnected, Hub, ProtocolError, is_connection_refused
-from ._process import describe_exit, die_with_parent, hash_seed, spawn_process, worker_env
+from ._process import THREAD_VARS, describe_exit, die_with_parent, hash_seed, spawn_process, worker_env
 from ._transport import HubTransport, Transport, WorkerJoined, WorkerLost
 
-__all__ = ["Disconnected", "Hub", "HubTransport", "ProtocolError", "Transport", "WorkerJoined", "WorkerLost",
-           "describe_exit", "die_with_parent", "hash_seed", "is_connection_refused", "spawn_process", "worker_env"]
+__all__ = ["THREAD_VARS", "Disconnected", "Hub", "HubTransport", "ProtocolError", "Transport", "WorkerJoined",
+           "WorkerLost", "describe_exit", "die_with_parent", "hash_seed", "is_connection_refused", "spawn_process",
+           "worker_env"]

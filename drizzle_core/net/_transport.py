@@ -287,14 +287,19 @@ class HubTransport(Transport):
             timeout = wt / 4 if timeout is None else min(timeout, wt / 4)
         events = self._hub.poll(timeout)
         beats = 0
+        stale = False
         for k, (worker, msg) in enumerate(events):
             if isinstance(msg, Disconnected):
+                if worker in self._lost:  # already reported (fenced, or lost by the launcher's news first)
+                    stale = True
+                    continue
                 events[k] = (worker, WorkerLost(self._why_lost(worker, msg)))
                 self._lost.add(worker)
             elif msg[0] == M.HEARTBEAT:
                 beats += 1
-        if beats:
-            events = [e for e in events if type(e[1]) is not tuple or e[1][0] != M.HEARTBEAT]
+        if beats or stale:
+            events = [e for e in events if not isinstance(e[1], Disconnected) and (
+                type(e[1]) is not tuple or e[1][0] != M.HEARTBEAT)]
         if self._starting:
             events.extend(self._joined())
         if wt is not None:

@@ -103,6 +103,7 @@ from drizzle_core.transport import (
     STOP,
     Disconnected,
     Hub,
+    TransportError,
     WorkerRuntime,
     describe_exit,
     die_with_parent,
@@ -810,8 +811,9 @@ class _SessionProcess:
                 return  # results of a session being dropped: nobody to read them
             try:
                 hub.send(dest, msg)
-            except (OSError, KeyError) as e:  # a dead peer: the driver hears of it and aborts the group
-                # (an unpicklable value is not caught here: the runtime turns it into the task's failure)
+            except (OSError, KeyError, TransportError) as e:  # a dead peer: the driver hears of it and recovers
+                # (TransportError: it died during the connection's handshake; an unpicklable value is not
+                # caught here: the runtime turns it into the task's failure)
                 log.warning("could not send to %s: %s", "the driver" if dest == DRIVER else f"worker {dest}", e)
 
         # A task that ignores its task_timeout: this process is disposable, so it exits (the supervisor

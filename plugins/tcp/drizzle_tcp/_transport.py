@@ -74,6 +74,7 @@ from typing import Any
 
 from drizzle_core.transport import (
     DEFAULT_MAX_FRAME,
+    THREAD_VARS,
     Disconnected,
     Hub,
     HubTransport,
@@ -232,7 +233,12 @@ class TcpTransport(HubTransport):
             args += ["--log-level", self.worker_log_level]
         if not self.frame_mac:
             args += ["--no-frame-mac"]
-        return DaemonSpec(self.spawn, self.secret, tuple(args), worker_env(), self.connect_deadline)
+        # Only what the driver decides travels: the hash seed, thread counts, its import path, the log level.
+        # The rest of its environment (PATH, HOME, a virtualenv, CUDA_VISIBLE_DEVICES Ray sets for GPU
+        # actors) belongs to the host the daemon runs on.
+        env = {k: v for k, v in worker_env().items()
+               if k in ("PYTHONHASHSEED", "PYTHONPATH", "DRIZZLE_LOG_LEVEL") or k in THREAD_VARS}
+        return DaemonSpec(self.spawn, self.secret, tuple(args), env, self.connect_deadline)
 
     def _start_daemons(self) -> None:
         """Have the launcher start ``spawn`` daemons; wait (bounded) until each listens."""
