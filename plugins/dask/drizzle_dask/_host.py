@@ -20,7 +20,10 @@ it elsewhere than asked), ``failed`` (the daemon could not start) and
 ``exited`` (its exit status). The task returns the daemon's exit status.
 
 ``stop(key)`` is what the driver runs on the worker (``Client.run``) to end
-a daemon now: a fence, a duplicate run, a close that timed out.
+a daemon now: a fence, a duplicate run. ``stop_session(prefix)`` ends every
+daemon of a session at its close, including one that a rerun by Dask (of a
+task whose worker died) is starting right then: the prefix is remembered,
+and a host task of a stopped session ends its daemon as soon as it has one.
 """
 
 from __future__ import annotations
@@ -35,6 +38,8 @@ from drizzle_tcp import DaemonSpec, start_daemon
 _lock = threading.Lock()
 #: host task key -> its daemon, in this Dask worker process (under ``_lock``: task threads add, ``stop`` reads)
 _daemons: dict[str, subprocess.Popen[bytes]] = {}
+#: key prefixes of sessions that closed (under ``_lock``): their late host tasks stop at once
+_stopped: set[str] = set()
 
 
 def host(spec: DaemonSpec, topic: str, key: str, index: int, epoch: int, start_timeout: float) -> int:
@@ -55,6 +60,8 @@ def host(spec: DaemonSpec, topic: str, key: str, index: int, epoch: int, start_t
         raise
     with _lock:
         _daemons[key] = proc
+        if any(key.startswith(prefix) for prefix in _stopped):
+            proc.kill()  # its session closed while it was starting
     worker.log_event(topic, {**base, "kind": "started", "address": address, "pid": proc.pid})
     try:
         code = proc.wait()
@@ -73,3 +80,13 @@ def stop(key: str) -> bool:
         return False
     proc.kill()
     return True
+
+
+def stop_session(prefix: str) -> int:
+    """Kill every daemon whose host task key starts with ``prefix`` (one session), now and when they start."""
+    with _lock:
+        _stopped.add(prefix)
+        procs = [p for k, p in _daemons.items() if k.startswith(prefix) and p.poll() is None]
+    for proc in procs:
+        proc.kill()
+    return len(procs)

@@ -23,11 +23,14 @@ Policy:
   submitted, on the same ordered client-to-scheduler stream, so no event of
   the session is missed.
 * Dask reruns a task whose worker died (up to ``allowed-failures`` times).
-  A rerun host task would start a second daemon for an incarnation already
-  started (or lost): its ``started`` event does not match a slot waiting
-  for it, and the launcher stops that daemon at once (``_host.stop`` via
-  ``Client.run``) instead of reporting it. The future of an incarnation
-  that ended is released so the scheduler forgets the task.
+  The scheduler plugin releases our host tasks of a worker that left before
+  the rerun is sent (``_watch``); one that had not started yet is submitted
+  again under a new key. Should a rerun start all the same, its ``started``
+  event matches no slot waiting for it and the launcher stops that daemon at
+  once (``_host.stop`` via ``Client.run``) instead of reporting it; at close,
+  ``_host.stop_session`` ends every daemon of the session on every worker.
+  The future of an incarnation that ended is released so the scheduler
+  forgets the task.
 * ``kill`` and stops run ``Client.run`` on a one-thread pool: a fence must
   not wait on a round trip through the scheduler (or on an unreachable
   worker). The transport also closes its connection to the fenced daemon,
@@ -95,6 +98,8 @@ class DaskLauncher(Launcher):
         self.token = uuid.uuid4().hex[:12]
         self.topic = f"drizzle-dask-{self.token}"
         self.plugin_name = f"drizzle-dask-watch-{self.token}"
+        self._prefix = f"drizzle-host-{self.token}-"
+        self._attempts = 0  # host tasks submitted: each gets its own key
         self.slot_to_incarnation: dict[int, _Incarnation] = {}
         self._news: collections.deque[dict[str, Any]] = collections.deque()
         self._cond = threading.Condition()
@@ -113,8 +118,8 @@ class DaskLauncher(Launcher):
         self.client.subscribe_topic(self.topic, self._on_event)
         self._subscribed = True
         _ship_by_value()
-        self.client.register_plugin(_watch.WorkerWatch(self.plugin_name, self.topic, self.client.id),
-                                    name=self.plugin_name)
+        self.client.register_plugin(_watch.WorkerWatch(self.plugin_name, self.topic, self.client.id,
+                                                       self._prefix), name=self.plugin_name)
         self._registered = True
         workers = sorted(self.client.scheduler_info(n_workers=-1)["workers"])
         if not workers:
@@ -146,12 +151,16 @@ class DaskLauncher(Launcher):
         old = self.slot_to_incarnation.get(index)
         if old is not None:
             self._end(old, stop=True)
-        target = self._choose(index, avoid=None if old is None else (old.worker or old.target))
-        key = f"drizzle-host-{self.token}-{index}-{epoch}"
+        self._submit(index, epoch, avoid=None if old is None else (old.worker or old.target))
+
+    def _submit(self, index: int, epoch: int, avoid: str | None) -> None:
+        target = self._choose(index, avoid=avoid)
         if target is None:
             self._events.append(Failed(index, epoch, f"no Dask worker is left in the cluster at "
                                                      f"{self.client.scheduler.address}"))
             return
+        self._attempts += 1
+        key = f"{self._prefix}{index}-{epoch}-{self._attempts}"
         future = self.client.submit(_host.host, self._spec, self.topic, key, index, epoch, self.start_timeout,
                                     key=key, workers=[target], allow_other_workers=True, pure=False)
         self.slot_to_incarnation[index] = _Incarnation(index, epoch, key, target, future)
@@ -197,6 +206,17 @@ class DaskLauncher(Launcher):
                 self._left(msg["worker"])
             elif kind in ("started", "failed", "exited"):
                 self._host_news(kind, msg)
+            elif kind == "host-released":
+                self._released(msg["key"], msg["worker"])
+
+    def _released(self, key: str, worker: str) -> None:
+        """The plugin kept Dask from rerunning a host task whose worker left: one not started yet is
+        submitted again (a new key), elsewhere."""
+        for inc in list(self.slot_to_incarnation.values()):
+            if inc.key == key and inc.state == "starting":
+                inc.state = "ended"
+                inc.future.release()
+                self._submit(inc.index, inc.epoch, avoid=worker)
 
     def _left(self, worker: str) -> None:
         self._live.pop(worker, None)
@@ -293,10 +313,15 @@ class DaskLauncher(Launcher):
             with self._cond:  # the daemons were told STOP: their host tasks end by themselves
                 self._cond.wait_for(lambda: all(inc.key in self._exits for inc in running),
                                     timeout=max(0.0, deadline - time.monotonic()))
-                late = [inc for inc in running if inc.key not in self._exits]
-            stops = [self._pool.submit(self._run_stop, inc.worker, inc.key) for inc in late
-                     if inc.worker in self._live]
-            concurrent.futures.wait(stops, timeout=CLOSE_RPC)
+                late = [inc.key for inc in running if inc.key not in self._exits]
+            if late:
+                log.info("stopping the daemons of %s: no exit after STOP within %.0fs", late, CLOSE_REAP)
+            if late or self.slot_to_incarnation:
+                # every daemon of the session, on every worker: the late ones, and any a rerun by Dask started
+                # (of a task whose worker died) that nobody connected to
+                stop = self._pool.submit(self.client.run, _host.stop_session, self._prefix,
+                                         on_error="ignore")
+                concurrent.futures.wait([stop], timeout=CLOSE_RPC)
             for inc in self.slot_to_incarnation.values():
                 inc.state = "ended"
                 inc.future.release()
