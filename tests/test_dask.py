@@ -1,6 +1,6 @@
 """The ``dask`` transport on a real Dask cluster: a scheduler and two worker processes on 127.0.0.1.
 
-One cluster per session (``dask scheduler`` and two ``dask worker --nthreads 1``
+One cluster for the session's dask tests (``dask scheduler`` and two ``dask worker --nthreads 1``
 subprocesses, each worker under its nanny, so a killed worker process comes
 back at a new address), stopped by pid at the end with every process it
 started. On it: the conformance suite, a few examples of the scheduler and
@@ -127,8 +127,10 @@ class Cluster:
         self.log.close()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def cluster(tmp_path_factory):
+    """One cluster for all the dask tests of a session (they are all in this module); stopped when the module
+    ends, so the rest of the suite does not carry three idle Dask processes."""
     c = Cluster(tmp_path_factory.mktemp("dask"))
     try:
         yield c
@@ -136,7 +138,7 @@ def cluster(tmp_path_factory):
         c.stop()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def client(cluster):
     return cluster.client
 
