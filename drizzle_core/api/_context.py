@@ -227,8 +227,8 @@ class Context:
         _check_group_size_arg(group_size)
         _check_timeout(worker_timeout, "worker_timeout")
         _check_timeout(task_timeout, "task_timeout")
-        if workers is None:
-            workers = os.cpu_count() or 1
+        # workers=None is the transport's to decide: one per core here (local, inline, tcp), one per
+        # Dask worker of the cluster (dask)
         if isinstance(workers, int) and not isinstance(workers, bool) and workers <= 0:
             raise ValueError(f"workers must be a positive int, got {workers}")
         info = get_transport(transport)

@@ -8,6 +8,7 @@ works here does not depend on sharing memory with the driver. For debugging
 
 from __future__ import annotations
 
+import os
 import time
 from collections import deque
 from collections.abc import Callable
@@ -26,7 +27,7 @@ class InlineTransport(Transport):
     def __init__(self, workers: int | None = None, **options: Any) -> None:
         if options:
             raise TypeError(f"the inline transport takes no options, got {sorted(options)}")
-        self.num_workers = workers or 1
+        self.num_workers = workers if workers is not None else (os.cpu_count() or 1)
         self._inbox: list[deque[tuple[int, Any]]] = []
         self._to_driver: list[tuple[int, Any]] = []
         self._runtimes: list[WorkerRuntime] = []

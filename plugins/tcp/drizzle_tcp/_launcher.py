@@ -130,6 +130,13 @@ def daemon_command(spec: DaemonSpec, listen: str, parent_pid: int) -> tuple[list
     argv = [sys.executable, "-m", "drizzle_tcp._worker_main", "--listen", listen, "--parent-pid", str(parent_pid),
             "--one-session", "--connect-deadline", repr(float(spec.connect_deadline)), *spec.args]
     env = {**os.environ, **spec.env, "DRIZZLE_SECRET": spec.secret.decode()}
+    here, theirs = os.environ.get("PYTHONPATH"), spec.env.get("PYTHONPATH")
+    if here and theirs:
+        # the host's own import path first (its environment, a runtime_env), then the driver's entries
+        # that exist on this host (a project directory on a shared filesystem)
+        mine = here.split(os.pathsep)
+        env["PYTHONPATH"] = os.pathsep.join(mine + [p for p in theirs.split(os.pathsep)
+                                                    if p not in mine and os.path.exists(p)])
     return argv, env
 
 

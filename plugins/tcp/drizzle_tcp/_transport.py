@@ -111,6 +111,8 @@ class TcpTransport(HubTransport):
                  keepalive: Any = _net.KEEPALIVE, user_timeout: float | None = None,
                  replace_lost: bool = True, frame_mac: bool = True, launcher: Launcher | None = None,
                  connect_deadline: float = CONNECT_DEADLINE) -> None:
+        if workers is None:
+            workers = os.cpu_count() or 1  # daemons started here, one per core
         if isinstance(workers, str):
             workers = [w.strip() for w in workers.split(",") if w.strip()]
         if isinstance(workers, (list, tuple)):
