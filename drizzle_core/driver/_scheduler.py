@@ -243,6 +243,7 @@ class GroupScheduler:
         self._run_of: dict[int, _Run] = {}      # plan group -> the run whose current attempt it is
         self._stalled: list[_Run] = []          # runs with no live worker, waiting for a replacement
         self._starting: set[int] = set()        # workers whose replacement is starting (WorkerJoined to come)
+        self._last_loss = ""                    # "lost <name>: <reason>", for the error when none is left
         self.replacement_wait = REPLACEMENT_WAIT
         self._open_plans: dict[int, GroupPlan] = {}
         self._deferred: list[_DeferredDrop] = []
@@ -564,6 +565,12 @@ class GroupScheduler:
             for worker, msg in self.transport.poll(_POLL_SLICE):
                 self._dispatch(worker, msg)
 
+    def _check_live(self) -> None:
+        """No live worker to plan on: say which was lost last, and why (not only that none is left)."""
+        if not self.live:
+            what = f": {self._last_loss}" if self._last_loss else ""
+            raise WorkerLostError(f"no live worker is left to run jobs on{what}", worker="")
+
     def _expire_stalled(self) -> None:
         now = time.monotonic()
         for run in [r for r in self._stalled if r.stalled_until <= now]:
@@ -581,6 +588,7 @@ class GroupScheduler:
             if ahead.builder is None:
                 self._await_worker()
                 ahead.version = self._version
+                self._check_live()
                 ahead.builder = self.planner.begin(self.live, self._located())
                 self._open_plans[ahead.builder.plan.group] = ahead.builder.plan
             builder = ahead.builder
@@ -653,6 +661,7 @@ class GroupScheduler:
         old = prep.plan
         self._await_worker()  # every worker was lost since it was planned: a replacement may be coming
         t0 = time.perf_counter()
+        self._check_live()
         plan = self.planner.plan(old.jobs, self.live, self._located())
         self._open_plans[plan.group] = plan
         self._close(old, committed=False)
@@ -1002,6 +1011,7 @@ class GroupScheduler:
                 plan.new_cache = {b: w for b, w in plan.new_cache.items() if w != worker}
         self._version += 1
         name = self.transport.worker_names[worker]
+        self._last_loss = f"lost {name}: {reason}"
         affected = [r for r in sorted(self._runs.values(), key=lambda r: r.wire)
                     if r.error is None and not r.complete]
         if self.trace is not None:
