@@ -396,6 +396,8 @@ def test_a_driver_killed_with_kill_9_leaves_no_daemon_and_no_plugin(cluster, cli
         assert len(_on_scheduler(client, "plugins")) == len(plugins) + 1  # the session's watch is registered
         os.kill(driver.pid, signal.SIGKILL)
     finally:
+        if driver.poll() is None:  # the test failed before its kill: end the driver, and so its daemons
+            driver.kill()
         driver.wait(timeout=10)
         driver.stdout.close()
     assert wait_dead(pids + daemons, timeout=10) == []

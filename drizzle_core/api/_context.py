@@ -394,7 +394,9 @@ class Context:
         if make is None:
             raise TypeError(f"{method} reads from the engine the workers run in: it needs "
                             f"Context(transport={transport!r}), this Context runs on {self._transport.name!r}")
-        ds: D.Dataset = make(self, collection, **options)
+        # under the scheduler's lock: the transport's launcher is only ever used by one thread at a time
+        with self._scheduler._locked():
+            ds: D.Dataset = make(self, collection, **options)
         return ds
 
     # --------------------------------------------------------------- jobs

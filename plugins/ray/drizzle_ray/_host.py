@@ -106,6 +106,21 @@ def merged_path(driver_path: str) -> str:
     return os.pathsep.join(seen)
 
 
+_DIR_PREFIX = "drizzle-ray-"
+
+
+def _remove_stale_dirs() -> None:
+    """Remove the block-socket directories of host actors that died without cleaning up (SIGKILL)."""
+    tmp = tempfile.gettempdir()
+    with contextlib.suppress(OSError):
+        for name in os.listdir(tmp):
+            if not name.startswith(_DIR_PREFIX):
+                continue
+            pid = name[len(_DIR_PREFIX):].split("-", 1)[0]
+            if pid.isdigit() and not os.path.exists(f"/proc/{pid}"):
+                shutil.rmtree(os.path.join(tmp, name), ignore_errors=True)
+
+
 class DaemonHost:
     """One worker daemon's host (made a Ray actor class by the launcher); see the module docstring."""
 
@@ -115,7 +130,10 @@ class DaemonHost:
         self._held_changed = threading.Condition()
         self._proc: subprocess.Popen[bytes] | None = None
         self._started = threading.Event()   # start() has finished (well or not): watch() may look
-        self._dir = tempfile.mkdtemp(prefix="drizzle-ray-")
+        _remove_stale_dirs()
+        # the pid in the name: a directory left by an actor that was killed (no code of it ran to remove
+        # it) is found and removed by the next actor on this node
+        self._dir = tempfile.mkdtemp(prefix=f"{_DIR_PREFIX}{os.getpid()}-")
         self._listener: socket.socket | None = None
 
     def start(self) -> HostInfo:
@@ -132,6 +150,9 @@ class DaemonHost:
             ip = ray.util.get_node_ip_address()
             self._proc, address = start_daemon(replace(self._spec, env=env), f"{ip}:0", parent_pid=os.getpid())
             return HostInfo(address, self._proc.pid, ip, ray.get_runtime_context().get_node_id())
+        except BaseException:
+            self._close_listener()  # no daemon: nothing will read blocks through it
+            raise
         finally:
             self._started.set()
 
@@ -139,6 +160,7 @@ class DaemonHost:
         """The daemon's exit status once it ends (None: it never started); blocks while it runs."""
         self._started.wait()
         if self._proc is None:
+            self._close_listener()
             return None
         code = self._proc.wait()
         if self._proc.stdout is not None:

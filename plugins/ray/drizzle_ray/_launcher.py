@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 from drizzle_tcp import DaemonSpec, Failed, Launcher, LauncherEvent, Lost, Started
@@ -40,9 +40,6 @@ from . import _host, _session
 CLOSE_REAP = 2.0
 #: close(): how long killed actors may take to be reported dead (their daemons die with them)
 CLOSE_KILL = 5.0
-#: the driver's environment a daemon keeps (how it hashes, its thread pools, its import path); the rest is
-#: the node's own (PATH, CUDA_VISIBLE_DEVICES set by Ray for the actor, ...)
-_KEPT_ENV = ("PYTHONHASHSEED", "PYTHONPATH")
 
 log = logging.getLogger("drizzle.ray")
 
@@ -58,10 +55,6 @@ class _Slot:
     info: _host.HostInfo | None = None  # set once start resolved
     ended: str | None = None            # how it ended, once known ("describe_exit" wording or Ray's)
     reported: bool = False              # its Started/Failed/Lost went out
-
-
-def _node_env(env: dict[str, str]) -> dict[str, str]:
-    return {k: v for k, v in env.items() if k in _KEPT_ENV or k.endswith("_NUM_THREADS")}
 
 
 def _actor_options(resources: dict[str, float]) -> dict[str, Any]:
@@ -126,7 +119,7 @@ class RayLauncher(Launcher):
         import ray
         from ray.util.placement_group import placement_group, remove_placement_group
 
-        self._spec = replace(spec, env=_node_env(spec.env))
+        self._spec = spec  # its env is the driver's chosen variables only (the tcp transport's _daemon_spec)
         bundles = [dict(self.resources) for _ in range(spec.workers)]
         self._pg = placement_group(bundles, strategy=self.placement)
         ready, _ = ray.wait([self._pg.ready()], timeout=self.placement_timeout)
@@ -189,6 +182,7 @@ class RayLauncher(Launcher):
             slot.info = ray.get(slot.start)
         except Exception as e:
             slot.reported = True
+            self._kill_actor(slot)  # no daemon: its bundle and the block refs it holds go now
             return Failed(index, slot.epoch, f"its ray actor could not start the daemon: {_short(e)}")
         return Started(index, slot.epoch, slot.info.address, slot.info.pid, where=f"ray node {slot.info.node_ip}")
 

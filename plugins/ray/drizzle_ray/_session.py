@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 from typing import Any
 
 from drizzle_core.transport import TransportError
@@ -63,17 +64,31 @@ def check_placement(placement: Any) -> str:
     return placement.upper()
 
 
+#: transports of this process using a Ray session that a transport started: shut down when the last one
+#: leaves, not the first (two contexts in one driver: closing one must not kill the other's actors)
+_users = 0
+_lock = threading.Lock()
+
+
 def connect(address: str | None) -> bool:
-    """Make sure this process is a Ray driver; True if this call initialized Ray (so close shuts it down)."""
+    """Make sure this process is a Ray driver; True if the Ray session is one a transport started (the
+    caller then calls :func:`disconnect` once at close, and the last one out shuts Ray down)."""
     import ray
 
-    if ray.is_initialized():
-        if _client_connected():
-            raise TransportError(_CLIENT_HELP.format(what="this driver is connected through ray.init('ray://...')"))
-        return False
-    check_address(address)
-    ray.init(address=address, logging_level=logging.WARNING)
-    return True
+    global _users
+    with _lock:
+        if ray.is_initialized():
+            if _client_connected():
+                raise TransportError(_CLIENT_HELP.format(
+                    what="this driver is connected through ray.init('ray://...')"))
+            if _users == 0:
+                return False  # the user's own Ray session: left as it was
+            _users += 1
+            return True
+        check_address(address)
+        ray.init(address=address, logging_level=logging.WARNING)
+        _users = 1
+        return True
 
 
 def connected() -> bool:
@@ -83,9 +98,14 @@ def connected() -> bool:
 
 
 def disconnect() -> None:
+    """One transport that got True from :func:`connect` is done; the last one shuts the Ray session down."""
     import ray
 
-    ray.shutdown()
+    global _users
+    with _lock:
+        _users = max(0, _users - 1)
+        if _users == 0:
+            ray.shutdown()
 
 
 def _client_connected() -> bool:

@@ -63,7 +63,7 @@ class DaemonSpec:
     """What every daemon of one session is started with (picklable: it travels to the hosts)."""
 
     workers: int                       # how many the session asks for at start
-    secret: bytes                      # fresh per session unless the user gave one
+    secret: bytes = field(repr=False)  # fresh per session unless the user gave one; never in a repr (logs)
     args: tuple[str, ...] = ()         # ``drizzle worker`` options (frame size, timeouts, TLS, log level)
     env: dict[str, str] = field(default_factory=dict)  # PYTHONHASHSEED and the like (worker_env)
     connect_deadline: float = CONNECT_DEADLINE
