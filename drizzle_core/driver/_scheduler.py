@@ -142,7 +142,7 @@ class _Prepared:
     serialize_s: float
     version: int            # the scheduler's _version it was planned at
     size: int = 0           # the group size it was planned with
-    origin: int = -1        # re-planned: the group its jobs were pulled for (their unpersists name it)
+    origin: int = -1        # the group its jobs were pulled for (their unpersists name it), kept when re-planned
 
 
 @dataclass(eq=False, slots=True)
@@ -619,7 +619,7 @@ class GroupScheduler:
             t1 = time.perf_counter()
             program_id, program_bytes = self._serialize(plan, plan.jobs)
             ahead.prepared = _Prepared(plan, program_id, program_bytes, ahead.plan_s, time.perf_counter() - t1,
-                                       ahead.version, ahead.size)
+                                       ahead.version, ahead.size, plan.group)
         except Exception as e:  # raised once the running group's results are out
             ahead.error = e
             self._discard_ahead(ahead)
@@ -668,7 +668,7 @@ class GroupScheduler:
         t1 = time.perf_counter()
         program_id, program_bytes = self._serialize(plan, plan.jobs)
         return _Prepared(plan, program_id, program_bytes, t1 - t0, time.perf_counter() - t1, self._version,
-                         prep.size, prep.origin if prep.origin >= 0 else old.group)
+                         prep.size, prep.origin)
 
     def _launch_run(self, prep: _Prepared) -> _Run:
         plan = prep.plan
@@ -715,7 +715,7 @@ class GroupScheduler:
             run.attempt_open = False
             self._close(run.plan, committed=committed and run.error is None)
         if discarded:
-            self._release_deferred(run.prep.origin if run.prep.origin >= 0 else run.prep.plan.group)
+            self._release_deferred(run.prep.origin)
         run.unfinished.clear()
 
     def _group_metrics(self, run: _Run) -> GroupMetrics:
@@ -1054,12 +1054,15 @@ class GroupScheduler:
         run.remaining.clear()
         run.awaiting_done.clear()
         self._runs.pop(run.wire, None)
-        run.msgs += len(self.live)
+        t = self.transport
+        m0, b0 = t.messages_sent, t.bytes_sent
         for w in self.live:
             try:
-                self.transport.send(w, (M.ABORT, run.wire, (keep or {}).get(w, [])))
+                t.send(w, (M.ABORT, run.wire, (keep or {}).get(w, [])))
             except Exception as e:  # the worker may be the one that just died
                 log.debug("could not send abort to worker %d: %s", w, e)
+        run.msgs += t.messages_sent - m0  # counted as the launches are (_start_attempt)
+        run.sent_bytes += t.bytes_sent - b0
 
     def _on_worker_joined(self, worker: int) -> None:
         """A replacement is up: plans from now on (the next group, or a recovery) may use it."""

@@ -12,6 +12,7 @@ from drizzle_core.transport import DEFAULT_MAX_FRAME, die_with_parent
 
 from . import _handshake, _net
 from ._daemon import LOG_WINDOW, MAX_PREAUTH, MAX_PREAUTH_PER_SOURCE, PREAUTH_TIMEOUT, WorkerDaemon
+from ._launcher import ADDRESS_LINE
 
 log = logging.getLogger("drizzle.tcp.worker")
 
@@ -94,7 +95,7 @@ def run(args: argparse.Namespace) -> int:
         return 2
     # The one line on stdout: a driver that started this daemon reads the port from it.
     try:
-        print(f"drizzle worker listening on {address}", flush=True)
+        print(f"{ADDRESS_LINE}{address}", flush=True)
     except BrokenPipeError:  # the driver that started us gave up on us (its launcher closed) before we were up
         log.info("nobody reads the address of this daemon; exiting")
         return 0

@@ -159,17 +159,28 @@ def start_daemon(spec: DaemonSpec, listen: str, *, timeout: float = 60.0,
         raise
 
 
+#: the one line a daemon prints on stdout, once it listens: this, then HOST:PORT
+ADDRESS_LINE = "drizzle worker listening on "
+
+
+def address_of(proc: subprocess.Popen[bytes]) -> str | None:
+    """The address in the daemon's one stdout line (readable now), or None: it printed none (it is exiting)."""
+    assert proc.stdout is not None
+    line = proc.stdout.readline().decode(errors="replace").strip()
+    proc.stdout.close()
+    return line[len(ADDRESS_LINE):] if line.startswith(ADDRESS_LINE) else None
+
+
 def read_address(proc: subprocess.Popen[bytes], deadline: float) -> str:
-    """The daemon prints ``drizzle worker listening on HOST:PORT`` once it listens."""
+    """Wait (until ``deadline``) for the address the daemon prints once it listens."""
     assert proc.stdout is not None
     with selectors.DefaultSelector() as sel:
         sel.register(proc.stdout, selectors.EVENT_READ)
         while True:
             if sel.select(timeout=0.05):
-                line = proc.stdout.readline().decode(errors="replace").strip()
-                proc.stdout.close()
-                if line.startswith("drizzle worker listening on "):
-                    return line.rsplit(" ", 1)[1]
+                address = address_of(proc)
+                if address is not None:
+                    return address
                 code = proc.wait(timeout=5)
                 raise TransportError(f"the worker daemon (pid {proc.pid}) {describe_exit(code)} while starting; "
                                      f"its error output is above")

@@ -17,7 +17,7 @@ import time
 
 from drizzle_core.transport import describe_exit, spawn_process
 
-from ._launcher import DaemonSpec, Failed, Launcher, LauncherEvent, Started, daemon_command
+from ._launcher import DaemonSpec, Failed, Launcher, LauncherEvent, Started, address_of, daemon_command
 
 START_TIMEOUT = 60.0
 #: close(): how long daemons told STOP may take to exit before they are killed
@@ -57,10 +57,9 @@ class LocalLauncher(Launcher):
             assert proc.stdout is not None
             if select.select([proc.stdout], [], [], 0)[0]:
                 del self._starting[index]
-                line = proc.stdout.readline().decode(errors="replace").strip()
-                proc.stdout.close()
-                if line.startswith("drizzle worker listening on "):
-                    events.append(Started(index, epoch, line.rsplit(" ", 1)[1], proc.pid))
+                address = address_of(proc)
+                if address is not None:
+                    events.append(Started(index, epoch, address, proc.pid))
                     continue
                 with contextlib.suppress(subprocess.TimeoutExpired):
                     proc.wait(timeout=5)
