@@ -23,66 +23,17 @@ import os
 import statistics
 import sys
 import time
-from collections.abc import Callable
-
-import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from _tables import table
+from _w12 import med as _med
+from _w12 import ms_per_call as _ms
+from _w12 import w1_w2 as workloads
 
 import drizzle_core as dz
 
 GROUPS = (10, 100)
 JOBS = 1000
-
-
-def _sum(p: np.ndarray) -> float:
-    return float(p.sum())
-
-
-def _add(a: int, b: int) -> int:
-    return a + b
-
-
-def _count(it) -> int:
-    return sum(1 for _ in it)
-
-
-def workloads(ctx: dz.Context, g: int) -> dict[str, tuple[Callable[[], None], Callable[[int], None]]]:
-    parts = [np.arange(10_000, dtype=np.float64) + i for i in range(4)]
-    w1 = ctx.parallelize(np.concatenate(parts), 4).cache()
-    records = [[(k % 100, 1) for k in range(m * 2500, (m + 1) * 2500)] for m in range(4)]
-    src = ctx.from_partitions(records).cache()
-    w1.count(), src.count()
-
-    def floor_w1() -> None:
-        for p in parts:
-            float(p.sum())
-
-    def floor_w2() -> None:
-        acc: dict[int, int] = {}
-        for part in records:
-            for k, v in part:
-                acc[k] = acc.get(k, 0) + v
-        sorted(acc)
-
-    return {
-        "W1 single stage": (floor_w1, lambda n: ctx.run_jobs([(w1, _sum)] * n, group_size=g) and None),
-        # a shuffle per job (one dataset read by every job of a group would be shuffled once per group)
-        "W2 shuffle 4 -> 2": (floor_w2, lambda n: ctx.run_jobs(
-            [(src.reduce_by_key(_add, 2), _count) for _ in range(n)], group_size=g) and None),
-    }
-
-
-def _ms(f: Callable[[], None], n: int) -> float:
-    t = time.perf_counter()
-    for _ in range(n):
-        f()
-    return (time.perf_counter() - t) * 1000 / n
-
-
-def _med(xs: list[float]) -> str:
-    return f"{statistics.median(xs):.2f} ({min(xs):.2f}-{max(xs):.2f})"
 
 
 def main() -> None:

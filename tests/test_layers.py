@@ -114,7 +114,9 @@ def test_a_worker_process_imports_only_the_runtime():
                           timeout=60).stdout.split()
     layers = {m.split(".")[1] for m in mods if m.count(".") >= 1}
     assert layers <= {"lineage", "protocol", "worker", "net", "transport", "hookspecs", "_errors", "_version"}, mods
-    assert len(mods) <= 21, mods  # 20 before worker/_heartbeat.py (the liveness thread)
+    # 20 before worker/_heartbeat.py (the liveness thread), 21 before execution templates (lineage/_rename.py,
+    # protocol/_stamp.py, worker/_stamp.py)
+    assert len(mods) <= 24, mods
 
 
 def test_the_public_api_is_unchanged():

@@ -26,9 +26,12 @@ from support import Lineage
 
 import drizzle_core as dz
 from drizzle_core.driver import GroupScheduler
+from drizzle_core.lineage import SourceNode
 from drizzle_core.net import Transport, WorkerJoined, WorkerLost
 from drizzle_core.protocol import MAP, RESULT, Task, roundtrip
 from drizzle_core.protocol import messages as M
+from drizzle_core.worker._stamp import Templates as WorkerTemplates
+from drizzle_core.worker._stamp import expand
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -52,6 +55,7 @@ class Launch(NamedTuple):
     epochs: dict
     trace: bool
     sources: dict           # (source node, partition) -> its data, for this worker's tasks
+    stamps: list            # jobs stamped from templates (``tasks`` holds them stamped out, as the worker would)
 
 
 class FakeTransport(Transport):
@@ -67,6 +71,7 @@ class FakeTransport(Transport):
         self.inbox: list[tuple[int, Any]] = []     # events the next poll returns
         self.script: Iterator[list[tuple[int, Any]]] | None = None
         self.count = 0
+        self.templates: dict[int, WorkerTemplates] = {}  # each worker's templates, as it would hold them
 
     def start(self) -> None:
         pass
@@ -79,7 +84,16 @@ class FakeTransport(Transport):
         message = roundtrip(message)  # what a real transport does with it (it must pickle)
         self.count += 1
         if message[0] == M.LAUNCH:
-            message = Launch(*message[:4], [Task._make(t) for t in message[4]], *message[5:])
+            # Stamped out as the worker does, with the worker's own LRU of templates: the tests read every
+            # task of a launch, whether it was planned or stamped from a template.
+            tasks = [Task._make(t) for t in message[4]]
+            routes = dict(message[5])
+            held = self.templates.setdefault(worker, WorkerTemplates()).take(message[11])
+            for part, instances in held:
+                assert part is not None, "the scheduler named a template this worker does not hold"
+                expand(part, instances, _AnyNodes(), tasks, routes)
+            tasks.sort(key=lambda t: t.index)
+            message = Launch(*message[:4], tasks, {**routes, **message[5]}, *message[6:])
         if message[0] == M.DESCRIBE:  # answered at once, as an idle worker would
             self.inbox.append((worker, (M.DESCRIBED, message[1], {})))
         else:
@@ -215,6 +229,16 @@ def assert_driver_empty(s: GroupScheduler) -> None:
     driver.pop("cached_blocks")
     assert all(v == 0 for v in driver.values()), driver
     assert all(w == {} for w in report["workers"].values()), report
+
+
+class _AnyNodes(dict):
+    """A node table where renaming a template's node is a no-op: these tests read tasks, not nodes."""
+
+    def __missing__(self, key):
+        return SourceNode(key, [None], "a template's node")
+
+    def __setitem__(self, key, value):
+        pass
 
 
 def scheduler(workers: int = 2, replace: bool | None = False, *,

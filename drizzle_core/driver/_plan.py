@@ -30,6 +30,7 @@ from typing import Any, NamedTuple, Protocol
 from .._errors import WorkerLostError
 from ..lineage import Node, ShuffleReadNode, SourceNode, combined_slots
 from ..protocol import MAP, RESULT, Block, Task
+from ._template import Instance, TaskTable, Template, Templates, shape_of
 
 
 class Dataset(Protocol):
@@ -56,18 +57,21 @@ class GroupPlan:
 
     group: int
     jobs: list[tuple[int, Any, Any]] = field(default_factory=list)  # (job number, dataset, function)
-    tasks: list[Task] = field(default_factory=list)
-    worker_of: list[int] = field(default_factory=list)           # task index -> worker
+    tasks: TaskTable = field(default_factory=TaskTable)         # task index -> task, and its worker
     routes: dict[int, list[set[int]]] = field(default_factory=dict)  # run -> dests per reduce partition
     forwards: dict[int, list[tuple[Block, int]]] = field(default_factory=dict)  # worker -> [(block, dest)]
+    forwarded: set[tuple[int, Block, int]] = field(default_factory=set)        # (worker, block, dest) in forwards
+    instances: list[Instance] = field(default_factory=list)     # stamped jobs (execution templates)
+    stamped_runs: dict[int, tuple[Template, int]] = field(default_factory=dict)  # run -> (template, its run)
+    dirty_runs: set[int] = field(default_factory=set)   # stamped runs that jobs planned later read too
     nodes: dict[int, Node] = field(default_factory=dict)
     funcs: dict[int, Callable[..., Any]] = field(default_factory=dict)
     new_cache: dict[Block, int] = field(default_factory=dict)    # cached block -> worker, made by this group
     made_of: dict[int, list[Block]] = field(default_factory=dict)  # node -> its blocks in new_cache
-    # worker -> the source partitions (node id, partition) its tasks compute: each travels only to its
-    # worker, in that worker's launch, not in the program every worker gets
-    sources: dict[int, set[tuple[int, int]]] = field(default_factory=dict)
-    result_tasks: dict[int, tuple[int, int]] = field(default_factory=dict)  # task -> (job, partition)
+    # worker -> the source partitions (node id, partition) its tasks compute, with their node: each
+    # travels only to its worker, in that worker's launch, not in the program every worker gets
+    sources: dict[int, dict[tuple[int, int], SourceNode]] = field(default_factory=dict)
+    source_log: list[tuple[int, tuple[int, int]]] | None = None  # (worker, source key) while a job is recorded
     job_partitions: dict[int, int] = field(default_factory=dict)
     stage_labels: dict[int, str] = field(default_factory=dict)
     run_of_worker: dict[int, set[int]] = field(default_factory=dict)  # worker -> runs it maps for
@@ -77,6 +81,13 @@ class GroupPlan:
     # node -> the last job of the group whose tasks read or make its cached blocks: an
     # unpersisted dataset's blocks can go once that job is done, not the whole group
     read_by: dict[int, int] = field(default_factory=dict)
+
+    def forward(self, loc: int, block: Block, dest: int) -> None:
+        """``loc`` sends ``block`` to ``dest`` once it exists (once per group, however many tasks read it)."""
+        key = (loc, block, dest)
+        if key not in self.forwarded:
+            self.forwarded.add(key)
+            self.forwards.setdefault(loc, []).append((block, dest))
 
 
 class _Stage(NamedTuple):
@@ -97,6 +108,7 @@ class Planner:
         #: recomputed on the survivors spreads out again instead of keeping the newcomer idle; the move
         #: rides on the reading job (the block is forwarded to the reader, which keeps it), no extra message.
         self.moves: dict[Block, int] = {}
+        self.templates = Templates()
 
     def plan(
         self,
@@ -175,7 +187,7 @@ class Planner:
             not_before = 0.0
             stack = [(ds, p, False)]
             visited: set[tuple[int, int]] = set()
-            sources: list[tuple[int, int]] = []
+            sources: list[tuple[tuple[int, int], SourceNode]] = []
             while stack:
                 d, q, broadcast = stack.pop()
                 key = (d.node.id, q)
@@ -200,7 +212,7 @@ class Planner:
                     stores.append(key)
                 plan.nodes[node.id] = node
                 if type(node) is SourceNode:
-                    sources.append(key)
+                    sources.append((key, node))
                     here = node.prefer[q] if node.prefer is not None and prefer < 0 and not broadcast else None
                     if here is not None and here in live:
                         prefer = here
@@ -232,14 +244,14 @@ class Planner:
             w = prefer if prefer >= 0 else workers[p % nw]
             index = len(plan.tasks)
             if sources:
-                plan.sources.setdefault(w, set()).update(sources)
+                plan.sources.setdefault(w, {}).update(sources)
+                if plan.source_log is not None:
+                    plan.source_log.extend((w, k) for k, _ in sources)
             read_by = plan.read_by
             for block, loc in inputs:
                 read_by[block[1]] = job
                 if loc != w:
-                    fw = plan.forwards.setdefault(loc, [])
-                    if (block, w) not in fw:
-                        fw.append((block, w))
+                    plan.forward(loc, block, w)
             for node_id, q in stores:
                 read_by[node_id] = job
                 located[("c", node_id, q)] = w
@@ -247,16 +259,15 @@ class Planner:
                 plan.made_of.setdefault(node_id, []).append(("c", node_id, q))
             for entry in shuffle_in.values():
                 plan.routes[entry[1]][entry[4]].add(w)
+                if entry[1] in plan.stamped_runs:
+                    plan.dirty_runs.add(entry[1])  # read by a reducer the template's mappers do not know of
             if kind == MAP:
                 plan.run_of_worker.setdefault(w, set()).add(out[2])
                 if combine_dep is not None:
                     plan.slot_mappers.setdefault(out[2], {}).setdefault(combine_dep.slot_of(p), set()).add(w)
-            else:
-                plan.result_tasks[index] = (job, p)
             plan.tasks.append(Task(index, job, stage_id, ds.node.id, p, kind, out,
                                    tuple(b for b, _ in inputs), tuple(shuffle_in.values()),
-                                   tuple(stores), 0, not_before))
-            plan.worker_of.append(w)
+                                   tuple(stores), 0, not_before), w)
 
 
 class PlanBuilder:
@@ -268,7 +279,7 @@ class PlanBuilder:
     a few jobs between polls of the transport instead.
     """
 
-    __slots__ = ("located", "plan", "planner", "runs", "workers")
+    __slots__ = ("keys", "located", "memo", "plan", "planner", "runs", "workers")
 
     def __init__(self, planner: Planner, plan: GroupPlan, workers: tuple[int, ...],
                  located: dict[Block, int]) -> None:
@@ -277,14 +288,35 @@ class PlanBuilder:
         self.workers = workers
         self.located = located             # cached blocks that exist, or that earlier tasks make
         self.runs: dict[int, int] = {}      # shuffle_id -> run, for this group
+        self.memo: dict[int, tuple[int, ...]] = {}   # externals' block locations (templates' shape walk)
+        self.keys: dict[int, tuple[Any, Any]] = {}   # op keys by function id (the same)
 
     def add(self, job: int, ds: Dataset, func: Callable[[Any], Any]) -> None:
-        """Plan every stage of one job that must run (shuffles already planned in the group run once)."""
+        """Plan every stage of one job that must run (shuffles already planned in the group run once).
+
+        A job of a shape planned before is stamped from its template
+        (``_template``); the first of a shape is planned here and becomes one.
+        """
         plan, located, runs = self.plan, self.located, self.runs
         planner = self.planner
         plan.jobs.append((job, ds, func))
-        plan.funcs.setdefault(id(func), func)
         plan.job_partitions[job] = ds.num_partitions
+        templates = planner.templates
+        shape = None
+        if templates.enabled and not planner.moves:
+            shape = shape_of(ds, func, self.workers, located, runs, self.memo, self.keys)
+            if shape is not None:
+                template = templates.get(shape.key)
+                if template is not None:
+                    self._stamp(template, job, shape)
+                    return
+        plan.funcs.setdefault(id(func), func)
+        start = len(plan.tasks)
+        # A template is recorded from a job that shares no node with an earlier job of the group: what it
+        # plans is then all its own (a source or a forward two jobs share is planned once, for the first).
+        record = shape is not None and not any(shape.datasets[i].node.id in plan.nodes for i in shape.locals)
+        if record:
+            plan.source_log = []
         for stage in planner._stages(ds, located, runs):
             if stage.reader is not None:
                 dep = stage.reader.node.deps[stage.dep_index]
@@ -297,6 +329,55 @@ class PlanBuilder:
                 out = (id(func),)
                 kind = RESULT
             planner._plan_stage(plan, job, stage.dataset, kind, out, self.workers, located, runs)
+        if record:
+            assert shape is not None and plan.source_log is not None
+            log, plan.source_log = plan.source_log, None
+            end = len(plan.tasks)
+            job_runs = tuple(runs.get(dep.shuffle_id, -1) for dep in shape.shuffles)
+            if end > start and -1 not in job_runs:
+                tasks = [plan.tasks.task(i) for i in range(start, end)]
+                template = Template(templates.new_id(), shape, tasks, [plan.tasks.worker(i) for i in range(start, end)],
+                                    plan.routes, plan.combined, located, log, job_runs, func, plan.stage_labels)
+                templates.add(template)
+
+    def _stamp(self, template: Template, job: int, shape: Any) -> None:
+        """Add ``job`` as an instance of ``template``: its own ids, no task planned (see ``_template``)."""
+        plan, located, runs = self.plan, self.located, self.runs
+        run_ids = self.planner._run_ids
+        new_runs = tuple(next(run_ids) for _ in template.runs)
+        for dep, run in zip(shape.shuffles, new_runs):
+            runs[dep.shuffle_id] = run
+        order = shape.datasets
+        ids = tuple(d.node.id for d in order)
+        inst = Instance(template, len(plan.tasks), job, ids, tuple(dep.shuffle_id for dep in shape.shuffles),
+                        new_runs, shape.start)
+        plan.tasks.add_instance(inst)
+        plan.instances.append(inst)
+        plan.funcs.setdefault(id(template.func), template.func)
+        for nid, node in template.nodes.items():
+            plan.nodes.setdefault(nid, node)
+        plan.stage_labels.update(template.stage_labels)
+        same = ids == template.ids
+        rename = None if same else dict(zip(template.ids, ids))
+        for run_t, run in zip(template.runs, new_runs):
+            plan.routes[run] = [set(d) for d in template.routes[run_t]]
+            plan.stamped_runs[run] = (template, run_t)
+            combined = template.combined.get(run_t)
+            if combined is not None:
+                plan.combined[run] = combined
+        read_by = plan.read_by
+        for nid in template.reads:
+            read_by[nid if rename is None else rename[nid]] = job
+        for nid, q, w in template.stores:
+            block = ("c", nid if rename is None else rename[nid], q)
+            located[block] = w
+            plan.new_cache[block] = w
+            plan.made_of.setdefault(block[1], []).append(block)
+        for block, dest, loc in template.forwards:
+            plan.forward(loc, block if rename is None else ("c", rename[block[1]], block[2]), dest)
+        for w, i, q in template.sources:
+            node = order[i].node
+            plan.sources.setdefault(w, {})[(node.id, q)] = node
 
 
 def _shuffle_reads(ds: Dataset, located: dict[Block, int]) -> list[tuple[Dataset, int]]:

@@ -78,6 +78,7 @@ from ..net import Transport, WorkerJoined, WorkerLost
 from ..protocol import Program
 from ..protocol import _messages as M
 from ._plan import GroupPlan, PlanBuilder, Planner
+from ._template import encode_instances
 from ._trace import Trace
 
 log = logging.getLogger("drizzle.scheduler")
@@ -112,6 +113,7 @@ class GroupMetrics:
     recoveries: int = 0
     worker_bytes_sent: int = 0   # what workers sent: results, shuffle blocks, forwarded blocks
     planned_size: int = 0        # the group size asked for (jobs is less for a short last group)
+    stamped: int = 0             # jobs stamped from an execution template instead of planned (``_template``)
 
 
 @dataclass(eq=False, slots=True)
@@ -234,6 +236,7 @@ class GroupScheduler:
         self.live: list[int] = list(range(num_workers))
         self.cache_locations: dict[tuple[Any, ...], int] = {}
         self.worker_programs: list[OrderedDict[int, None]] = [OrderedDict() for _ in range(num_workers)]
+        self.worker_templates: list[OrderedDict[int, None]] = [OrderedDict() for _ in range(num_workers)]
         self.programs: OrderedDict[tuple[Any, ...], tuple[int, bytes, Program]] = OrderedDict()
         self._program_ids = itertools.count(1)
         self._wire_ids = itertools.count(1)
@@ -259,11 +262,24 @@ class GroupScheduler:
         #: launch a run's next group as soon as it is planned, while the current one runs (no barrier
         #: between groups: workers queue it behind their current tasks); False: after the current ends
         self.pipeline = True
+        self.planner.templates.enabled = True  # see the ``templates`` property
         self.on_failure: Callable[[], None] | None = None  # told of each recovery (adaptive G)
         self.trace: Trace | None = None
         self.metrics: list[GroupMetrics] = []
         self._described: dict[int, dict[int, dict[str, int]]] = {}  # token -> {worker: bookkeeping}
         self._tokens = itertools.count(1)
+
+    @property
+    def templates(self) -> bool:
+        """Whether jobs that repeat a shape are stamped from a template (``_template``), not planned again."""
+        return self.planner.templates.enabled
+
+    @templates.setter
+    def templates(self, on: bool) -> None:
+        with self._locked():
+            self.planner.templates.enabled = bool(on)
+            if not on:
+                self.planner.templates.clear()
 
     @contextlib.contextmanager
     def _locked(self) -> Iterator[None]:
@@ -289,9 +305,12 @@ class GroupScheduler:
         """
         with self._locked():
             if self._open_plans:
-                self._deferred.append(_DeferredDrop(node_id, uncache=uncache,
-                                                    pulled_for=self._pulling[-1] if self._pulling else None))
-                self._release_deferred()
+                d = _DeferredDrop(node_id, uncache=uncache, pulled_for=self._pulling[-1] if self._pulling else None)
+                if self._still_read(node_id):
+                    self._deferred.append(d)  # the others waiting did not change: only this one is looked at
+                else:
+                    uncache()
+                    self._drop_node(node_id)
                 return
             uncache()
             self._drop_node(node_id)
@@ -382,14 +401,15 @@ class GroupScheduler:
                     return True  # planned, not launched; or launched and that job is not handed out yet
         return False
 
-    def _release_deferred(self, discarded: int | None = None) -> None:
+    def _release_deferred(self, discarded: int | None = None, touched: dict[int, int] | None = None) -> None:
+        """Release the deferred drops no job still reads (those of ``touched``'s nodes only, when given)."""
         if not self._deferred:
             return
         waiting, self._deferred = self._deferred, []
         for d in waiting:
             if discarded is not None and d.pulled_for == discarded:
                 continue  # asked by a job that never ran
-            if self._still_read(d.node_id):
+            if (touched is not None and d.node_id not in touched) or self._still_read(d.node_id):
                 self._deferred.append(d)
             elif d.copy is not None:
                 w, block = d.copy
@@ -536,7 +556,8 @@ class GroupScheduler:
             out.append(run.done.pop(run.next_job))
             run.next_job += 1
         if out and self._deferred:
-            self._release_deferred()
+            # only unpersists of what this run reads can have been released by handing out its jobs
+            self._release_deferred(touched=run.plan.read_by)
         if out and self.pending_drops:
             self._jobs_since_drop += len(out)
             if self._jobs_since_drop >= _DROP_EVERY_JOBS:
@@ -733,6 +754,7 @@ class GroupScheduler:
             busy_s=run.busy, coordination=min(1.0, max(0.0, 1.0 - run.busy / (wall * nw))),
             messages_sent=run.msgs, bytes_sent=run.sent_bytes,
             recoveries=run.recoveries, worker_bytes_sent=run.worker_bytes, planned_size=prep.size,
+            stamped=len(first.instances),
         )
         self.metrics.append(m)
         return m
@@ -742,10 +764,11 @@ class GroupScheduler:
         """Abort ``run``'s attempt, keep what its finished jobs cached on live workers."""
         keep: dict[int, list[tuple[Any, ...]]] = {}
         plan = run.plan
+        tasks = plan.tasks
         for index in run.finished:
-            w = plan.worker_of[index]
+            w = tasks.worker(index)
             if w in self.live:
-                for node_id, q in plan.tasks[index].stores:
+                for node_id, q in tasks.task(index).stores:
                     block = ("c", node_id, q)
                     if block not in plan.new_cache:
                         continue  # its dataset was unpersisted while the group ran: dropped, not kept
@@ -795,7 +818,9 @@ class GroupScheduler:
         with self._locked():
             while len(self.worker_programs) <= worker:
                 self.worker_programs.append(OrderedDict())
+                self.worker_templates.append(OrderedDict())
             self.worker_programs[worker] = OrderedDict()
+            self.worker_templates[worker] = OrderedDict()
             if worker not in self.live:
                 self.live.append(worker)
                 self.live.sort()
@@ -840,7 +865,10 @@ class GroupScheduler:
         """The group's program, pickled once (and reused while it repeats)."""
         # Node identity, not just id: a dataset's node can be replaced (lineage
         # truncated to a value the driver holds), and must not hit a stale program.
-        key = (tuple(sorted((nid, id(n)) for nid, n in plan.nodes.items())), tuple(sorted(plan.funcs)))
+        # A source goes without its data, so what it puts in the program is all its key needs (a template
+        # keeps its sources without their data: the same program as the job it was made from).
+        key = (tuple(sorted((nid, id(n)) if type(n) is not SourceNode else (nid, n.num_partitions, n.label, n.start_at)
+                            for nid, n in plan.nodes.items())), tuple(sorted(plan.funcs)))
         hit = self.programs.get(key)
         if hit is not None:
             self.programs.move_to_end(key)
@@ -865,31 +893,46 @@ class GroupScheduler:
         if self._gc_drops:
             self._apply_gc_drops()
         per_worker: dict[int, list[Any]] = {}
-        for task, w in zip(plan.tasks, plan.worker_of):
+        for task, w in plan.tasks.explicit():
             per_worker.setdefault(w, []).append(tuple(task))  # a NamedTuple pickles ~4x slower
+        # Stamped jobs: each worker holding a share of their template gets the instances (pickled once
+        # for every worker), and its share of the template the first time only.
+        stamped: dict[int, list[int]] = {}
+        templates = {}
+        shared_instances: dict[int, pickle.PickleBuffer] = {}
+        if plan.instances:
+            for tid, data in encode_instances(plan.instances).items():
+                shared_instances[tid] = pickle.PickleBuffer(data)
+            for inst in plan.instances:
+                tm = inst.template
+                if tm.id not in templates:
+                    templates[tm.id] = tm
+                    for w in tm.slices:
+                        per_worker.setdefault(w, [])
+                        stamped.setdefault(w, []).append(tm.id)
         for w in plan.forwards:
             per_worker.setdefault(w, [])
         shared = pickle.PickleBuffer(program_bytes)
         workers = sorted(per_worker)
         messages = []
         for w in workers:
-            lru = self.worker_programs[w]
-            if program_id in lru:
-                lru.move_to_end(program_id)
-                body = None
-            else:
-                lru[program_id] = None
-                if len(lru) > M.PROGRAM_CACHE:
-                    lru.popitem(last=False)
-                body = shared
+            body = None if _held(self.worker_programs[w], program_id, M.PROGRAM_CACHE) else shared
             runs = plan.run_of_worker.get(w, ())
             routes = {run: tuple(tuple(sorted(d)) for d in plan.routes[run]) for run in runs}
-            nodes = plan.nodes
-            sources = {key: nodes[key[0]].partitions[key[1]]  # type: ignore[attr-defined]
-                       for key in plan.sources.get(w, ())}
+            stamps = []
+            if w in stamped:
+                held = self.worker_templates[w]
+                for tid in stamped[w]:
+                    part = None if _held(held, tid, M.TEMPLATE_CACHE) else tuple(templates[tid].slices[w])
+                    stamps.append((tid, part, shared_instances[tid]))
+                for run in plan.dirty_runs:  # a stamped shuffle read by later jobs too: the whole route
+                    tm, run_t = plan.stamped_runs[run]
+                    if tm.id in templates and w in tm.slices and run_t in tm.slices[w].routes:
+                        routes[run] = tuple(tuple(sorted(d)) for d in plan.routes[run])
+            sources = {key: node.partitions[key[1]] for key, node in plan.sources.get(w, {}).items()}
             messages.append((M.LAUNCH, wire, program_id, body, per_worker[w], routes,
                              plan.forwards.get(w, []), self.pending_drops.pop(w, []), self.epochs,
-                             self.trace is not None, sources))
+                             self.trace is not None, sources, stamps))
         for w in [w for w in self.pending_drops if w not in per_worker and w in self.live]:
             self.transport.send(w, (M.DROP, self.pending_drops.pop(w)))
         try:
@@ -898,6 +941,9 @@ class GroupScheduler:
             for w in workers:
                 with contextlib.suppress(Exception):
                     self.transport.send(w, (M.ABORT, wire, []))
+                # which of the launches went out is not known: programs and templates are sent again
+                self.worker_programs[w].pop(program_id, None)
+                self.worker_templates[w].clear()
             self._runs.pop(wire, None)
             raise _culprit(plan, plan.jobs, e) from e
         return workers
@@ -934,13 +980,13 @@ class GroupScheduler:
             log.warning("unexpected message %r from worker %d", tag, worker)
 
     def _on_results(self, run: _Run, items: list[Any]) -> None:
-        tasks = run.plan.tasks
-        result_tasks = run.plan.result_tasks
-        for index, attempt, value in items:
-            if index in run.finished or tasks[index].attempt != attempt:
-                continue  # duplicate, or an attempt that was superseded
-            run.finished.add(index)
-            job, p = result_tasks[index]
+        result_of = run.plan.tasks.result_of
+        finished = run.finished
+        for index, _attempt, value in items:
+            if index in finished:
+                continue  # a duplicate (an attempt superseded has another wire id: never routed here)
+            finished.add(index)
+            job, p = result_of(index)  # type: ignore[misc]
             run.results[job][p] = value
             left = run.remaining[job] - 1
             if left:
@@ -1115,6 +1161,22 @@ class GroupScheduler:
             }
             names = self.transport.worker_names
             return {"driver": driver, "workers": {names[w]: box.get(w) for w in asked}}
+
+
+def _held(lru: OrderedDict[int, None], key: int, size: int) -> bool:
+    """Whether a worker holds ``key`` (a program, a template), by the driver's mirror of its LRU of ``size``.
+
+    Either way it is the most recently used now, as on the worker once the
+    launch arrives; a key not held is added (the launch carries it), and the
+    least recently used one goes, as it will on the worker.
+    """
+    if key in lru:
+        lru.move_to_end(key)
+        return True
+    lru[key] = None
+    if len(lru) > size:
+        lru.popitem(last=False)
+    return False
 
 
 def _culprit(plan: GroupPlan, batch: list[Any], error: Exception) -> SerializationError:

@@ -6,7 +6,8 @@ than an object. This table is the protocol; ``_worker.py`` and
 ``_scheduler.py`` are its only readers and writers.
 
 driver → worker
-    (LAUNCH, group, program_id, program_bytes | None, tasks, routes, forwards, drops, epochs, trace, sources)
+    (LAUNCH, group, program_id, program_bytes | None, tasks, routes, forwards, drops, epochs, trace, sources,
+     stamps)
         One per worker per group. ``program_bytes`` is the cloudpickled
         ``Program`` (nodes and job functions), sent only when the worker does
         not hold ``program_id`` yet (both sides keep the same LRU of
@@ -20,6 +21,15 @@ driver → worker
         ``sources``: ``{(source node, partition): data}`` for the source partitions this
         worker's tasks compute (the program carries sources without their data, so
         each partition travels to one worker only).
+        ``stamps``: ``[(template id, slice | None, instances), ...]``: jobs that
+        repeat a template's shape (``driver/_template.py``), which the worker
+        stamps into tasks itself (``protocol.stamp``). ``slice`` is the
+        worker's share of the template, sent only when the worker does not
+        hold it yet (both sides keep the same LRU of ``TEMPLATE_CACHE``):
+        ``(ids, shuffle ids, runs, start, local positions, tasks, routes)``.
+        ``instances`` is a pickle, made once per group and shared by every
+        worker's message, of ``[(first task index, job, ids, shuffle ids,
+        runs, start), ...]`` packed as arithmetic runs (``pack_instances``).
     (ABORT, group, [block ...])   forget everything about the group, but keep
                           these cached blocks it made (finished jobs' state)
     (DROP, [block ...])   forget cached blocks
@@ -63,3 +73,4 @@ PROGRAM_LOAD_FAILED = "could not load the group's program on this worker"
 
 DRIVER = -1
 PROGRAM_CACHE = 16
+TEMPLATE_CACHE = 64

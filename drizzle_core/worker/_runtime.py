@@ -47,6 +47,7 @@ from ..lineage import ShuffleReadNode, SourceNode, fold_slots
 from ..protocol import MAP, Program, Task, _wire, shuffle_blocks
 from ..protocol import _messages as M
 from ._heartbeat import Liveness
+from ._stamp import Templates, expand
 
 log = logging.getLogger("drizzle.worker")
 
@@ -58,14 +59,15 @@ _DURATIONS_KEPT = 256
 
 
 class GroupState:
-    __slots__ = ("busy", "bytes0", "failed", "group", "program", "ran", "remaining", "routes", "sources", "spans",
-                 "stored")
+    __slots__ = ("busy", "bytes0", "failed", "group", "nodes", "program", "ran", "remaining", "routes", "sources",
+                 "spans", "stored")
 
     def __init__(self, group: int, program: Program, routes: dict[Any, Any], remaining: int) -> None:
         self.spans: list[tuple[Any, ...]] | None = None  # (task index, wall start, seconds) when tracing
         self.bytes0 = 0
         self.group = group
         self.program = program
+        self.nodes: dict[int, Any] = program.nodes  # the program's, or a copy with stamped jobs' nodes added
         self.routes = routes
         self.remaining = remaining
         self.busy = 0.0
@@ -167,6 +169,7 @@ class WorkerRuntime:
         self.groups: dict[int, GroupState] = {}
         self.tasks: dict[tuple[int, int], Task] = {}
         self.programs: OrderedDict[int, Program] = OrderedDict()
+        self.templates = Templates()  # this worker's shares of the driver's execution templates
         self.dead_below = 0           # groups below this id are finished or aborted
         self.dead_groups: set[int] = set()
         self.max_closed = -1          # highest group id finished or aborted here
@@ -211,8 +214,8 @@ class WorkerRuntime:
             _, group, items = msg
             self._on_blocks(group, items)
         elif tag == M.LAUNCH:
-            _, group, program_id, body, tasks, routes, forwards, drops, epochs, trace, sources = msg
-            self._on_launch(group, program_id, body, tasks, routes, forwards, drops, epochs, trace, sources)
+            _, group, program_id, body, tasks, routes, forwards, drops, epochs, trace, sources, stamps = msg
+            self._on_launch(group, program_id, body, tasks, routes, forwards, drops, epochs, trace, sources, stamps)
         elif tag == M.ABORT:
             _, group, keep = msg
             self._abort(group, keep)
@@ -239,7 +242,8 @@ class WorkerRuntime:
 
     def _on_launch(self, group: int, program_id: int, program_bytes: bytes | None, tasks: list[Task],
                    routes: dict[Any, Any], forwards: list[Any], drops: list[Any], epochs: dict[Any, Any],
-                   trace: bool, sources: dict[tuple[int, int], Any]) -> None:
+                   trace: bool, sources: dict[tuple[int, int], Any], stamps: list[Any] | None = None) -> None:
+        held = self.templates.take(stamps) if stamps else ()
         if epochs and self.expect_peer is not None:
             for peer, epoch in epochs.items():
                 # a replaced peer: never write into the connection to its dead predecessor
@@ -272,7 +276,23 @@ class WorkerRuntime:
                 self.programs.popitem(last=False)
         self.programs.move_to_end(program_id)
         tasks = [Task._make(t) for t in tasks]  # plain tuples on the wire: they pickle ~4x faster
+        nodes = program.nodes
+        if held:
+            nodes = dict(nodes)
+            routes = dict(routes)
+            explicit = dict(routes)  # routes the LAUNCH names win over a template's (a shuffle more jobs read)
+            for part, instances in held:
+                if part is None:
+                    first = Task._make(tasks[0]) if tasks else None
+                    self.send_failure(group, first.index if first else -1, 0,
+                                      "a template this worker does not hold was named (driver and worker disagree "
+                                      "about the worker's templates)\n", RuntimeError("template not held"))
+                    self.dead_groups.add(group)
+                    return
+                expand(part, instances, nodes, tasks, routes)
+            routes.update(explicit)
         gs = GroupState(group, program, routes, len(tasks))
+        gs.nodes = nodes
         gs.sources = {k: _aligned(v) for k, v in sources.items()} if sources else sources
         gs.bytes0 = self._bytes_sent()
         if trace:
@@ -280,7 +300,6 @@ class WorkerRuntime:
         self.groups[group] = gs
         blocks = self.blocks
         transient = self.transient
-        nodes = program.nodes
         combined: dict[tuple[int, int, int], int] | None = None  # slots mapped here: their slot sizes
         for task in tasks:
             need: list[tuple[Any, ...]] = list(task.inputs)
@@ -547,7 +566,7 @@ class WorkerRuntime:
 
     def _shuffle_write(self, gs: GroupState, task: Task, value: Any) -> None:
         reader_id, dep_index, run, R = task.out
-        dep = gs.program.nodes[reader_id].deps[dep_index]
+        dep = gs.nodes[reader_id].deps[dep_index]
         buckets = dep.split(value, R)
         dests = gs.routes[run]
         group = gs.group
@@ -586,7 +605,7 @@ class WorkerRuntime:
 
     def _evaluate(self, gs: GroupState, task: Task) -> Any:
         """The partition of the stage's final node (explicit-stack post-order walk)."""
-        nodes = gs.program.nodes
+        nodes = gs.nodes
         blocks = self.blocks
         root = (task.node, task.partition)
         if not task.stores:
