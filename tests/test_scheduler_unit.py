@@ -56,6 +56,7 @@ class Launch(NamedTuple):
     trace: bool
     sources: dict           # (source node, partition) -> its data, for this worker's tasks
     stamps: list            # jobs stamped from templates (``tasks`` holds them stamped out, as the worker would)
+    hold: float             # seconds the worker may keep the group's results
 
 
 class FakeTransport(Transport):

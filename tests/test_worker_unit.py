@@ -65,7 +65,7 @@ def launch(group: int, tasks: list, *, routes=None, forwards=(), drops=(), progr
     routes = {RUN: ((ME,), (PEER,))} if routes is None else routes
     sources = {(SOURCE.id, t[4]): DATA[t[4]] for t in tasks if t[3] in (SOURCE.id, CACHED.id)}
     return (M.LAUNCH, group, 1, PROGRAM_BYTES if program else None, list(tasks), routes, list(forwards),
-            list(drops), {}, False, sources, [])
+            list(drops), {}, False, sources, [], 0.0)
 
 
 class Recorder:

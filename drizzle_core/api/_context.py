@@ -413,7 +413,7 @@ class Context:
 
     def iter_jobs(self, jobs: Iterable[tuple[D.Dataset, Callable[[Any], Any]]],
                   group_size: GroupSize | None = None, *,
-                  keep_going: Callable[[], bool] | None = None) -> JobIterator:
+                  keep_going: Callable[[], bool] | None = None, hold_results: float = 0.0) -> JobIterator:
         """Like :meth:`run_jobs`, but yields each job's results as soon as that job finishes.
 
         The next group is planned while the current one runs; ``keep_going()``
@@ -423,8 +423,14 @@ class Context:
         may be called while iterating (inside the loop, from the job
         generator, from another thread): each runs as a group of its own.
         ``group_size`` may be a :class:`GroupSizeController`, asked for each
-        group's size and told how each group went.
+        group's size and told how each group went. ``hold_results``: seconds
+        a worker may keep finished jobs' results to send several at once (one
+        wake-up of the driver, not one per job), for a loop that needs
+        throughput more than each result the moment it exists (``iterate``).
         """
+        if isinstance(hold_results, bool) or not isinstance(hold_results, (int, float)) or \
+                not 0 <= hold_results < float("inf"):
+            raise ValueError(f"iter_jobs: hold_results must be a finite number of seconds >= 0, got {hold_results!r}")
         self._check_open()
         g = self.group_size if group_size is None else group_size
         _check_group_size_arg(g)
@@ -439,10 +445,11 @@ class Context:
         else:
             guard = _Guarded(g)  # type: ignore[arg-type]
             self._scheduler.check_workers()
-            inner = self._scheduler.run(self._validated(jobs), guard.next_size, guard.observe, keep_going)
+            inner = self._scheduler.run(self._validated(jobs), guard.next_size, guard.observe, keep_going,
+                                        float(hold_results))
             return JobIterator(_guarded(inner, guard))
         self._scheduler.check_workers()
-        return self._scheduler.run(self._validated(jobs), next_size, on_group, keep_going)
+        return self._scheduler.run(self._validated(jobs), next_size, on_group, keep_going, float(hold_results))
 
     def _validated(self, jobs: Iterable[Any]) -> Iterator[tuple[D.Dataset, Callable[[Any], Any]]]:
         if isinstance(jobs, (str, bytes)) or not isinstance(jobs, Iterable):

@@ -1,36 +1,45 @@
-"""``Context.iterate``: dependent iterations with no driver round trip inside a group.
+"""``Context.iterate``: dependent iterations, one hop between workers each, no driver inside a group.
 
-Iteration i is one job over three datasets::
+Iteration i is one job over three datasets, with S = the number of *slots*
+(``min(ctx.num_workers, data partitions)`` when ``iterate`` is called)::
 
-    partials_i = BroadcastZip(data, state_{i-1}, local)     # on each cached partition
-    reduced_i  = shuffle of partials_i into 1 partition,   # each worker folds its own
-                 pre-combined on each worker               # partials first (local_combine)
-    state_i    = Zip(reduced_i, state_{i-1}, update).cache()   # on one reducer
+    partials_i = BroadcastZip(data, state_{i-1}, local, slots=S)  # partition p reads state copy p % S
+    reduced_i  = shuffle of partials_i into S partitions,         # every slot's partial to every copy,
+                 pre-combined on each worker                      # each worker folding its own first
+    state_i    = Zip(reduced_i, state_{i-1}, update).cache()      # S copies, one per slot
 
-``state_i`` is a cached single-partition dataset; the planner keeps it on the
-same worker every iteration (locality) and forwards it to every other worker
-that holds data partitions: the new state reaches the workers for the next
-iteration worker to worker. The job's result is the state itself, so the
-driver sees every iteration as it completes.
+An all-reduce. Round-robin placement puts data partition p, and copy
+``p % S`` of the state, on worker ``p % S``; each worker folds the partials
+of its slot (``local_combine``) and sends the one value to every other
+worker; each worker folds the S slot values, in slot order, and applies
+``update`` itself. So an iteration costs one hop between workers (a
+single reducer that then forwards the new state costs two: partials in,
+state out), and the next iteration's partials read the state beside them.
+``update`` and ``until`` must be deterministic (they run on every worker).
+With more than ``ALL_REDUCE_MAX`` slots the all-to-all exchange (S * (S-1)
+blocks an iteration) would cost more than the second hop saves, and the
+state has one copy on one reducer, forwarded to the workers that need it.
 
-Order of combination: with W = ``ctx.num_workers`` when ``iterate`` is
-called, partition p's partial belongs to slot ``p % W``; each slot folds its
-partitions in increasing order, then the slots are folded in slot order
-(``ShuffleDep.combine_slots``). Round-robin placement puts slot w on worker
-w, so a clean run sends one partial per worker; the tree is fixed by the
-lineage, not by where tasks ran, so a run that lost a worker, or ran with
-another group size, gives the same floating-point state bit for bit. With
-at most W partitions it is the plain left fold, partition by partition.
+Order of combination: partition p's partial belongs to slot ``p % S``;
+each slot folds its partitions in increasing order, then the slots are
+folded in slot order (``ShuffleDep.combine_slots``). The tree is fixed by
+the lineage, not by where tasks ran, so every copy of the state is the same
+bit for bit, and so is a run that lost a worker, or ran with another group
+size. With at most S partitions it is the plain left fold, partition by
+partition.
 
-Recovery: when the driver receives ``state_i`` it truncates that dataset's
-lineage to the value (``_checkpoint``), so a lost worker costs at most the
-iterations after the last one the driver saw.
+The driver: each job's result is copy 0 of the state, and workers hold an
+iterate's results for up to ``RESULT_HOLD`` seconds, so the driver wakes
+once per batch of iterations, not once per iteration (on a 2-core machine,
+each wake-up preempts a worker). When it receives ``state_i`` it truncates
+that dataset's lineage to the value (``_checkpoint``), so a lost worker
+costs at most the iterations after the last one the driver saw.
 
-Convergence: the state travels as ``(converged, state)``. The reducer
-evaluates ``until`` after each update; once true, later iterations of the
-same group pass the state through without calling ``local`` or ``update``;
-the driver, seeing the converged state, aborts the rest of the group and
-starts no new one.
+Convergence: the state travels as ``(converged, state)``. Each copy's
+update evaluates ``until``; once true, later iterations of the same group
+pass the state through without calling ``local`` or ``update``; the
+driver, seeing the converged state, aborts the rest of the group and starts
+no new one.
 """
 
 from __future__ import annotations
@@ -46,6 +55,8 @@ if TYPE_CHECKING:
     from ._context import Context
 
 _SKIP = None
+ALL_REDUCE_MAX = 16   # slots up to which the state is all-reduced (a copy per slot); one reducer beyond
+RESULT_HOLD = 0.02    # seconds a worker may hold an iterate's states before sending them to the driver
 
 
 @dataclass
@@ -69,12 +80,21 @@ class _Local(N.Wraps):
 
 
 class _Split:
-    """Map side of the reduction: the task's one partial is its only bucket."""
+    """Map side of the reduction: the task's one partial goes to every copy of the state (R of them)."""
 
     __slots__ = ()
 
     def __call__(self, part: Any, R: int) -> list[Any]:
-        return [part[0]]
+        return [part[0]] * R
+
+
+class _Copy0:
+    """Copy 0 of the state is the job's result; the other copies stay where they are."""
+
+    __slots__ = ()
+
+    def __call__(self, p: int, part: Any) -> Any:
+        return part if p == 0 else ()
 
 
 class _Combine(N.Wraps):
@@ -123,7 +143,9 @@ class _Update:
 
 
 def _first(part: Any) -> Any:
-    return part[0] if type(part) is list else next(iter(part))
+    if type(part) is list:
+        return part[0] if part else None
+    return next(iter(part), None)
 
 
 def _checkpoint(ds: D.Dataset, converged: bool, state: Any) -> None:
@@ -134,7 +156,7 @@ def _checkpoint(ds: D.Dataset, converged: bool, state: Any) -> None:
     iteration since ``init``: ``iterate`` resumes from the last completed
     iteration's state.
     """
-    ds.node = N.SourceNode(ds.id, [[(converged, state)]], f"checkpoint of {ds.node.label}")
+    ds.node = N.SourceNode(ds.id, [[(converged, state)]] * ds.node.num_partitions, f"checkpoint of {ds.node.label}")
     ds.parents = ()
 
 
@@ -156,9 +178,11 @@ def iterate(ctx: Context, data: D.Dataset, init: Any, *, local: Callable[[Any, A
     local_op, comb = _Local(local), _Combine(combine)
     merge, upd = _Merge(comb), _Update(update, until)
     result = IterateResult(state=init)
-    state0 = ctx.parallelize([(False, init)], 1).cache()
     slots = max(1, min(ctx.num_workers, data.num_partitions))  # fixed for the whole loop: see the module doc
+    copies = slots if slots <= ALL_REDUCE_MAX else 1
+    state0 = ctx.parallelize([(False, init)] * copies, copies).cache()
     stop = [False]
+    copy0 = _Copy0()
 
     pending: dict[int, D.Dataset] = {}  # iteration -> its state dataset, until its state arrives
 
@@ -167,22 +191,25 @@ def iterate(ctx: Context, data: D.Dataset, init: Any, *, local: Callable[[Any, A
         for i in range(1, iterations + 1):
             if stop[0]:
                 return
-            node = N.BroadcastZipNode(next(D._ids), data.node, state.node, local_op, f"iterate local at {label}")
+            node = N.BroadcastZipNode(next(D._ids), data.node, state.node, local_op, f"iterate local at {label}",
+                                      slots=copies)
             partials = D.Dataset(ctx, node, (data, state))
             dep = N.ShuffleDep(next(D._shuffle_ids), partials.node, _Split(), local_combine=comb,
                                combine_slots=slots)
-            rnode = N.ShuffleReadNode(next(D._ids), (dep,), merge, 1, f"iterate combine at {label}")
+            rnode = N.ShuffleReadNode(next(D._ids), (dep,), merge, copies, f"iterate combine at {label}")
             reduced = D.Dataset(ctx, rnode, (partials,))
             znode = N.ZipNode(next(D._ids), reduced.node, state.node, upd, f"iterate update at {label}")
             new = D.Dataset(ctx, znode, (reduced, state)).cache()
             pending[i] = new
-            yield new, _first
+            out = new if copies == 1 else D.Dataset(ctx, N.NarrowNode(next(D._ids), new.node, copy0,
+                                                                     f"iterate state at {label}"), (new,))
+            yield out, _first
             state.unpersist()  # the job just yielded is planned: its input can go after the group
             state = new
 
-    states = ctx.iter_jobs(jobs(), group_size, keep_going=lambda: not stop[0])
+    states = ctx.iter_jobs(jobs(), group_size, keep_going=lambda: not stop[0], hold_results=RESULT_HOLD)
     try:
-        for i, [(converged, state)] in enumerate(states, start=1):
+        for i, [(converged, state), *_] in enumerate(states, start=1):
             _checkpoint(pending.pop(i), converged, state)
             if keep_history:
                 result.history.append(state)

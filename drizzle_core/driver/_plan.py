@@ -64,6 +64,7 @@ class GroupPlan:
     instances: list[Instance] = field(default_factory=list)     # stamped jobs (execution templates)
     stamped_runs: dict[int, tuple[Template, int]] = field(default_factory=dict)  # run -> (template, its run)
     dirty_runs: set[int] = field(default_factory=set)   # stamped runs that jobs planned later read too
+    hold: float = 0.0   # seconds workers may keep its results before sending them (batched; ``run``'s hold)
     nodes: dict[int, Node] = field(default_factory=dict)
     funcs: dict[int, Callable[..., Any]] = field(default_factory=dict)
     new_cache: dict[Block, int] = field(default_factory=dict)    # cached block -> worker, made by this group

@@ -154,6 +154,7 @@ class _Ahead:
     jobs: Iterator[Any]
     numbers: Iterator[int]
     size: int
+    hold: float = 0.0              # seconds workers may keep its results (``run``'s ``hold``)
     builder: PlanBuilder | None = None
     version: int = 0
     pulled: int = 0
@@ -430,21 +431,25 @@ class GroupScheduler:
     def run(self, jobs: Iterable[tuple[Any, Callable[[Any], Any]]],
             next_group_size: Callable[[], int],
             on_group: Callable[[GroupMetrics], None] | None = None,
-            keep_going: Callable[[], bool] | None = None) -> JobIterator:
+            keep_going: Callable[[], bool] | None = None, hold: float = 0.0) -> JobIterator:
         """Each job's results (one per partition), in job order (see :class:`JobIterator`).
 
         Group k+1 is planned and serialized while group k runs, between polls,
         and launched the moment group k is done; so planning is off the
         critical path. ``keep_going()`` is asked before each launch: False
         drops a group planned ahead (a converged ``iterate``, a stopped stream).
+        ``hold``: seconds a worker may keep these jobs' results before sending
+        them (batched: one wake-up of the driver for many jobs, where nobody
+        waits on each job as it finishes); 0 sends them as soon as the
+        worker's ready queue runs dry.
         """
-        return JobIterator(self._run(iter(jobs), next_group_size, on_group, keep_going))
+        return JobIterator(self._run(iter(jobs), next_group_size, on_group, keep_going, hold))
 
     def _run(self, it: Iterator[Any], next_group_size: Callable[[], int],
              on_group: Callable[[GroupMetrics], None] | None,
-             keep_going: Callable[[], bool] | None) -> Iterator[tuple[int, list[Any]]]:
+             keep_going: Callable[[], bool] | None, hold: float) -> Iterator[tuple[int, list[Any]]]:
         try:
-            yield from self._groups(it, next_group_size, on_group, keep_going)
+            yield from self._groups(it, next_group_size, on_group, keep_going, hold)
         finally:
             # Between groups, drops ride the next LAUNCH (no message of their own); once this
             # run_jobs call has no next group, they go now, unless another run is in flight.
@@ -454,7 +459,7 @@ class GroupScheduler:
 
     def _groups(self, it: Iterator[Any], next_group_size: Callable[[], int],
                 on_group: Callable[[GroupMetrics], None] | None,
-                keep_going: Callable[[], bool] | None) -> Iterator[tuple[int, list[Any]]]:
+                keep_going: Callable[[], bool] | None, hold: float = 0.0) -> Iterator[tuple[int, list[Any]]]:
         """Launch the groups of one ``run`` call and hand out their jobs in order.
 
         Pipelined (``self.pipeline``): group k+1 is launched the moment it is
@@ -469,11 +474,11 @@ class GroupScheduler:
         """
         numbers = itertools.count()
         with self._locked():
-            prep = self._finish_ahead(_Ahead(it, numbers, next_group_size()))
+            prep = self._finish_ahead(_Ahead(it, numbers, next_group_size(), hold=hold))
             run = self._launch_run(prep) if prep is not None else None
         while run is not None:
             with self._locked():
-                ahead = _Ahead(it, numbers, next_group_size())
+                ahead = _Ahead(it, numbers, next_group_size(), hold=hold)
             try:
                 yield from self._drive(run, ahead)
             except BaseException:
@@ -611,6 +616,7 @@ class GroupScheduler:
                 ahead.version = self._version
                 self._check_live()
                 ahead.builder = self.planner.begin(self.live, self._located())
+                ahead.builder.plan.hold = ahead.hold
                 self._open_plans[ahead.builder.plan.group] = ahead.builder.plan
             builder = ahead.builder
             self._pulling.append(builder.plan.group)
@@ -684,6 +690,7 @@ class GroupScheduler:
         t0 = time.perf_counter()
         self._check_live()
         plan = self.planner.plan(old.jobs, self.live, self._located())
+        plan.hold = old.hold
         self._open_plans[plan.group] = plan
         self._close(old, committed=False)
         t1 = time.perf_counter()
@@ -804,6 +811,7 @@ class GroupScheduler:
         try:
             if unfinished:
                 plan = self.planner.plan(unfinished, self.live, self._located(before=run))
+                plan.hold = old.hold
                 self._open_plans[plan.group] = plan
         finally:
             if run.attempt_open:
@@ -932,7 +940,7 @@ class GroupScheduler:
             sources = {key: node.partitions[key[1]] for key, node in plan.sources.get(w, {}).items()}
             messages.append((M.LAUNCH, wire, program_id, body, per_worker[w], routes,
                              plan.forwards.get(w, []), self.pending_drops.pop(w, []), self.epochs,
-                             self.trace is not None, sources, stamps))
+                             self.trace is not None, sources, stamps, plan.hold))
         for w in [w for w in self.pending_drops if w not in per_worker and w in self.live]:
             self.transport.send(w, (M.DROP, self.pending_drops.pop(w)))
         try:

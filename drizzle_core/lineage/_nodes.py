@@ -155,15 +155,26 @@ class ZipNode(_TwoParentNode):
 
 
 class BroadcastZipNode(_TwoParentNode):
-    """Partition ``p`` is ``fn(p, data_p, state_0)`` (``BroadcastZipNode(id, data, state, fn, label)``): every
-    partition reads one small single-partition dataset (a model, a state), which the planner forwards to each
-    worker once per iteration."""
+    """Partition ``p`` is ``fn(p, data_p, state_s)`` (``BroadcastZipNode(id, data, state, fn, label, slots)``),
+    ``s = p % slots``: every partition reads a small dataset (a model, a state) that has one copy per slot.
 
-    __slots__ = ()
+    With ``slots=1`` the state is one partition, which the planner forwards to each worker that needs it.
+    With one slot per worker (``iterate``'s all-reduce), partition ``p`` reads the copy that lives beside it
+    (round-robin placement puts both on worker ``p % slots``): no forward at all."""
+
+    __slots__ = ("slots",)
     broadcast_inputs = (1,)
 
+    def __init__(self, id: int, a: Node, b: Node, fn: Callable[..., Iterable[Any]], label: str,
+                 slots: int = 1) -> None:
+        super().__init__(id, a, b, fn, label)
+        if slots != b.num_partitions:
+            raise ValueError(f"a broadcast zip over {slots} slot(s) needs a state of {slots} partition(s), "
+                             f"got {b.num_partitions}")
+        self.slots = slots
+
     def narrow_inputs(self, p: int) -> tuple[tuple[int, int], ...]:
-        return ((self.parents[0], p), (self.parents[1], 0))
+        return ((self.parents[0], p), (self.parents[1], p % self.slots))
 
 
 class ShuffleDep:

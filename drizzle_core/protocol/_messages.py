@@ -7,7 +7,7 @@ than an object. This table is the protocol; ``_worker.py`` and
 
 driver → worker
     (LAUNCH, group, program_id, program_bytes | None, tasks, routes, forwards, drops, epochs, trace, sources,
-     stamps)
+     stamps, hold)
         One per worker per group. ``program_bytes`` is the cloudpickled
         ``Program`` (nodes and job functions), sent only when the worker does
         not hold ``program_id`` yet (both sides keep the same LRU of
@@ -30,6 +30,9 @@ driver → worker
         ``instances`` is a pickle, made once per group and shared by every
         worker's message, of ``[(first task index, job, ids, shuffle ids,
         runs, start), ...]`` packed as arithmetic runs (``pack_instances``).
+        ``hold``: seconds the worker may keep the group's results before
+        sending them (0: as soon as its ready queue runs dry); they always
+        go with the group's DONE at the latest.
     (ABORT, group, [block ...])   forget everything about the group, but keep
                           these cached blocks it made (finished jobs' state)
     (DROP, [block ...])   forget cached blocks

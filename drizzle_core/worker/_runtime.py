@@ -59,8 +59,8 @@ _DURATIONS_KEPT = 256
 
 
 class GroupState:
-    __slots__ = ("busy", "bytes0", "failed", "group", "nodes", "program", "ran", "remaining", "routes", "sources",
-                 "spans", "stored")
+    __slots__ = ("busy", "bytes0", "failed", "group", "hold", "nodes", "program", "ran", "remaining", "routes",
+                 "sources", "spans", "stored")
 
     def __init__(self, group: int, program: Program, routes: dict[Any, Any], remaining: int) -> None:
         self.spans: list[tuple[Any, ...]] | None = None  # (task index, wall start, seconds) when tracing
@@ -71,6 +71,7 @@ class GroupState:
         self.routes = routes
         self.remaining = remaining
         self.busy = 0.0
+        self.hold = 0.0   # seconds its results may wait here before they are sent (batched for the driver)
         self.ran = 0
         self.stored: list[tuple[Any, ...]] = []
         self.failed = False
@@ -176,6 +177,7 @@ class WorkerRuntime:
         self.results: list[tuple[int, int, Any]] = []
         self.results_group = -1
         self.results_since = 0.0
+        self.results_hold = 0.0        # the hold of results_group (GroupState.hold)
         self._durations: dict[tuple[int, int], float] = {}  # (stage node, kind) -> EMA of task seconds
         self.stopped = False
         #: (GroupState, Task, perf_counter at its start) of the task running now, for the liveness thread
@@ -214,8 +216,9 @@ class WorkerRuntime:
             _, group, items = msg
             self._on_blocks(group, items)
         elif tag == M.LAUNCH:
-            _, group, program_id, body, tasks, routes, forwards, drops, epochs, trace, sources, stamps = msg
-            self._on_launch(group, program_id, body, tasks, routes, forwards, drops, epochs, trace, sources, stamps)
+            _, group, program_id, body, tasks, routes, forwards, drops, epochs, trace, sources, stamps, hold = msg
+            self._on_launch(group, program_id, body, tasks, routes, forwards, drops, epochs, trace, sources, stamps,
+                            hold)
         elif tag == M.ABORT:
             _, group, keep = msg
             self._abort(group, keep)
@@ -242,7 +245,8 @@ class WorkerRuntime:
 
     def _on_launch(self, group: int, program_id: int, program_bytes: bytes | None, tasks: list[Task],
                    routes: dict[Any, Any], forwards: list[Any], drops: list[Any], epochs: dict[Any, Any],
-                   trace: bool, sources: dict[tuple[int, int], Any], stamps: list[Any] | None = None) -> None:
+                   trace: bool, sources: dict[tuple[int, int], Any], stamps: list[Any] | None = None,
+                   hold: float = 0.0) -> None:
         held = self.templates.take(stamps) if stamps else ()
         if epochs and self.expect_peer is not None:
             for peer, epoch in epochs.items():
@@ -293,6 +297,7 @@ class WorkerRuntime:
             routes.update(explicit)
         gs = GroupState(group, program, routes, len(tasks))
         gs.nodes = nodes
+        gs.hold = hold
         gs.sources = {k: _aligned(v) for k, v in sources.items()} if sources else sources
         gs.bytes0 = self._bytes_sent()
         if trace:
@@ -449,7 +454,7 @@ class WorkerRuntime:
         durations = self._durations
         while ready:
             gs, task = ready.popleft()
-            if self.results:
+            if self.results and not self._holding():
                 # Results wait for the next flush only behind tasks known to be
                 # short: a task of a stage not seen yet, or a slow one, could
                 # hold a finished job back.
@@ -460,9 +465,22 @@ class WorkerRuntime:
             ran += 1
             if time.perf_counter() > deadline:
                 break
-        if self.results and (not ready or time.perf_counter() - self.results_since > self.flush_interval):
+        if self.results and (not ready or time.perf_counter() - self.results_since > self.flush_interval) \
+                and not self._holding():
             self.flush_results()
         return ran
+
+    def _holding(self) -> bool:
+        """Whether the buffered results may wait longer: their group holds them, and not for long enough yet."""
+        return bool(self.results_hold) and time.perf_counter() - self.results_since < self.results_hold
+
+    def _results_wait(self) -> float | None:
+        """Seconds the serve loop may sleep with results buffered (None: none are)."""
+        if not self.results:
+            return None
+        if self.results_hold:
+            return max(0.0, self.results_hold - (time.perf_counter() - self.results_since))
+        return self.flush_interval
 
     def flush_results(self) -> None:
         if self.results:
@@ -516,6 +534,7 @@ class WorkerRuntime:
                 if self.results_group != group:
                     self.flush_results()
                     self.results_group = group
+                    self.results_hold = gs.hold
                 if not self.results:
                     self.results_since = t0
                 self.results.append((task.index, task.attempt, out))
@@ -687,7 +706,7 @@ class WorkerRuntime:
     def _serve(self, poll: Callable[[float | None], list[Any]], on_event: Callable[[Any, Any], bool] | None) -> None:
         while not self.stopped:
             next_timer = self.due_timers()
-            timeout = 0.0 if self.ready else (self.flush_interval if self.results else None)
+            timeout = 0.0 if self.ready else self._results_wait()
             if next_timer is not None and (timeout is None or next_timer < timeout):
                 timeout = max(0.0, next_timer)
             for src, msg in poll(timeout):
@@ -696,5 +715,5 @@ class WorkerRuntime:
                 self.handle(src, msg)
             if self.ready:
                 self.run_ready()
-            elif self.results:
+            elif self.results and not self._holding():
                 self.flush_results()
