@@ -71,7 +71,6 @@ def test_states_are_a_sequential_fold_bit_for_bit(transport, workers, partitions
 
 def test_no_state_is_forwarded_and_every_worker_updates_its_own_copy(monkeypatch):
     ctx = context("inline", 2)
-    s: GroupScheduler = ctx._scheduler
     plans = []
     launch = GroupScheduler._launch
 

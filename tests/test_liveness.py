@@ -215,7 +215,8 @@ def test_a_runtime_off_the_main_thread_interrupts_its_task_too():
 
     def serve():
         runtime.handle(M.DRIVER, (M.CONFIG, {"heartbeat": 0.05, "task_timeout": 0.3}))
-        runtime.handle(M.DRIVER, (M.LAUNCH, 1, 1, program, [task], {}, [], [], {}, False, {(source.id, 0): [1]}, [], 0.0))
+        runtime.handle(M.DRIVER, (M.LAUNCH, 1, 1, program, [task], {}, [], [], {}, False, {(source.id, 0): [1]},
+                                  [], 0.0))
         runtime.run_ready(budget=10.0)
         runtime.stopped = True
         done.set()
