@@ -337,6 +337,8 @@ class Dataset:
 
     def distinct(self, num_partitions: int | None = None) -> Dataset:
         """Each element once (equal elements are one, shown as first seen); elements must be hashable."""
+        if num_partitions is not None:
+            _check_partitions(num_partitions, "distinct")
         return (self._narrow(N.MapOp(_with_none), "distinct")
                 .reduce_by_key(_keep_first, num_partitions).keys())
 
