@@ -64,7 +64,7 @@ def test_each_new_step_in_random_pipelines_equals_the_reference(name):
        jobs=st.lists(st.tuples(pipelines(), st.sampled_from(["sum", "list"])), min_size=1, max_size=3),
        step=st.sampled_from(sorted(NEW_STEPS)).flatmap(NEW_STEPS.get), group_size=st.integers(1, 4))
 def test_on_worker_processes_too(items, partitions, jobs, step, group_size):
-    check_pipelines(context("local", 2), items, partitions, [(steps + [step], fn) for steps, fn in jobs], group_size)
+    check_pipelines(context("local", 2), items, partitions, [([*steps, step], fn) for steps, fn in jobs], group_size)
 
 
 # ------------------------------------------------------- against plain Python
@@ -153,7 +153,7 @@ def test_by_key_aggregations_match_a_dict(pairs, partitions):
     assert dict(agg.collect()) == {k: (sum(vs), len(vs)) for k, vs in groups.items()}
     sets = ds.aggregate_by_key(set(), lambda s, v: (s.add(v), s)[1], lambda s, t: s | t)  # a mutable zero
     assert dict(sets.collect()) == {k: set(vs) for k, vs in groups.items()}
-    comb = ds.combine_by_key(lambda v: [v], lambda c, v: c + [v], lambda c, d: c + d, 2)
+    comb = ds.combine_by_key(lambda v: [v], lambda c, v: [*c, v], lambda c, d: c + d, 2)
     assert {k: sorted(c) for k, c in comb.collect()} == {k: sorted(vs) for k, vs in groups.items()}
     assert ds.map_values(abs).collect() == [(k, abs(v)) for k, v in pairs]
     assert ds.flat_map_values(lambda v: range(v % 3)).collect() == [(k, w) for k, v in pairs for w in range(v % 3)]
