@@ -30,7 +30,7 @@ _SETTINGS = settings(max_examples=40, deadline=None, database=None, suppress_hea
 
 
 @_SETTINGS
-@given(items=st.lists(st.integers(-30, 30), max_size=30), partitions=st.integers(1, 4), steps=pipelines(),
+@given(items=st.lists(st.integers(-30, 30), max_size=30), partitions=st.integers(1, 4), steps=pipelines(eager=True),
        num=st.integers(0, 6))
 def test_actions_equal_python_over_the_reference(items, partitions, steps, num):
     ctx = context("inline", 3)

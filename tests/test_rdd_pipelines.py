@@ -19,7 +19,7 @@ import pytest
 import reference
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from pipelines import ORDERED_KEY_KINDS, PAIR_OPS, build, int_steps, pipelines
+from pipelines import ORDERED_KEY_KINDS, PAIR_OPS, all_steps, build, pipelines
 from support import check_pipelines, context
 
 import drizzle_core as dz
@@ -51,7 +51,7 @@ def test_each_new_step_in_random_pipelines_equals_the_reference(name):
 
     @_FAST
     @given(items=st.lists(st.integers(-20, 20), max_size=30), partitions=st.integers(1, 4),
-           before=st.lists(int_steps, max_size=2), after=st.lists(int_steps, max_size=1), step=NEW_STEPS[name],
+           before=st.lists(all_steps, max_size=2), after=st.lists(all_steps, max_size=1), step=NEW_STEPS[name],
            fn=st.sampled_from(["sum", "list", "len"]), group_size=st.integers(1, 3))
     def engine_equals_reference(items, partitions, before, after, step, fn, group_size):
         check_pipelines(ctx, items, partitions, [([*before, step, *after], fn)], group_size)
@@ -61,7 +61,7 @@ def test_each_new_step_in_random_pipelines_equals_the_reference(name):
 
 @settings(max_examples=25, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])
 @given(items=st.lists(st.integers(-20, 20), max_size=30), partitions=st.integers(1, 4),
-       jobs=st.lists(st.tuples(pipelines(), st.sampled_from(["sum", "list"])), min_size=1, max_size=3),
+       jobs=st.lists(st.tuples(pipelines(eager=True), st.sampled_from(["sum", "list"])), min_size=1, max_size=3),
        step=st.sampled_from(sorted(NEW_STEPS)).flatmap(NEW_STEPS.get), group_size=st.integers(1, 4))
 def test_on_worker_processes_too(items, partitions, jobs, step, group_size):
     check_pipelines(context("local", 2), items, partitions, [([*steps, step], fn) for steps, fn in jobs], group_size)
