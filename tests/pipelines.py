@@ -61,6 +61,52 @@ def prefix_sums(it):
     return out
 
 
+def sum_lists(kv):
+    return (kv[0], sum(kv[1]))
+
+
+def single(v):
+    return [v]
+
+
+def appended(acc, v):
+    acc.append(v)  # in place: aggregate_by_key hands each key a fresh copy of the zero
+    return acc
+
+
+def concat(a, b):
+    return a + b
+
+
+def cogrouped(kv):
+    return (kv[0], sum(kv[1][0]) - 7 * len(kv[1][1]))
+
+
+def outer_sum(kv):
+    v, w = kv[1]
+    return (kv[0], (100 if v is None else v) - (1000 if w is None else w))
+
+
+def doubled(v):
+    return 2 * v
+
+
+def plus_minus(v):
+    return [v, -v]
+
+
+def plus_index(xi):
+    return xi[0] * 3 + xi[1]
+
+
+def pair_sum(ab):
+    return ab[0] * 10 + ab[1]
+
+
+def negated(x):
+    return -x
+
+
 def swap_mod2(kv):
     return (kv[1] % 2, kv[0])
 
@@ -120,6 +166,11 @@ def make_key(kind: str, i: int, x: int):
 
 KEY_KINDS = ["int", "numbers", "str", "bytes", "none", "tuple", "frozenset", "enum", "dataclass", "date",
              "datetime", "decimal"]
+#: the kinds whose keys are totally ordered by < (sort_by_key's): not None, enums, dataclasses, frozensets (subsets)
+ORDERED_KEY_KINDS = ["int", "numbers", "str", "bytes", "tuple", "date", "datetime", "decimal"]
+#: what the pairs of a key_by step go through
+PAIR_OPS = ["reduce", "group", "join", "combine", "aggregate", "fold", "cogroup", "left", "right", "full",
+            "map_values", "flat_map_values"]
 
 
 int_steps = st.one_of(
@@ -131,13 +182,30 @@ int_steps = st.one_of(
     st.tuples(st.just("cache")),
     # a shuffle read by the final stage and by another shuffle's map side
     st.tuples(st.just("diamond"), st.integers(1, 4)),
-    st.tuples(st.just("key_by"), st.integers(1, 6), st.sampled_from(["reduce", "group", "join"]),
+    st.tuples(st.just("key_by"), st.integers(1, 6), st.sampled_from(PAIR_OPS),
               st.integers(1, 5), st.sampled_from(KEY_KINDS)),
+    st.tuples(st.just("distinct"), st.integers(1, 4)),
+    st.tuples(st.just("repartition"), st.integers(1, 5)),
+    st.tuples(st.just("coalesce"), st.integers(1, 4)),
+    st.tuples(st.just("sample"), st.booleans(), st.sampled_from([0.0, 0.3, 0.7, 1.0]), st.integers(0, 2**40)),
+    st.tuples(st.just("cartesian"), st.integers(1, 3)),
 )
 
 
-def pipelines():
-    return st.lists(int_steps, min_size=0, max_size=6)
+# Steps that run a job when they are built, as in Spark: sort_by_key samples its keys, zip_with_index counts
+# each partition. Opt-in (``pipelines(eager=True)``): a test that counts the recoveries of its run, from the
+# metrics after building, would miss a worker killed by a job run while building.
+eager_steps = st.one_of(
+    st.tuples(st.just("sort_by_key"), st.integers(1, 6), st.booleans(), st.integers(1, 4),
+              st.sampled_from(ORDERED_KEY_KINDS)),
+    st.tuples(st.just("sort_by"), st.booleans(), st.integers(1, 4)),
+    st.tuples(st.just("zip_with_index")),
+)
+all_steps = st.one_of(int_steps, eager_steps)
+
+
+def pipelines(eager: bool = False):
+    return st.lists(all_steps if eager else int_steps, min_size=0, max_size=6)
 
 
 def build(ctx, source, steps):
@@ -172,8 +240,47 @@ def build(ctx, source, steps):
                 pairs = pairs.reduce_by_key(operator.add, n)
             elif how == "group":
                 pairs = pairs.group_by_key(n).map(sum_values)
-            else:
+            elif how == "join":
                 other = ds.map(lambda x, k=k, keys=keys: (make_key(keys, x % k, x + 1), 1))
                 pairs = pairs.join(other.reduce_by_key(add, max(1, n - 1)), n).map(sum_pair)
-            ds = pairs.map(value)
+            elif how == "combine":
+                pairs = pairs.combine_by_key(single, appended, concat, n).map(sum_lists)
+            elif how == "aggregate":
+                pairs = pairs.aggregate_by_key([], appended, concat, n).map(sum_lists)
+            elif how == "fold":
+                pairs = pairs.fold_by_key(0, add, n)
+            elif how in ("cogroup", "left", "right", "full"):
+                # the other side has keys this one lacks (x // 2 reaches further than x % k)
+                other = ds.filter(lambda x: x % 3 != 1).map(
+                    lambda x, k=k, keys=keys: (make_key(keys, abs(x) // 2 % (k + 2), x + 1), x))
+                if how == "cogroup":
+                    pairs = pairs.cogroup(other, n).map(cogrouped)
+                else:
+                    join = {"left": pairs.left_outer_join, "right": pairs.right_outer_join,
+                            "full": pairs.full_outer_join}[how]
+                    pairs = join(other, n).map(outer_sum)
+            elif how == "map_values":
+                pairs = pairs.map_values(doubled)
+            else:
+                pairs = pairs.flat_map_values(plus_minus)
+            ds = pairs.map(value) if how in ("reduce", "group", "join") else pairs.values()
+        elif kind == "distinct":
+            ds = ds.distinct(step[1])
+        elif kind == "repartition":
+            ds = ds.repartition(step[1])
+        elif kind == "coalesce":
+            ds = ds.coalesce(step[1])
+        elif kind == "sort_by_key":
+            _, k, ascending, n, keys = step
+            ds = ds.key_by(lambda x, k=k, keys=keys: make_key(keys, x % k, x)).sort_by_key(ascending, n).values()
+        elif kind == "sort_by":
+            _, ascending, n = step
+            ds = ds.sort_by(negated, ascending, n)
+        elif kind == "sample":
+            _, with_replacement, fraction, seed = step
+            ds = ds.sample(with_replacement, fraction, seed)
+        elif kind == "zip_with_index":
+            ds = ds.zip_with_index().map(plus_index)
+        elif kind == "cartesian":
+            ds = ds.cartesian(ctx.parallelize(list(range(step[1])), 1)).map(pair_sum)
     return ds

@@ -386,3 +386,40 @@ def test_from_dask_and_from_ray_say_which_transport_they_need(inline):
         inline.from_dask(object())
     with pytest.raises(TypeError, match=r"from_ray .* needs Context\(transport='ray'\)"):
         inline.from_ray(object())
+
+
+# ------------------------------------------------ the PySpark RDD API (issue 15 part 6)
+#: method -> its parameters: PySpark's names in snake_case (partitionFunc is not taken: keys go by portable_hash)
+PYSPARK = {
+    "distinct": ["num_partitions"], "map_values": ["f"], "flat_map_values": ["f"], "keys": [], "values": [],
+    "repartition": ["num_partitions"], "coalesce": ["num_partitions", "shuffle"],
+    "sort_by": ["keyfunc", "ascending", "num_partitions"], "sort_by_key": ["ascending", "num_partitions", "keyfunc"],
+    "count_by_key": [], "count_by_value": [],
+    "aggregate_by_key": ["zero_value", "seq_func", "comb_func", "num_partitions"],
+    "fold_by_key": ["zero_value", "func", "num_partitions"],
+    "combine_by_key": ["create_combiner", "merge_value", "merge_combiners", "num_partitions"],
+    "cogroup": ["other", "num_partitions"], "left_outer_join": ["other", "num_partitions"],
+    "right_outer_join": ["other", "num_partitions"], "full_outer_join": ["other", "num_partitions"],
+    "cartesian": ["other"], "sample": ["with_replacement", "fraction", "seed"], "zip_with_index": [],
+    "top": ["num", "key"], "take_ordered": ["num", "key"], "first": [], "max": ["key"], "min": ["key"],
+    "mean": [], "stats": [], "variance": [], "stdev": [], "sample_variance": [], "sample_stdev": [],
+    "save_as_text_file": ["path", "compression_codec_class"],
+}
+
+
+@pytest.mark.parametrize("name", sorted(PYSPARK))
+def test_the_pyspark_methods_take_pysparks_arguments_and_say_what_they_do(name):
+    import inspect
+
+    method = getattr(dz.Dataset, name)
+    assert list(inspect.signature(method).parameters)[1:] == PYSPARK[name]
+    assert method.__doc__ and len(method.__doc__) > 20
+
+
+def test_text_file_takes_pysparks_arguments_and_stat_counter_is_public():
+    import inspect
+
+    assert list(inspect.signature(dz.Context.text_file).parameters)[1:] == ["name", "min_partitions", "use_unicode"]
+    assert "StatCounter" in dz.__all__ and "StatCounter" in dz.api.__all__
+    with dz.Context(transport="inline", workers=1) as ctx:
+        assert isinstance(ctx.parallelize([1.0, 3.0], 2).stats(), dz.StatCounter)

@@ -15,12 +15,12 @@ import pytest
 import reference
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
-from pipelines import KEY_KINDS, add, build, pipelines
+from pipelines import KEY_KINDS, ORDERED_KEY_KINDS, add, build, pipelines
 from support import check_pipelines, context
 
 import drizzle_core as dz
 from drizzle_core import lineage
-from drizzle_core.lineage import _nodes, _ops
+from drizzle_core.lineage import _move_ops, _nodes, _ops, _order_ops, _pair_ops, _position_ops, _text_ops
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -95,9 +95,49 @@ def test_equal_keys_of_different_types_are_one_key_shown_as_first_seen():
     assert reference.partitions(ds) == [[(1.0, ["a", "b", "c"]), (2, ["d"])]]
 
 
-def test_it_runs_no_kernel_and_no_node_compute(monkeypatch):
+def _every_new_operation(ctx, tmp):
+    """One dataset per PySpark-style operation (issue 15 part 6)."""
+    src = ctx.parallelize(list(range(12)), 3)
+    pairs = src.map(lambda x: (x % 4, x))
+    other = ctx.parallelize([(k, f"w{k}") for k in range(2, 6)], 2)
+    path = tmp / "lines.txt"
+    path.write_text("a\nbb\r\nccc\n\ndddd")
+    return {
+        "map_values": pairs.map_values(str), "flat_map_values": pairs.flat_map_values(lambda v: [v] * (v % 2)),
+        "keys": pairs.keys(), "values": pairs.values(), "distinct": src.map(lambda x: x % 5).distinct(2),
+        "repartition": src.repartition(4), "coalesce": src.coalesce(2), "cartesian": src.cartesian(other),
+        "sort_by_key": pairs.sort_by_key(False, 3), "sort_by": src.sort_by(lambda x: -x, num_partitions=2),
+        "combine_by_key": pairs.combine_by_key(lambda v: [v], lambda c, v: [*c, v], lambda a, b: a + b, 2),
+        "aggregate_by_key": pairs.aggregate_by_key([], lambda a, v: [*a, v], lambda a, b: a + b),
+        "fold_by_key": pairs.fold_by_key(0, add, 2), "cogroup": pairs.cogroup(other, 3),
+        "left": pairs.left_outer_join(other, 2), "right": pairs.right_outer_join(other, 2),
+        "full": pairs.full_outer_join(other, 2), "sample": src.sample(False, 0.5, 7),
+        "sample_with_replacement": src.sample(True, 1.0, 7), "zip_with_index": src.zip_with_index(),
+        "text_file": ctx.text_file(str(path), min_partitions=3),
+    }
+
+
+def test_each_new_operation_means_what_its_docstring_says(tmp_path):
     ctx = context("inline")
-    datasets = _every_operation(ctx)
+    got = {name: reference.partitions(ds) for name, ds in _every_new_operation(ctx, tmp_path).items()}
+    xs = list(range(12))
+    assert [x for p in got["keys"] for x in p] == [x % 4 for x in xs]
+    assert got["repartition"] == [[0, 7, 10], [1, 4, 11], [2, 5, 8], [3, 6, 9]]  # (m + j) % 4, m = 0, 1, 2
+    assert got["coalesce"] == [[0, 1, 2, 3, 4, 5, 6, 7], [8, 9, 10, 11]]  # partition m to m * 2 // 3
+    assert [x for p in got["sort_by"] for x in p] == xs[::-1]
+    assert [k for p in got["sort_by_key"] for k, _ in p] == sorted((x % 4 for x in xs), reverse=True)
+    assert sorted(x for p in got["distinct"] for x in p) == [0, 1, 2, 3, 4]
+    assert got["cartesian"][0] == [(a, (k, f"w{k}")) for a in range(4) for k in (2, 3)]
+    assert sorted(kv for p in got["full"] for kv in p) == sorted(
+        [(k, (v, None)) for v in xs for k in [v % 4] if k < 2] + [(k, (v, f"w{k}")) for v in xs for k in [v % 4]
+                                                                  if k >= 2] + [(k, (None, f"w{k}")) for k in (4, 5)])
+    assert [i for p in got["zip_with_index"] for _, i in p] == xs
+    assert [x for p in got["text_file"] for x in p] == ["a", "bb", "ccc", "", "dddd"]
+
+
+def test_it_runs_no_kernel_and_no_node_compute(monkeypatch, tmp_path):
+    ctx = context("inline")
+    datasets = {**_every_operation(ctx), **_every_new_operation(ctx, tmp_path)}
     before = {name: reference.partitions(ds) for name, ds in datasets.items()}
 
     def boom(*args, **kwargs):
@@ -108,7 +148,15 @@ def test_it_runs_no_kernel_and_no_node_compute(monkeypatch):
         monkeypatch.setattr(cls, "__call__", boom)
     for name in ("_bucket", "_group_merge_one", "_check_pair"):
         monkeypatch.setattr(_ops, name, boom)
-    for f in (_ops.group_split, _ops.group_merge, _ops.join_merge):
+    for cls in (_pair_ops.MapValuesOp, _pair_ops.FlatMapValuesOp, _pair_ops.CombineByKeySplit, _pair_ops.ZeroThen,
+                _pair_ops.OuterJoinMerge, _move_ops.CoalesceSplit, _move_ops.CartesianSplit, _order_ops.RangeSplit,
+                _order_ops.SortMerge, _position_ops.SampleOp, _position_ops.ZipWithIndexOp, _text_ops.ReadTextOp):
+        monkeypatch.setattr(cls, "__call__", boom)
+    for name in ("read_split", "sample_draws"):
+        monkeypatch.setattr(getattr(lineage, name), "__code__", boom.__code__)
+    for f in (_ops.group_split, _ops.group_merge, _ops.join_merge, _pair_ops.pair_keys, _pair_ops.pair_values,
+              _pair_ops.cogroup_merge, _move_ops.tag_partition, _move_ops.round_robin_split, _move_ops.chain_merge,
+              _move_ops.cartesian_merge):
         monkeypatch.setattr(f, "__code__", boom.__code__)  # the very objects the nodes hold
     for cls in (_nodes.SourceNode, _nodes.NarrowNode, _nodes.UnionNode, _nodes.ZipNode, _nodes.BroadcastZipNode,
                 _nodes.ShuffleReadNode):
@@ -183,6 +231,54 @@ def test_the_property_check_fails_when_a_kernel_is_wrong(monkeypatch, mutant):
     with pytest.raises(AssertionError) as failure:
         engine_equals_reference()
     assert str(failure.value).startswith("assert [[")  # the results differ (not an error of the check)
+
+
+def _unstable_sort(monkeypatch):
+    """SortMerge reverses the order of equal keys."""
+    call = _order_ops.SortMerge.__call__
+
+    def merged(self, p, deps):
+        return call(self, p, [[list(reversed(b)) for b in reversed(deps[0])]])
+    monkeypatch.setattr(_order_ops.SortMerge, "__call__", merged)
+
+
+def _outer_drops_unmatched(monkeypatch):
+    """The outer joins forget the keys of one side only (an inner join)."""
+    monkeypatch.setattr(_pair_ops.OuterJoinMerge, "__call__", lambda self, p, deps: _ops.join_merge(p, deps))
+
+
+def _zero_shared(monkeypatch):
+    """aggregate_by_key hands every key the same zero object (no copy)."""
+    monkeypatch.setattr(_pair_ops.ZeroThen, "__call__", lambda self, v: self.seq_func(self.zero_value, v))
+
+
+NEW_MUTANTS = {
+    "sort": (_unstable_sort, st.tuples(st.just("sort_by_key"), st.integers(1, 3), st.booleans(), st.integers(1, 3),
+                                       st.sampled_from(ORDERED_KEY_KINDS))),
+    "outer": (_outer_drops_unmatched, st.tuples(st.just("key_by"), st.integers(2, 6),
+                                                st.sampled_from(["left", "right", "full"]), st.integers(1, 3),
+                                                st.sampled_from(KEY_KINDS))),
+    "aggregate": (_zero_shared, st.tuples(st.just("key_by"), st.integers(1, 6), st.just("aggregate"),
+                                          st.integers(1, 3), st.sampled_from(KEY_KINDS))),
+}
+
+
+@pytest.mark.parametrize("mutant", sorted(NEW_MUTANTS))
+def test_the_property_check_fails_when_a_new_kernel_is_wrong(monkeypatch, mutant):
+    ctx = context("inline", 2)
+    mutate, step = NEW_MUTANTS[mutant]
+    mutate(monkeypatch)
+
+    @settings(max_examples=300, deadline=None, database=None, phases=[Phase.generate],
+              suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
+    @given(items=st.lists(st.integers(-20, 20), min_size=1, max_size=30), partitions=st.integers(2, 4),
+           step=step, fn=st.sampled_from(["sum", "list"]))
+    def engine_equals_reference(items, partitions, step, fn):
+        check_pipelines(ctx, items, partitions, [([step], fn)], 2)
+
+    with pytest.raises(AssertionError) as failure:
+        engine_equals_reference()
+    assert str(failure.value).startswith("assert [[")
 
 
 def test_mutants_break_the_engine_only():

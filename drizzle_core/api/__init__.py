@@ -14,6 +14,7 @@ from ..lineage import portable_hash
 from ._context import AutoGroupSize, Context, GroupSizeController, register_stream
 from ._dataset import Dataset
 from ._iterate import IterateResult
+from ._stats import StatCounter
 
 __all__ = ["AIMD", "AutoGroupSize", "Context", "Dataset", "GroupMetrics", "GroupSizeController", "IterateResult",
-           "portable_hash", "register_stream"]
+           "StatCounter", "portable_hash", "register_stream"]

@@ -25,6 +25,7 @@ from .._check import check_group_size
 from ..driver import AIMD, GroupMetrics, GroupScheduler, JobIterator, Trace, get_transport
 from ..net import Transport
 from . import _dataset as D
+from . import _text
 from ._inputs import split_input
 from ._iterate import IterateResult
 from ._iterate import iterate as _iterate
@@ -342,6 +343,26 @@ class Context:
         n = self.num_workers if num_partitions is None else num_partitions
         node = N.SourceNode(next(D._ids), split_input(data, n), f"parallelize at {D._call_site()}")
         return D.Dataset(self, node, ())
+
+    def text_file(self, name: str | os.PathLike[str], min_partitions: int | None = None,
+                  use_unicode: bool = True) -> D.Dataset:
+        """The lines of text files, one element per line (without its ``\\n`` or ``\\r\\n``), read by the workers.
+
+        ``name``: a file, a directory (its files, but those whose name starts
+        with ``_`` or ``.``), a glob (``logs/2024-*/part-*``), or several of
+        these separated by commas, as in Spark. Files are cut into splits of
+        at most 32 MiB, for at least about ``min_partitions`` partitions
+        (default ``min(workers, 2)``, as PySpark's); a line belongs to the
+        split its first byte is in, so none is read twice or cut; a ``.gz``
+        file is read whole, decompressed. The driver lists the files and
+        their sizes only; each task reads its split, so the paths must be the
+        same on every worker (one host, or a shared filesystem). Lines are
+        decoded as UTF-8; ``use_unicode=False`` keeps them bytes. A path
+        that matches nothing is a FileNotFoundError now, not at the first
+        action.
+        """
+        self._check_open()
+        return _text.text_file(self, name, min_partitions, use_unicode)
 
     def from_partitions(self, partitions: Sequence[Any], *, not_before: float | None = None,
                         label: str | None = None, prefer: Sequence[int | None] | None = None) -> D.Dataset:

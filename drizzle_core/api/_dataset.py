@@ -9,10 +9,13 @@ keeps its parent datasets alive (what the planner walks).
 from __future__ import annotations
 
 import itertools
+import numbers
 import operator
 import os
+import random
 import sys
 import weakref
+from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from functools import reduce as _reduce
 from types import FrameType
@@ -20,6 +23,9 @@ from typing import TYPE_CHECKING, Any
 
 from .. import lineage as N
 from .._check import check_callable, fn_name
+from . import _actions as A
+from . import _text
+from ._stats import StatCounter
 
 if TYPE_CHECKING:
     from ._context import Context
@@ -126,6 +132,65 @@ class Dataset:
         """Pair every element with a key: ``(f(x), x)``."""
         check_callable(f, "key_by")
         return self._narrow(N.KeyByOp(f), f"key_by({fn_name(f)})")
+
+    def map_values(self, f: Callable[[Any], Any]) -> Dataset:
+        """``(k, f(v))`` for every ``(k, v)`` pair: the values mapped, the keys kept."""
+        check_callable(f, "map_values")
+        return self._narrow(N.MapValuesOp(f), f"map_values({fn_name(f)})")
+
+    def flat_map_values(self, f: Callable[[Any], Iterable[Any]]) -> Dataset:
+        """``(k, w)`` for every ``w`` of ``f(v)``, for every ``(k, v)`` pair."""
+        check_callable(f, "flat_map_values")
+        return self._narrow(N.FlatMapValuesOp(f), f"flat_map_values({fn_name(f)})")
+
+    def keys(self) -> Dataset:
+        """The key of every ``(k, v)`` pair."""
+        return self._narrow(N.pair_keys, "keys")
+
+    def values(self) -> Dataset:
+        """The value of every ``(k, v)`` pair."""
+        return self._narrow(N.pair_values, "values")
+
+    def sample(self, with_replacement: bool, fraction: float, seed: int | None = None) -> Dataset:
+        """A random sample: each element kept with probability ``fraction`` (Bernoulli), or, with replacement,
+        repeated a Poisson(``fraction``) number of times (``fraction`` is then the expected count, any >= 0).
+
+        Deterministic: partition p draws from a generator seeded by ``(seed,
+        p)`` (``drizzle_core.lineage.sample_draws``), so a recomputed
+        partition (after a lost worker) is the same sample. ``seed=None``
+        picks one now, on the driver, as PySpark does. The size of the
+        result is random, not ``fraction`` times the count. Differs from
+        Spark: the random numbers are numpy's (PCG64), not Java's XORShift,
+        so a seed gives another sample than in Spark. An ndarray partition
+        stays an ndarray (a vectorized selection).
+        """
+        if not isinstance(with_replacement, bool):
+            raise TypeError(f"sample: with_replacement must be a bool, got {with_replacement!r}")
+        if (isinstance(fraction, bool) or not isinstance(fraction, numbers.Real)
+                or not fraction >= 0 or fraction == float("inf")):
+            raise ValueError(f"sample: fraction must be a finite number >= 0, got {fraction!r}")
+        if not with_replacement and fraction > 1:
+            raise ValueError(f"sample: fraction must be in [0, 1] without replacement, got {fraction!r}")
+        if seed is None:
+            seed = random.randrange(sys.maxsize)
+        elif isinstance(seed, bool) or not isinstance(seed, int):
+            raise TypeError(f"sample: seed must be an int or None, got {seed!r}")
+        return self._narrow(N.SampleOp(with_replacement, float(fraction), seed),
+                            f"sample({with_replacement}, {fraction}, {seed})")
+
+    def zip_with_index(self) -> Dataset:
+        """``(element, index)``: indexes 0, 1, ... in partition order, then element order.
+
+        Runs a job now (to count each partition, unless there is only one),
+        as Spark does; cache the dataset first if computing it is costly, or
+        it is computed twice.
+        """
+        if self.num_partitions == 1:
+            starts = [0]
+        else:
+            counts = self._run(_count)
+            starts = list(itertools.accumulate(counts[:-1], initial=0))
+        return self._narrow(N.ZipWithIndexOp(starts), "zip_with_index")
 
     def union(self, *others: Dataset) -> Dataset:
         """The partitions of this dataset followed by those of ``others``."""
@@ -235,6 +300,147 @@ class Dataset:
         return self._shuffle((self, other), [N.group_split, N.group_split], N.join_merge,
                              num_partitions, "join")
 
+    def _whole_partitions(self, label: str) -> Dataset:
+        """Each partition as one record ``(p, partition)``: the map side of the shuffles that route by position."""
+        return self._narrow(N.tag_partition, label)
+
+    def repartition(self, num_partitions: int) -> Dataset:
+        """The elements in ``num_partitions`` partitions, spread evenly by a shuffle (round robin).
+
+        Record j of partition m goes to partition ``(m + j) % num_partitions``:
+        deterministic, where Spark starts each partition at a random one. An
+        ndarray dataset stays one (rows are sliced, not listed).
+        """
+        _check_partitions(num_partitions, "repartition")
+        tagged = self._whole_partitions("repartition")
+        return tagged._shuffle((tagged,), [N.round_robin_split], N.chain_merge, num_partitions, "repartition")
+
+    def coalesce(self, num_partitions: int, shuffle: bool = False) -> Dataset:
+        """At most ``num_partitions`` partitions, each a run of consecutive ones: the elements keep their order.
+
+        ``shuffle=True`` is :meth:`repartition` (and may increase the
+        count). Differs from Spark: there, coalesce without a shuffle is a
+        narrow dependency (a task reads its parent partitions where they
+        are); here each parent partition is moved whole, through a shuffle,
+        to the task that concatenates its run (the engine's nodes read at
+        most one partition of a parent per narrow input). The result is the
+        same; the data crosses once.
+        """
+        _check_partitions(num_partitions, "coalesce")
+        if not isinstance(shuffle, bool):
+            raise TypeError(f"coalesce: shuffle must be a bool, got {shuffle!r}")
+        if shuffle:
+            return self.repartition(num_partitions)
+        n = min(num_partitions, self.num_partitions)
+        tagged = self._whole_partitions("coalesce")
+        return tagged._shuffle((tagged,), [N.CoalesceSplit(self.num_partitions)], N.chain_merge, n, "coalesce")
+
+    def distinct(self, num_partitions: int | None = None) -> Dataset:
+        """Each element once (equal elements are one, shown as first seen); elements must be hashable."""
+        if num_partitions is not None:
+            _check_partitions(num_partitions, "distinct")
+        return (self._narrow(N.MapOp(_with_none), "distinct")
+                .reduce_by_key(_keep_first, num_partitions).keys())
+
+    def combine_by_key(self, create_combiner: Callable[[Any], Any], merge_value: Callable[[Any, Any], Any],
+                       merge_combiners: Callable[[Any, Any], Any], num_partitions: int | None = None) -> Dataset:
+        """``(k, combiner)`` per key: on the map side ``create_combiner(v)`` of a key's first value and
+        ``merge_value(c, v)`` of the others; the map partitions' combiners merged with ``merge_combiners``
+        in partition order. Differs from PySpark: no ``partitionFunc`` (keys go by ``portable_hash``)."""
+        check_callable(create_combiner, "combine_by_key")
+        check_callable(merge_value, "combine_by_key")
+        check_callable(merge_combiners, "combine_by_key")
+        return self._shuffle((self,), [N.CombineByKeySplit(create_combiner, merge_value)],
+                             N.CombineMerge(merge_combiners), num_partitions,
+                             f"combine_by_key({fn_name(create_combiner)})")
+
+    def aggregate_by_key(self, zero_value: Any, seq_func: Callable[[Any, Any], Any],
+                         comb_func: Callable[[Any, Any], Any], num_partitions: int | None = None) -> Dataset:
+        """``(k, aggregate)`` per key: values folded into a copy of ``zero_value`` with ``seq_func`` per map
+        partition, those merged with ``comb_func``. ``zero_value`` is deep-copied for every key of every
+        partition, so a mutable one may be updated in place."""
+        check_callable(seq_func, "aggregate_by_key")
+        check_callable(comb_func, "aggregate_by_key")
+        return self._shuffle((self,), [N.CombineByKeySplit(N.ZeroThen(zero_value, seq_func), seq_func)],
+                             N.CombineMerge(comb_func), num_partitions, f"aggregate_by_key({fn_name(seq_func)})")
+
+    def fold_by_key(self, zero_value: Any, func: Callable[[Any, Any], Any],
+                    num_partitions: int | None = None) -> Dataset:
+        """``aggregate_by_key(zero_value, func, func)``: ``zero_value`` must be neutral for ``func``
+        (it is folded in once per key per map partition)."""
+        check_callable(func, "fold_by_key")
+        return self._shuffle((self,), [N.CombineByKeySplit(N.ZeroThen(zero_value, func), func)],
+                             N.CombineMerge(func), num_partitions, f"fold_by_key({fn_name(func)})")
+
+    def cogroup(self, other: Dataset, num_partitions: int | None = None) -> Dataset:
+        """``(k, ([values here], [values in other]))`` for every key of either dataset.
+
+        Differs from PySpark: the groups are lists, not ``ResultIterable``s.
+        """
+        self._check_same_context(other, "cogroup")
+        return self._shuffle((self, other), [N.group_split, N.group_split], N.cogroup_merge, num_partitions,
+                             "cogroup")
+
+    def _outer_join(self, other: Dataset, how: str, num_partitions: int | None) -> Dataset:
+        self._check_same_context(other, f"{how}_outer_join")
+        return self._shuffle((self, other), [N.group_split, N.group_split], N.OuterJoinMerge(how),
+                             num_partitions, f"{how}_outer_join")
+
+    def left_outer_join(self, other: Dataset, num_partitions: int | None = None) -> Dataset:
+        """``(k, (v, w))`` per matching pair, and ``(k, (v, None))`` for a key of this dataset absent from ``other``."""
+        return self._outer_join(other, "left", num_partitions)
+
+    def right_outer_join(self, other: Dataset, num_partitions: int | None = None) -> Dataset:
+        """``(k, (v, w))`` per matching pair, and ``(k, (None, w))`` for a key of ``other`` absent from this one."""
+        return self._outer_join(other, "right", num_partitions)
+
+    def full_outer_join(self, other: Dataset, num_partitions: int | None = None) -> Dataset:
+        """``(k, (v, w))`` per matching pair, ``(k, (v, None))`` and ``(k, (None, w))`` for keys on one side only."""
+        return self._outer_join(other, "full", num_partitions)
+
+    def cartesian(self, other: Dataset) -> Dataset:
+        """Every pair ``(a, b)`` of an element of this dataset and one of ``other``.
+
+        ``M * N`` partitions: partition ``i * N + j`` pairs partition i here
+        with partition j of ``other``, as Spark's. Each partition of either
+        side is sent to every task that needs it (N or M copies), through a
+        shuffle.
+        """
+        self._check_same_context(other, "cartesian")
+        left, right = self._whole_partitions("cartesian"), other._whole_partitions("cartesian")
+        m, n = self.num_partitions, other.num_partitions
+        return left._shuffle((left, right), [N.CartesianSplit(0, m, n), N.CartesianSplit(1, m, n)],
+                             N.cartesian_merge, m * n, "cartesian")
+
+    def sort_by_key(self, ascending: bool = True, num_partitions: int | None = None,
+                    keyfunc: Callable[[Any], Any] | None = None) -> Dataset:
+        """The ``(k, v)`` pairs sorted by ``keyfunc(k)`` (the key itself by default), across partitions:
+        every key of partition r orders before every key of partition r + 1.
+
+        As Spark does, this runs a job now: it samples the keys (up to
+        ``60 * num_partitions / partitions`` per partition, evenly spaced:
+        deterministic, where Spark draws at random) to choose the ranges;
+        then a shuffle sends each record to its range and each range is
+        sorted (stable: equal keys keep their order). Keys must be orderable
+        with ``<``. Cache the dataset first if it is costly to compute.
+        """
+        if not isinstance(ascending, bool):
+            raise TypeError(f"sort_by_key: ascending must be a bool, got {ascending!r}")
+        if keyfunc is not None:
+            check_callable(keyfunc, "sort_by_key")
+        n = self.num_partitions if num_partitions is None else num_partitions
+        _check_partitions(n, "sort_by_key")
+        size = max(1, -(-3 * min(20 * n, 1_000_000) // self.num_partitions))  # Spark's sample size per partition
+        bounds = A.range_bounds(self._run(A.KeySample(size, keyfunc)), n) if n > 1 else []
+        return self._shuffle((self,), [N.RangeSplit(bounds, ascending, keyfunc)], N.SortMerge(ascending, keyfunc),
+                             n, "sort_by_key")
+
+    def sort_by(self, keyfunc: Callable[[Any], Any], ascending: bool = True,
+                num_partitions: int | None = None) -> Dataset:
+        """The elements sorted by ``keyfunc(x)``: ``key_by(keyfunc).sort_by_key(...).values()``, as in Spark."""
+        check_callable(keyfunc, "sort_by")
+        return self.key_by(keyfunc).sort_by_key(ascending, num_partitions).values()
+
     # ---------------------------------------------------------------- caching
     def cache(self) -> Dataset:
         """Keep computed partitions on the workers for later jobs. Returns self.
@@ -262,12 +468,16 @@ class Dataset:
     def _run(self, f: Callable[[Any], Any]) -> list[Any]:
         return self.ctx.run_jobs([(self, f)], group_size=1)[0]
 
-    def collect(self) -> list[Any]:
-        """All elements, in partition order, as a list."""
-        out: list[Any] = []
-        for part in self._run(_to_list):
-            out.extend(part)
-        return out
+    def collect(self) -> Any:
+        """All elements, in partition order: a list, or an ndarray when every partition is one.
+
+        A dataset made from an ndarray (``parallelize(array)``, or partitions
+        that stay arrays through ``map_partitions``, ``sample``,
+        ``repartition`` ...) collects back as an ndarray, its partitions
+        concatenated (rows of a 2-d array stay rows); its buffers cross as
+        they are. Differs from Spark, which always returns a list.
+        """
+        return A.concatenated(self._run(A.collect_part))
 
     def count(self) -> int:
         """The number of elements."""
@@ -301,6 +511,100 @@ class Dataset:
             if len(out) >= n:
                 break
         return out[:n]
+
+    def first(self) -> Any:
+        """The first element. Raises ValueError on an empty dataset."""
+        got = self.take(1)
+        if not got:
+            raise ValueError(f"first() of an empty dataset: {self!r}")
+        return got[0]
+
+    def count_by_value(self) -> defaultdict[Any, int]:
+        """``{element: number of times it occurs}`` (a ``defaultdict(int)``), counted per partition where it lives."""
+        return A.merge_counts(self._run(A.count_values))
+
+    def count_by_key(self) -> defaultdict[Any, int]:
+        """``{key: number of pairs with it}`` (a ``defaultdict(int)``) of a key-value dataset."""
+        return self.keys().count_by_value()
+
+    def top(self, num: int, key: Callable[[Any], Any] | None = None) -> list[Any]:
+        """The ``num`` largest elements (by ``key``), largest first."""
+        return self._ordered(num, True, key, "top")
+
+    def take_ordered(self, num: int, key: Callable[[Any], Any] | None = None) -> list[Any]:
+        """The ``num`` smallest elements (by ``key``), smallest first."""
+        return self._ordered(num, False, key, "take_ordered")
+
+    def _ordered(self, num: int, largest: bool, key: Callable[[Any], Any] | None, op: str) -> list[Any]:
+        if isinstance(num, bool) or not isinstance(num, int) or num < 0:
+            raise ValueError(f"{op}: num must be a non-negative int, got {num!r}")
+        if key is not None:
+            check_callable(key, op)
+        if num == 0:
+            return []
+        job = A.Ordered(num, largest, key)
+        return job.merged(self._run(job))
+
+    def max(self, key: Callable[[Any], Any] | None = None) -> Any:
+        """The largest element (by ``key``). Raises ValueError on an empty dataset."""
+        return self._extreme(True, key, "max")
+
+    def min(self, key: Callable[[Any], Any] | None = None) -> Any:
+        """The smallest element (by ``key``). Raises ValueError on an empty dataset."""
+        return self._extreme(False, key, "min")
+
+    def _extreme(self, largest: bool, key: Callable[[Any], Any] | None, op: str) -> Any:
+        if key is not None:
+            check_callable(key, op)
+        parts = [v for ok, v in self._run(A.Extreme(largest, key)) if ok]
+        if not parts:
+            raise ValueError(f"{op}() of an empty dataset: {self!r}")
+        pick = max if largest else min
+        return pick(parts, key=key) if key is not None else pick(parts)
+
+    def stats(self) -> StatCounter:
+        """Count, mean, variance, max and min of the (numeric) elements, in one job (a :class:`StatCounter`).
+
+        Per column (arrays) for the rows of a 2-d ndarray dataset.
+        """
+        out = StatCounter()
+        for part in self._run(A.partition_stats):
+            out.merge_stats(part)
+        return out
+
+    def mean(self) -> Any:
+        """The mean of the elements (nan for an empty dataset, as PySpark's)."""
+        return self.stats().mean()
+
+    def variance(self) -> Any:
+        """The population variance of the elements."""
+        return self.stats().variance()
+
+    def stdev(self) -> Any:
+        """The population standard deviation of the elements."""
+        return self.stats().stdev()
+
+    def sample_variance(self) -> Any:
+        """The sample variance of the elements (divided by n - 1)."""
+        return self.stats().sample_variance()
+
+    def sample_stdev(self) -> Any:
+        """The sample standard deviation of the elements (divided by n - 1)."""
+        return self.stats().sample_stdev()
+
+    def save_as_text_file(self, path: str | os.PathLike[str], compression_codec_class: str | None = None) -> None:
+        """Write every element as a line (``str(x)``; bytes as they are) under the directory ``path``.
+
+        One ``part-NNNNN`` file per partition, each written by the worker
+        computing that partition (the driver only makes the directory), then
+        an empty ``_SUCCESS``, as Spark does. ``path`` must not exist
+        (FileExistsError) and must be on a filesystem the workers share
+        with the driver. ``compression_codec_class``: None, or ``"gzip"``
+        (or Hadoop's ``"org.apache.hadoop.io.compress.GzipCodec"``) for
+        ``part-NNNNN.gz`` files. Differs from Spark: a failed job removes
+        the directory (Spark leaves it, without ``_SUCCESS``).
+        """
+        _text.save_as_text_file(self, path, compression_codec_class)
 
     def glom(self) -> list[Any]:
         """Every partition: a list, or the ndarray / sparse row slice it is."""
@@ -338,10 +642,6 @@ def _partitions_arg(partitions: Any, where: str) -> list[Any]:
 
 
 # Job functions used by the actions: module-level so they pickle by reference.
-def _to_list(it: Iterable[Any]) -> list[Any]:
-    return it if type(it) is list else list(it)
-
-
 def _as_is(it: Iterable[Any]) -> Any:
     return it if isinstance(it, list) or hasattr(it, "shape") else list(it)
 
@@ -393,6 +693,19 @@ class _Take:
 
     def __reduce__(self) -> tuple[Any, ...]:
         return (_Take, (self.n,))
+
+
+def _check_partitions(n: Any, op: str) -> None:
+    if isinstance(n, bool) or not isinstance(n, int) or n <= 0:
+        raise ValueError(f"{op}: num_partitions must be a positive int, got {n!r}")
+
+
+def _with_none(x: Any) -> tuple[Any, None]:
+    return (x, None)
+
+
+def _keep_first(a: Any, b: Any) -> Any:
+    return a
 
 
 def _finalizer(ctx_ref: weakref.ref[Context], ds_id: int) -> None:

@@ -1,0 +1,121 @@
+"""The PySpark-style actions (issue 15 part 6): each equals plain Python over the reference evaluator's elements.
+
+Random pipelines (tests/pipelines.py) make the datasets; the expected value
+is computed from ``reference.collect`` with the standard library. Also:
+``collect`` of an ndarray dataset is an ndarray (fast: its buffers cross as
+they are; the timing is in benchmarks, not here), and other datasets still
+collect to lists.
+"""
+
+from __future__ import annotations
+
+import heapq
+import math
+import statistics
+from collections import Counter
+
+import numpy as np
+import pytest
+import reference
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from pipelines import build, pipelines
+from support import context
+
+import drizzle_core as dz
+
+pytestmark = pytest.mark.timeout(180)
+
+_SETTINGS = settings(max_examples=40, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])
+
+
+@_SETTINGS
+@given(items=st.lists(st.integers(-30, 30), max_size=30), partitions=st.integers(1, 4), steps=pipelines(eager=True),
+       num=st.integers(0, 6))
+def test_actions_equal_python_over_the_reference(items, partitions, steps, num):
+    ctx = context("inline", 3)
+    ds = build(ctx, ctx.parallelize(items, partitions), steps)
+    xs = reference.collect(ds)
+    assert ds.count_by_value() == Counter(xs)
+    pairs = ds.map(lambda x: (x % 4, x))
+    assert pairs.count_by_key() == Counter(x % 4 for x in xs)
+    assert ds.top(num) == heapq.nlargest(num, xs) == sorted(xs, reverse=True)[:num]
+    assert ds.take_ordered(num) == sorted(xs)[:num]
+    assert ds.top(num, key=lambda x: -abs(x)) == heapq.nlargest(num, xs, key=lambda x: -abs(x))
+    assert ds.take_ordered(num, key=abs) == sorted(xs, key=abs)[:num]  # ties in element order: stable
+    if xs:
+        assert ds.first() == xs[0]
+        assert ds.max() == max(xs) and ds.min() == min(xs)
+        assert ds.max(key=lambda x: (x % 5, x)) == max(xs, key=lambda x: (x % 5, x))
+        st_ = ds.stats()
+        assert st_.count() == len(xs) and st_.max() == max(xs) and st_.min() == min(xs)
+        assert math.isclose(st_.mean(), statistics.fmean(xs), abs_tol=1e-9)
+        assert math.isclose(st_.variance(), statistics.pvariance(xs), abs_tol=1e-9)
+        assert math.isclose(ds.mean(), statistics.fmean(xs), abs_tol=1e-9)
+        if len(xs) > 1:
+            assert math.isclose(ds.sample_stdev(), statistics.stdev(xs), abs_tol=1e-9)
+    else:
+        for action in (ds.first, ds.max, ds.min):
+            with pytest.raises(ValueError, match="of an empty dataset"):
+                action()
+        assert math.isnan(ds.mean()) and ds.stats().count() == 0
+
+
+def test_collect_of_an_ndarray_dataset_is_an_ndarray():
+    ctx = context("local", 2)
+    a = np.random.default_rng(0).random(100_003)
+    got = ctx.parallelize(a, 4).collect()
+    assert type(got) is np.ndarray and got.dtype == a.dtype and np.array_equal(got, a)
+    m = np.arange(12).reshape(6, 2)
+    rows = ctx.parallelize(m, 4).collect()
+    assert type(rows) is np.ndarray and np.array_equal(rows, m)
+    assert type(ctx.parallelize(m, 4).map_partitions(lambda p: p * 2).collect()) is np.ndarray
+    empty = ctx.parallelize(np.zeros((0, 3)), 2).collect()
+    assert type(empty) is np.ndarray and empty.shape == (0, 3)
+
+
+def test_collect_of_other_datasets_is_still_a_list():
+    ctx = context("local", 2)
+    assert ctx.parallelize(range(5), 2).collect() == [0, 1, 2, 3, 4]
+    mapped = ctx.parallelize(np.arange(4.0), 2).map(lambda x: x + 1).collect()
+    assert type(mapped) is list and mapped == [1.0, 2.0, 3.0, 4.0]
+    mixed = ctx.parallelize(np.arange(3), 1).union(ctx.parallelize([7], 1)).collect()
+    assert type(mixed) is list and mixed == [0, 1, 2, 7]
+    import scipy.sparse
+
+    sparse = ctx.parallelize(scipy.sparse.identity(3, format="csr"), 2).collect()
+    assert type(sparse) is list and len(sparse) == 3
+
+
+def test_stats_of_ndarray_rows_are_per_column():
+    ctx = context("local", 2)
+    m = np.random.default_rng(1).normal(size=(1001, 3))
+    s = ctx.parallelize(m, 4).stats()
+    assert s.count() == 1001
+    np.testing.assert_allclose(s.mean(), m.mean(axis=0))
+    np.testing.assert_allclose(s.stdev(), m.std(axis=0))
+    np.testing.assert_allclose(s.sample_variance(), m.var(axis=0, ddof=1))
+    np.testing.assert_array_equal(s.max(), m.max(axis=0))
+    one = ctx.parallelize(m[:, 0], 3)
+    assert math.isclose(one.stats().variance(), float(m[:, 0].var())) and one.max() == m[:, 0].max()
+
+
+def test_stat_counter_merges_like_pyspark():
+    a, b = dz.StatCounter([1, 2, 3]), dz.StatCounter([10.0])
+    a.merge_stats(b).merge(4)
+    assert a.count() == 5 and a.sum() == 20 and a.min() == 1 and a.max() == 10.0
+    assert math.isclose(a.variance(), statistics.pvariance([1, 2, 3, 10, 4]))
+    assert a.as_dict(sample=True)["variance"] == pytest.approx(statistics.variance([1, 2, 3, 10, 4]))
+    with pytest.raises(TypeError, match="merge_stats needs a StatCounter"):
+        a.merge_stats([1])
+
+
+@pytest.mark.parametrize("call, error, words", [
+    (lambda ds: ds.top(-1), ValueError, "top: num must be a non-negative int, got -1"),
+    (lambda ds: ds.take_ordered("3"), ValueError, "take_ordered: num must be a non-negative int"),
+    (lambda ds: ds.top(2, key=5), TypeError, "Dataset.top needs a callable"),
+    (lambda ds: ds.max(key="x"), TypeError, "Dataset.max needs a callable"),
+])
+def test_bad_arguments_are_named(call, error, words):
+    with pytest.raises(error, match=words):
+        call(context("inline", 3).parallelize([3, 1, 2], 2))
