@@ -313,9 +313,9 @@ class PlanBuilder:
                     return
         plan.funcs.setdefault(id(func), func)
         start = len(plan.tasks)
-        # A template is recorded from a job that shares no node with an earlier job of the group: what it
-        # plans is then all its own (a source or a forward two jobs share is planned once, for the first).
-        record = shape is not None and not any(shape.datasets[i].node.id in plan.nodes for i in shape.locals)
+        # What the template needs is taken from this job's own tasks (their sources logged as planned, their
+        # forwards from their inputs), never from the group's plan, where what two jobs share appears once.
+        record = shape is not None
         if record:
             plan.source_log = []
         for stage in planner._stages(ds, located, runs):
