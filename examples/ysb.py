@@ -170,7 +170,8 @@ def main(rate: float = 20_000, seconds: float = 25.0, group_size: Any = "auto", 
     with dz.Context(workers=2) as ctx:
         result = run_ysb(ctx, rate, seconds, group_size, window, interval=interval)
     windows = len(result.window_latency)
-    head = f"ysb: {rate:,.0f} events/s for {seconds:g} s, group size {group_size}, {windows} windows of {window:g} s"
+    head = (f"ysb: {rate:,.0f} events/s for {seconds:g} s, group size {group_size}, "
+            f"{windows} window{'' if windows == 1 else 's'} of {window:g} s")
     check = f"counts {'correct' if result.correct else 'WRONG'}"
     if windows:
         p50, p99 = result.summary()

@@ -60,6 +60,8 @@ def test_ysb_with_small_arguments_reports_its_windows(no_orphans):
 
 
 def test_ysb_says_when_no_window_could_close(no_orphans):
-    out = _run(str(ROOT / "examples" / "ysb.py"), "1000", "0.5", "auto", "5", timeout=90)
+    # windows are aligned on event time (seconds since the epoch): a 0.3 s run crosses a 100,000 s window's
+    # end with probability 3e-6
+    out = _run(str(ROOT / "examples" / "ysb.py"), "1000", "0.3", "auto", "100000", timeout=90)
     assert out.returncode == 0, out.stderr
-    assert "0 windows of 5 s: no window closed within the run" in out.stdout and "nan" not in out.stdout
+    assert "0 windows of 100000 s: no window closed within the run" in out.stdout and "nan" not in out.stdout
