@@ -11,12 +11,11 @@ installed (pip install "drizzle-ml[plot]").
 
 from __future__ import annotations
 
-import argparse
-
 import numpy as np
 from drizzle_ml import KMeans
 
 import drizzle_core as dz
+from drizzle_core.cli import ArgumentParser
 
 
 def make_data(n: int, d: int, k: int, seed: int = 0) -> np.ndarray:
@@ -46,7 +45,7 @@ def save_plot(path: str, curves: dict[str, list[float]]) -> None:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap = ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--n", type=int, default=200_000)
     ap.add_argument("--d", type=int, default=10)
     ap.add_argument("--k", type=int, default=8)

@@ -10,13 +10,13 @@ when matplotlib is installed (pip install "drizzle-ml[plot]").
 
 from __future__ import annotations
 
-import argparse
 import warnings
 
 import numpy as np
 from drizzle_ml import ConvergenceWarning, LogisticRegression
 
 import drizzle_core as dz
+from drizzle_core.cli import ArgumentParser
 
 
 def make_data(n: int, d: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -46,7 +46,7 @@ def save_plot(path: str, curve: list[float]) -> None:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap = ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--n", type=int, default=200_000)
     ap.add_argument("--d", type=int, default=20)
     ap.add_argument("--max-iter", type=int, default=200)

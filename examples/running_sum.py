@@ -12,10 +12,10 @@ the counts nor the state pass through the driver.
 from __future__ import annotations
 
 import operator
-import sys
 import time
 
 import drizzle_core as dz
+from drizzle_core.cli import ArgumentParser, positive_int
 
 
 def add_counts(old_state, counts):
@@ -52,4 +52,11 @@ def main(iterations: int = 100, group_size: int = 10, partitions: int = 4, reduc
 
 
 if __name__ == "__main__":
-    main(*(int(a) for a in sys.argv[1:5]))
+    ap = ArgumentParser(description=__doc__.split("\n\n")[0],
+                                 epilog=__doc__.split("\n\n", 2)[2].strip())
+    ap.add_argument("iterations", nargs="?", type=positive_int, default=100, help="iterations (default 100)")
+    ap.add_argument("group_size", nargs="?", type=positive_int, default=10, help="iterations per group, G (default 10)")
+    ap.add_argument("partitions", nargs="?", type=positive_int, default=4, help="input partitions (default 4)")
+    ap.add_argument("reducers", nargs="?", type=positive_int, default=2, help="reduce partitions (default 2)")
+    args = ap.parse_args()
+    main(args.iterations, args.group_size, args.partitions, args.reducers)

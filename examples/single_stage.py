@@ -9,12 +9,12 @@ each worker gets one message for all of them.
 
 from __future__ import annotations
 
-import sys
 import time
 
 import numpy as np
 
 import drizzle_core as dz
+from drizzle_core.cli import ArgumentParser, positive_int
 
 
 def main(iterations: int = 200, group_size: int = 10, partitions: int = 4) -> float:
@@ -31,4 +31,10 @@ def main(iterations: int = 200, group_size: int = 10, partitions: int = 4) -> fl
 
 
 if __name__ == "__main__":
-    main(*(int(a) for a in sys.argv[1:4]))
+    ap = ArgumentParser(description=__doc__.split("\n\n")[0],
+                                 epilog=__doc__.split("\n\n", 2)[2].strip())
+    ap.add_argument("iterations", nargs="?", type=positive_int, default=200, help="jobs to run (default 200)")
+    ap.add_argument("group_size", nargs="?", type=positive_int, default=10, help="jobs per group, G (default 10)")
+    ap.add_argument("partitions", nargs="?", type=positive_int, default=4, help="partitions of the array (default 4)")
+    args = ap.parse_args()
+    main(args.iterations, args.group_size, args.partitions)

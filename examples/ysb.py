@@ -1,13 +1,13 @@
 """The Yahoo Streaming Benchmark on Drizzle micro-batches.
 
-    python examples/ysb.py [RATE] [SECONDS] [GROUP_SIZE] [WINDOW]
+    python examples/ysb.py [RATE] [SECONDS] [GROUP_SIZE] [WINDOW] [--interval S]
 
 Ad events ``(user_id, page_id, ad_id, ad_type, event_type, event_time, ip)``
 are made on the workers by a generator source at RATE events per second
 (default 20,000), spread over the source's partitions. The pipeline keeps
 ``view`` events, joins each ad to its campaign (a static table of 100
 campaigns x 10 ads, broadcast to the workers), and counts views per campaign
-per WINDOW-second event-time window (default 10). A window's count is emitted
+per WINDOW-second event-time window (default 10, or a fifth of a shorter run). A window's count is emitted
 once, in the batch whose end passes the window's end; its *latency* is the
 time from the window's end to that count reaching the sink on the driver.
 
@@ -18,13 +18,13 @@ directly (on the driver, after the run) from the same generated events.
 from __future__ import annotations
 
 import math
-import sys
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
 import drizzle_core as dz
+from drizzle_core.cli import ArgumentParser, group_size, positive_float
 from drizzle_core.stream._metrics import percentile
 from drizzle_core.stream._window import windows_of
 
@@ -155,19 +155,42 @@ def check_counts(result: YsbResult, gen: AdEvents) -> bool:
     return expected == result.counts
 
 
-def main(rate: float = 20_000, seconds: float = 25.0, group_size: Any = "auto", window: float = 10.0) -> YsbResult:
+def default_window(seconds: float) -> float:
+    """10 s, the benchmark's window, or a fifth of a shorter run, so that a short run still closes windows.
+
+    A window's count is emitted in the batch that passes its end, so a run shorter than one window would
+    report nothing.
+    """
+    return min(10.0, seconds / 5)
+
+
+def main(rate: float = 20_000, seconds: float = 25.0, group_size: Any = "auto", window: float | None = None,
+         interval: float = 0.1) -> YsbResult:
+    window = default_window(seconds) if window is None else window
     with dz.Context(workers=2) as ctx:
-        result = run_ysb(ctx, rate, seconds, group_size, window)
-    p50, p99 = result.summary()
+        result = run_ysb(ctx, rate, seconds, group_size, window, interval=interval)
     windows = len(result.window_latency)
-    print(f"ysb: {rate:,.0f} events/s, group size {group_size}, {windows} windows of {window:g} s: "
-          f"window latency p50 {p50 * 1e3:.1f} ms, p99 {p99 * 1e3:.1f} ms; "
-          f"counts {'correct' if result.correct else 'WRONG'}")
+    head = (f"ysb: {rate:,.0f} events/s for {seconds:g} s, group size {group_size}, "
+            f"{windows} window{'' if windows == 1 else 's'} of {window:g} s")
+    check = f"counts {'correct' if result.correct else 'WRONG'}"
+    if windows:
+        p50, p99 = result.summary()
+        print(f"{head}: window latency p50 {p50 * 1e3:.1f} ms, p99 {p99 * 1e3:.1f} ms; {check}")
+    else:
+        print(f"{head}: no window closed within the run, so there is no latency to report "
+              f"(give a WINDOW shorter than the run, or a longer run); {check}")
     return result
 
 
 if __name__ == "__main__":
-    args = sys.argv[1:]
-    g: Any = args[2] if len(args) > 2 else "auto"
-    main(float(args[0]) if args else 20_000, float(args[1]) if len(args) > 1 else 25.0,
-         g if g == "auto" else int(g), float(args[3]) if len(args) > 3 else 10.0)
+    ap = ArgumentParser(description=__doc__.split("\n\n")[0], epilog=__doc__.split("\n\n", 2)[2].strip())
+    ap.add_argument("rate", nargs="?", type=positive_float, default=20_000, help="events per second (default 20000)")
+    ap.add_argument("seconds", nargs="?", type=positive_float, default=25.0, help="run length in s (default 25)")
+    ap.add_argument("group_size", nargs="?", type=group_size, default="auto",
+                    help="batches per group, a number or auto (default auto)")
+    ap.add_argument("window", nargs="?", type=positive_float, default=None,
+                    help="event-time window in s (default 10, or a fifth of a shorter run)")
+    ap.add_argument("--interval", type=positive_float, default=0.1, help="batch interval in s (default 0.1)")
+    args = ap.parse_args()
+    result = main(args.rate, args.seconds, args.group_size, args.window, args.interval)
+    raise SystemExit(0 if result.correct else 1)

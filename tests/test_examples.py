@@ -32,3 +32,4 @@ def test_drizzle_demo_prints_the_group_size_table(no_orphans):
     assert [r[0] for r in rows] == ["1", "10", "100"]
     assert rows[0][2] == "1.0x"
     assert all(r[3].endswith("%") for r in rows)
+    assert "Coordination share: the part of the workers' time not spent running tasks" in out

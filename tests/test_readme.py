@@ -12,7 +12,25 @@ import pytest
 pytestmark = pytest.mark.timeout(180)
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 with open(os.path.join(ROOT, "README.md")) as _f:
-    BLOCKS = re.findall(r"```python\n(.*?)```", _f.read(), re.S)
+    README = _f.read()
+BLOCKS = re.findall(r"```python\n(.*?)```", README, re.S)
+
+
+def _set_up_commands() -> list[str]:
+    section = README.split("## Set up", 1)[1].split("\n## ", 1)[0]
+    return [line for block in re.findall(r"```\n(.*?)```", section, re.S) for line in block.strip().splitlines()]
+
+
+def test_set_up_is_two_one_line_commands_and_ci_runs_the_second():
+    demo, tests = _set_up_commands()  # exactly two lines
+    assert re.fullmatch(r"pip install \. (\./\S+ )*&& drizzle demo", demo), demo
+    assert re.fullmatch(r'pip install "\.\[test\]" (\./\S+ )*&& python -m pytest -q', tests), tests
+    for command in (demo, tests):  # every path it installs is a distribution of this checkout
+        for path in re.findall(r"\./[\w/]+", command):
+            assert os.path.isfile(os.path.join(ROOT, path, "pyproject.toml")), path
+    with open(os.path.join(ROOT, ".ci", "run")) as f:
+        ci = [line for line in f.read().splitlines() if line.strip() and not line.startswith(("#", "set ", "cd "))]
+    assert ci == [tests]
 
 
 @pytest.mark.parametrize("index", [i for i, b in enumerate(BLOCKS) if "with dz.Context(" in b])

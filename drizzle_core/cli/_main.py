@@ -3,35 +3,66 @@
 from __future__ import annotations
 
 import argparse
+import importlib.metadata
 import logging
 import statistics
 import sys
+import textwrap
 import time
 from collections.abc import Sequence
 from typing import Any
 
 from .. import inline as _inline  # noqa: F401  (registers the inline transport)
+from .._errors import DrizzleError
 from .._version import __version__
 from ..driver import commands, transports
+from ._args import ArgumentParser, positive_int
+
+log = logging.getLogger("drizzle.cli")
+LOG_LEVELS = ("CRITICAL", "ERROR", "WARNING", "INFO", "DEBUG")
+COORDINATION_SHARE = ("Coordination share: the part of the workers' time not spent running tasks, 1 - busy / (wall x "
+                      "workers): waiting for the driver to plan, serialize and launch, and for results to travel. "
+                      "Group scheduling pays that once per group rather than once per iteration.")
 
 
-def table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
-    """Plain-text columns padded to their widest cell; the first left-aligned, the rest right-aligned.
+def table(headers: Sequence[str], rows: Sequence[Sequence[object]], align: str | None = None) -> str:
+    """Plain-text columns padded to their widest cell.
 
-    The one table printer: the commands here and the benchmark scripts (``benchmarks/_tables.py``) print with it.
+    ``align`` has one letter per column, ``l`` or ``r``; by default the first column is left-aligned and the
+    rest right-aligned (numbers line up on their last digit), and text columns pass ``l``. The one table
+    printer: the commands here and the benchmark scripts (``benchmarks/_tables.py``) print with it.
     """
+    align = align or "l" + "r" * (len(headers) - 1)
+    if len(align) != len(headers) or set(align) - {"l", "r"}:
+        raise ValueError(f"align needs one of 'l'/'r' per column ({len(headers)}), got {align!r}")
     cells = [[str(h) for h in headers]] + [[str(c) for c in r] for r in rows]
     widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
-    lines = ["  ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(r, widths))) for r in cells]
+    lines = ["  ".join(c.rjust(w) if a == "r" else c.ljust(w) for c, w, a in zip(r, widths, align)).rstrip()
+             for r in cells]
     lines.insert(1, "  ".join("-" * w for w in widths))
     return "\n".join(lines)
 
 
 def _cmd_transports(args: argparse.Namespace) -> int:
-    found = transports()
+    found = dict(sorted(transports().items()))
     print(table(["transport", "version", "from", "description"],
-                 [[t.name, t.version, t.plugin, t.description] for t in found.values()]))
+                [[t.name, t.version, t.plugin, t.description] for t in found.values()], align="llll"))
+    for name, dists in sorted(_entry_point_providers().items()):
+        if len(dists) > 1:
+            print(f"\nnote: {len(dists)} distributions provide plugin {name!r}: {', '.join(sorted(dists))}; only the "
+                  f"first loads. drizzle-core ships 'local' and 'tcp' itself: pip uninstall drizzle-local "
+                  f"drizzle-tcp, then reinstall drizzle-core.")
     return 0
+
+
+def _entry_point_providers() -> dict[str, set[str]]:
+    """Entry-point name -> the installed distributions that declare it in group ``drizzle``."""
+    found: dict[str, set[str]] = {}
+    for dist in importlib.metadata.distributions():
+        for ep in dist.entry_points:
+            if ep.group == "drizzle":  # the entry-point group plugins are found in
+                found.setdefault(ep.name, set()).add(f"{dist.metadata['Name']} {dist.version}")
+    return found
 
 
 def _measure_running_sum(ctx: Any, g: int, iterations: int, partitions: int, reducers: int) -> tuple[float, float]:
@@ -66,8 +97,10 @@ def _cmd_demo(args: argparse.Namespace) -> int:
             base = base or ms
             rows.append([g, f"{ms:.3f}", f"{base / ms:.1f}x", f"{share:.0%}"])
     print(table(["group size", "ms/iteration", "speedup vs G=1", "coordination share"], rows))
-    print("\nG=1 asks the driver once per iteration, like Spark; larger groups plan and launch many "
-          "iterations at once and the workers run the shuffle between them by themselves.")
+    print()
+    print(textwrap.fill("G=1 asks the driver once per iteration, like Spark; larger groups plan and launch many "
+                        "iterations at once and the workers run the shuffle between them by themselves.", 100))
+    print(textwrap.fill(COORDINATION_SHARE, 100))
     return 0
 
 
@@ -92,9 +125,10 @@ def _cmd_bench(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="drizzle", description="Drizzle for Python: group-scheduled jobs.")
+    parser = ArgumentParser(prog="drizzle", description="Drizzle for Python: group-scheduled jobs.")
     parser.add_argument("--version", action="version", version=f"drizzle {__version__}")
-    parser.add_argument("--log-level", default="WARNING", help="logging level (default WARNING)")
+    parser.add_argument("--log-level", default="WARNING", type=str.upper, choices=LOG_LEVELS,
+                        help="logging level (default WARNING)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     p = sub.add_parser("transports", help="list the installed transports with their versions")
@@ -104,16 +138,17 @@ def build_parser() -> argparse.ArgumentParser:
         ("demo", _cmd_demo, "run the running-sum workload for group sizes 1, 10, 100 and print a table", 300),
         ("bench", _cmd_bench, "quick single-stage and running-sum timings", 200),
     ):
-        p = sub.add_parser(name, help=helptext)
-        p.add_argument("--transport", default="local")
-        p.add_argument("--workers", type=int, default=2)
-        p.add_argument("--iterations", type=int, default=iters)
-        p.add_argument("--group-sizes", type=int, nargs="+", default=[1, 10, 100])
+        p = sub.add_parser(name, help=helptext, description=helptext + ".",
+                           epilog=COORDINATION_SHARE if name == "demo" else None)
+        p.add_argument("--transport", default="local", help="an installed transport (drizzle transports)")
+        p.add_argument("--workers", type=positive_int, default=2)
+        p.add_argument("--iterations", type=positive_int, default=iters)
+        p.add_argument("--group-sizes", type=positive_int, nargs="+", default=[1, 10, 100], metavar="G")
         if name == "demo":
-            p.add_argument("--partitions", type=int, default=4)
-            p.add_argument("--reducers", type=int, default=2)
+            p.add_argument("--partitions", type=positive_int, default=4)
+            p.add_argument("--reducers", type=positive_int, default=2)
         else:
-            p.add_argument("--repeat", type=int, default=3)
+            p.add_argument("--repeat", type=positive_int, default=3)
         p.set_defaults(run=fn)
 
     for cmd in commands().values():
@@ -124,13 +159,28 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run one ``drizzle`` command; its exit status.
+
+    A bad option, or a value only the library can judge (an unknown transport), is one line on stderr and
+    status 2; the traceback is logged at DEBUG (``drizzle --log-level DEBUG ...``), for a bug report.
+    """
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if not getattr(args, "run", None):
         parser.print_help()
         return 2
-    return int(args.run(args) or 0)
+    try:
+        return int(args.run(args) or 0)
+    except (ValueError, DrizzleError, OSError) as e:
+        log.debug("drizzle %s failed", args.command, exc_info=True)
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        print(f"drizzle {args.command}: error: {first} (drizzle --log-level DEBUG shows the traceback)",
+              file=sys.stderr)
+        return 2 if isinstance(e, ValueError) else 1
+    except KeyboardInterrupt:
+        print(f"drizzle {args.command}: interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

@@ -14,7 +14,6 @@ import shutil
 import socket
 import subprocess
 import sys
-import tempfile
 import time
 from typing import Any
 
@@ -29,7 +28,7 @@ from drizzle_core.transport import (
     worker_env,
 )
 
-from . import _hello
+from . import _folders, _hello
 
 START_TIMEOUT = 60.0
 
@@ -39,8 +38,9 @@ class LocalTransport(HubTransport):
 
     What is local here: processes started by this transport, reached over
     ``DIR/w{i}.{epoch}.sock`` (the worker binds it; its appearing means "ready"),
-    named by pid. The rest (sends, losses, joins, close) is
-    :class:`~drizzle_core.transport.HubTransport`'s.
+    named by pid. DIR is this driver's private folder in the temp dir, named after it so that the next local
+    transport removes it if this driver is killed before it can (:mod:`._folders`). The rest (sends, losses,
+    joins, close) is :class:`~drizzle_core.transport.HubTransport`'s.
     """
 
     name = "local"
@@ -60,7 +60,8 @@ class LocalTransport(HubTransport):
 
     # ---------------------------------------------------------------- start
     def _start_workers(self) -> None:
-        self._dir = tempfile.mkdtemp(prefix="drizzle-local-")
+        _folders.remove_orphans()  # those of drivers killed before they could remove theirs
+        self._dir = _folders.make_folder()
         self._env = worker_env()
         for i in range(self.num_workers):
             self._procs.append(self._spawn(i, 0))
