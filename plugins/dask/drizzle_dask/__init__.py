@@ -10,8 +10,26 @@ See docs/dask.md.
 
 __version__ = "0.1.0"
 
-from ._input import DaskBlock
-from ._launcher import DaskLauncher
-from ._transport import DaskTransport
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from ._input import DaskBlock
+    from ._launcher import DaskLauncher
+    from ._transport import DaskTransport
+
+# Loaded on first use (PEP 562): every Context loads the transport plugins to list them, and importing
+# distributed there would cost each one 0.7 s whatever transport it runs on.
+_LAZY = {"DaskBlock": "_input", "DaskLauncher": "_launcher", "DaskTransport": "_transport"}
+
+
+def __getattr__(name: str) -> Any:
+    where = _LAZY.get(name)
+    if where is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{where}", __name__), name)
+    globals()[name] = value
+    return value
+
 
 __all__ = ["DaskBlock", "DaskLauncher", "DaskTransport", "__version__"]

@@ -11,8 +11,26 @@ blocks on the nodes that hold them. See docs/ray.md.
 
 __version__ = "0.1.0"
 
-from ._blocks import RayBlock
-from ._launcher import RayLauncher
-from ._transport import RayTransport
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from ._blocks import RayBlock
+    from ._launcher import RayLauncher
+    from ._transport import RayTransport
+
+# Loaded on first use (PEP 562): every Context loads the transport plugins to list them, and importing
+# ray there would cost each one 0.25 s whatever transport it runs on.
+_LAZY = {"RayBlock": "_blocks", "RayLauncher": "_launcher", "RayTransport": "_transport"}
+
+
+def __getattr__(name: str) -> Any:
+    where = _LAZY.get(name)
+    if where is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{where}", __name__), name)
+    globals()[name] = value
+    return value
+
 
 __all__ = ["RayBlock", "RayLauncher", "RayTransport", "__version__"]

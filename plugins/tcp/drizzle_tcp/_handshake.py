@@ -291,7 +291,7 @@ def connect(sock: socket.socket, secret: bytes, timeout: float, hello: dict) -> 
                                      f"{SECRET_HINT}")
     if status == VERSION_MISMATCH or version_s != VERSION:
         raise HandshakeError("version", f"protocol version mismatch: the worker speaks {version_s}, "
-                                        f"this side {VERSION} (install the same drizzle-tcp on both)")
+                                        f"this side {VERSION} (install the same drizzle-core on both)")
     if status != OK:
         raise HandshakeError("garbage", f"unknown handshake status {status}")
     k_cs, k_sc = derive_frame_keys(secret, nonce_s, nonce_c)
@@ -301,6 +301,6 @@ def connect(sock: socket.socket, secret: bytes, timeout: float, hello: dict) -> 
         raise HandshakeError(str(reply.get("error", "refused")), str(reply.get("message", "refused")))
     if hello.get("mac", True) and not reply.get("mac") and secret and not isinstance(sock, ssl.SSLSocket):
         raise HandshakeError("mac", "the worker turned frame authentication off although we asked for it "
-                                    "(is it another drizzle-tcp version?)")
+                                    "(is it another drizzle-core version?)")
     sock.settimeout(None)
     return reply, (FrameAuth(k_cs, k_sc) if reply.get("mac") else None)

@@ -51,7 +51,7 @@ def mismatch(mine: Any, reference: Any) -> str | None:
     """None if ``mine`` hashes like ``reference`` (both from :func:`describe`; the reference may name its
     ``worker``), else why not and what to do, as a sentence about "it" (the worker described by ``mine``)."""
     if not isinstance(mine, dict) or not isinstance(reference, dict):
-        return "it did not say how it hashes keys (install the same drizzle-tcp on every host)"
+        return "it did not say how it hashes keys (install the same drizzle-core on every host)"
     if isinstance(mine.get("probe"), int) and mine.get("probe") == reference.get("probe"):
         return None
     who = reference.get("worker") or "the session's first worker"
