@@ -4,12 +4,16 @@ Policy. Jobs are taken from the caller's iterable G at a time (G fixed, or
 tuned per group by :class:`~drizzle_core._adaptive.AIMD`). For each group the
 :class:`~drizzle_core._plan.Planner` plans every stage of every job; the
 group's program (nodes and job functions) is cloudpickled ONCE and each
-worker gets ONE launch message with all of its tasks. From then on the
+worker gets ONE launch message with all of its tasks; a job repeating a
+shape already planned (an iteration, a micro-batch) is not planned at all
+but stamped from that shape's execution template (``_template``), and the
+workers stamp its tasks themselves. From then on the
 driver only listens: map outputs travel worker to worker, and each job's
 results are yielded, in job order, as soon as that job's last result
 arrives. While a group runs, the next one is planned a few jobs at a time
 between polls of the transport (so planning never holds back results), and
-launched the moment the current one is done.
+launched as soon as it is planned (``pipeline``: workers queue it behind the
+current one's tasks), or else the moment the current one is done.
 
 Several groups can be in flight at once, and that is first-class: an action
 called while results are consumed (inside an ``iter_jobs`` loop, a stream's
