@@ -1026,8 +1026,13 @@ class GroupScheduler:
                 exc = pickle.loads(exc_bytes)
             except Exception:
                 exc = None
-        # The worker may not hold the program now (it could not load it): send it again next time.
+        # The worker may not hold the program now (it could not load it): send it again next time. Every
+        # worker the attempt went to may have failed the same way, and only the first failure is heard
+        # (the attempt is aborted with it): each of them gets the program again.
         self.worker_programs[worker].pop(run.program_id, None)
+        if tb.startswith(M.PROGRAM_LOAD_FAILED):
+            for held in self.worker_programs:
+                held.pop(run.program_id, None)
         self._abort_attempt(run)
         name = self.transport.worker_names[worker]
         label = run.plan.stage_labels[task.stage]
