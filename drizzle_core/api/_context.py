@@ -27,6 +27,7 @@ from ..net import Transport
 from . import _dataset as D
 from . import _text
 from ._inputs import split_input
+from . import _iterate as _iterate_module
 from ._iterate import IterateResult
 from ._iterate import iterate as _iterate
 
@@ -428,9 +429,12 @@ class Context:
         Returns one list per job (one ``f`` result per partition), in job
         order. Jobs are scheduled ``group_size`` at a time (default: the
         context's): an int, ``"auto"`` or a :class:`GroupSizeController`;
-        ``jobs`` may be a lazy iterable, consumed a group at a time.
+        ``jobs`` may be a lazy iterable, consumed a group at a time. Nothing
+        is returned before the last job is done, so workers send results in
+        batches (``iter_jobs``' ``hold_results``): one wake-up of the driver
+        for many jobs.
         """
-        return list(self.iter_jobs(jobs, group_size))
+        return list(self.iter_jobs(jobs, group_size, hold_results=_iterate_module.RESULT_HOLD))
 
     def iter_jobs(self, jobs: Iterable[tuple[D.Dataset, Callable[[Any], Any]]],
                   group_size: GroupSize | None = None, *,
