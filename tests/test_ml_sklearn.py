@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 from conftest import child_pids, wait_no_children
-from drizzle_ml import KMeans, LinearRegression, LogisticRegression
+from drizzle_ml import PCA, KMeans, LinearRegression, LogisticRegression, TruncatedSVD
 from sklearn import datasets
 from sklearn.base import clone, is_classifier, is_clusterer, is_regressor
 from sklearn.cluster import KMeans as SKKMeans
@@ -66,7 +66,7 @@ def ctx():
     assert not wait_no_children(before)
 
 
-@parametrize_with_checks([KMeans(), LogisticRegression(), LinearRegression()],
+@parametrize_with_checks([KMeans(), LogisticRegression(), LinearRegression(), PCA(), TruncatedSVD()],
                          expected_failed_checks=lambda est: EXPECTED_FAILED.get(type(est).__name__, {}))
 def test_sklearn_check(inline, estimator, check):
     with warnings.catch_warnings():

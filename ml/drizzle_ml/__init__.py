@@ -31,6 +31,7 @@ __version__ = "0.1.0"
 if TYPE_CHECKING:
     from ._base import ConvergenceWarning
     from ._context import close_default_context, default_context, set_default_context
+    from ._decomposition import PCA, TruncatedSVD
     from ._kmeans import KMeans, kmeans_plusplus
     from ._linear import LinearRegression
     from ._logistic import LogisticRegression
@@ -41,7 +42,7 @@ if TYPE_CHECKING:
 _LAZY = {
     "ConvergenceWarning": "_base",
     "close_default_context": "_context", "default_context": "_context", "set_default_context": "_context",
-    "KMeans": "_kmeans", "kmeans_plusplus": "_kmeans",
+    "KMeans": "_kmeans", "kmeans_plusplus": "_kmeans", "PCA": "_decomposition", "TruncatedSVD": "_decomposition",
     "LinearRegression": "_linear",
     "LogisticRegression": "_logistic",
     "Fit": "_problem", "Problem": "_problem", "row_blocks": "_problem", "run": "_problem", "run_serial": "_problem",
@@ -64,6 +65,7 @@ def __dir__() -> list[str]:
 
 
 __all__ = [
+    "PCA",
     "ConvergenceWarning",
     "Fit",
     "KMeans",
@@ -71,6 +73,7 @@ __all__ = [
     "LogisticRegression",
     "Problem",
     "ProgressBar",
+    "TruncatedSVD",
     "__version__",
     "blas_threads_here",
     "close_default_context",
