@@ -32,6 +32,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import scipy.sparse as sp
+from scipy.linalg import cho_solve
 
 ARMIJO_C = 1e-4
 ARMIJO_SLACK = 1e-12           # relative rounding noise in f (sums over n rows, combined in any order)
@@ -57,7 +58,21 @@ def initial_state(theta0: np.ndarray) -> NewtonState:
 
 
 def newton_direction(H: np.ndarray, g: np.ndarray) -> np.ndarray:
-    """``-H^+ g`` with ``H``'s flat directions dropped (see the module docstring)."""
+    """``-H^+ g`` with ``H``'s flat directions dropped (see the module docstring).
+
+    A Cholesky solve first (p^3/3 flops): when every pivot is well above the
+    cutoff the matrix has no flat direction and that is the answer. Otherwise
+    (softmax, collinear columns) the eigen-decomposition, ~10x the flops
+    (201 x 201 with one BLAS thread: 7.6 ms against 53 ms, on the loaded 2-core dev machine).
+    """
+    try:
+        L = np.linalg.cholesky(H)
+    except np.linalg.LinAlgError:
+        L = None
+    if L is not None:
+        pivots = np.diagonal(L) ** 2
+        if pivots.min() > 1e3 * EIGEN_CUTOFF * float(np.abs(np.diagonal(H)).max()):
+            return -cho_solve((L, True), g)
     w, V = np.linalg.eigh(H)
     top = float(np.abs(w).max(initial=0.0))
     keep = w > EIGEN_CUTOFF * top if top > 0 else np.zeros(w.shape, dtype=bool)
