@@ -7,7 +7,9 @@
 Cases (float64, 4 partitions, 2 workers):
 
 * kmeans    - Lloyd iteration, 200,000 x 10, k=8.
-* logistic  - one full-batch gradient step, 200,000 x 20 (binary).
+* logistic  - one full-batch gradient step (``solver="gd"``), 200,000 x 20 (binary).
+* logistic-newton - one Newton step (gradient + 21 x 21 Hessian per block), same data.
+* pca       - one randomized power iteration ``Xc' (Xc Q)``, 200,000 x 50, 10 + 10 columns.
 * logistic-large - 2,000,000 x 50, to show how the cost grows (floors and
   drizzle only: the peers would add minutes and say nothing new).
 
@@ -28,6 +30,11 @@ number of iterations:
   worker processes), Ray (2 actors), when importable: partitions resident in
   the workers, one round trip through the driver per iteration (the natural
   way to write the loop in each).
+
+Then whole fits against scikit-learn's (data shipping included; interleaved
+paired rounds, the median of the per-round ratios and their spread, and the
+iteration counts): LogisticRegression (Newton | lbfgs), LinearRegression
+(normal equations | lstsq), KMeans (Lloyd | Lloyd), PCA (randomized | randomized).
 
 BLAS threads are limited to 1 everywhere (OMP/OPENBLAS/MKL_NUM_THREADS set
 before numpy is imported, inherited by every process started here), and the
@@ -96,9 +103,14 @@ def make_cases(quick: bool, large: bool) -> list[Case]:
     km = dml.KMeans(8, init=X[:8].copy()).make_problem(X, PARTITIONS)
     Xl = rng.normal(size=(n, 20))
     yl = (Xl @ rng.normal(size=20) + rng.normal(size=n) > 0).astype(int)
-    lr = dml.LogisticRegression().make_problem(Xl, yl, PARTITIONS)
+    lr = dml.LogisticRegression(solver="gd").make_problem(Xl, yl, PARTITIONS)
+    newton = dml.LogisticRegression(solver="newton").make_problem(Xl, yl, PARTITIONS)
     its = 20 if quick else 200
-    cases = [Case("kmeans", no_stop(km), its, X.shape), Case("logistic", no_stop(lr), its, Xl.shape)]
+    Xp = rng.normal(size=(n, 50)) * 0.9 ** np.arange(50)
+    pca = dml.PCA(10, n_iter=its, random_state=0).make_problem(Xp, PARTITIONS)   # every iteration a power step
+    cases = [Case("kmeans", no_stop(km), its, X.shape), Case("logistic", no_stop(lr), its, Xl.shape),
+             Case("logistic-newton", no_stop(newton), its // 4, Xl.shape),
+             Case("pca", no_stop(pca), its, Xp.shape)]
     if large:
         nl = 2_000_000 // scale
         Xb = rng.normal(size=(nl, 50))
@@ -322,6 +334,56 @@ def print_table(case: Case, rows: list[Row], floor1: float, floor2: float) -> No
               f"  fastest peer: {fastest.system} {fastest.ms:.2f} ms; drizzle is SLOWER ({best.ms:.2f} ms)")
 
 
+# ------------------------------------------------------- whole fits vs scikit-learn
+def fits_vs_sklearn(ctx: dz.Context, quick: bool, rounds: int) -> None:
+    """Whole fits (data shipping included) against scikit-learn's, in interleaved paired rounds.
+
+    Per round each pair runs back to back (ours, then scikit-learn's, on one
+    core: its BLAS is limited to 1 thread above), so a noisy neighbour hits
+    both; the table shows the median of the per-round ratios and their spread.
+    """
+    from sklearn.cluster import KMeans as SKKMeans
+    from sklearn.decomposition import PCA as SKPCA
+    from sklearn.linear_model import LinearRegression as SKLinear
+    from sklearn.linear_model import LogisticRegression as SKLogistic
+
+    rng = np.random.default_rng(1)
+    n = 200_000 // (20 if quick else 1)
+    X = rng.normal(size=(n, 20)) * rng.uniform(0.5, 3.0, size=20) + rng.normal(size=20)
+    y = (X @ rng.normal(size=20) + rng.logistic(size=n) > 0).astype(int)
+    yr = X @ rng.normal(size=20) + rng.normal(size=n)
+    Xp = rng.normal(size=(n, 50)) * 0.9 ** np.arange(50)
+    init = X[:8].copy()
+    pairs = {
+        "LogisticRegression (newton | lbfgs)": (lambda: dml.LogisticRegression(context=ctx, tol=1e-6).fit(X, y),
+                                                lambda: SKLogistic(tol=1e-6, max_iter=1000).fit(X, y)),
+        "LinearRegression (normal eq. | lstsq)": (lambda: dml.LinearRegression(context=ctx).fit(X, yr),
+                                                  lambda: SKLinear().fit(X, yr)),
+        "KMeans k=8 (lloyd | lloyd)": (lambda: dml.KMeans(8, init=init, context=ctx).fit(X),
+                                       lambda: SKKMeans(8, init=init, n_init=1, algorithm="lloyd").fit(X)),
+        "PCA 10 (randomized | randomized)": (lambda: dml.PCA(10, random_state=0, context=ctx).fit(Xp),
+                                             lambda: SKPCA(10, svd_solver="randomized", random_state=0).fit(Xp)),
+    }
+    print(f"\nwhole fits vs scikit-learn: {n:,} rows, {WORKERS} drizzle workers vs scikit-learn on 1 core, "
+          f"{rounds} paired rounds")
+    print(f"  {'estimator':40s} {'ours ms':>9s} {'sklearn ms':>11s} {'ours/sk':>8s} {'spread':>13s} {'iters':>11s}")
+    for name, (ours, theirs) in pairs.items():
+        a, b = ours(), theirs()                       # warm-up, and the iteration counts
+        ta, tb = [], []
+        for _ in range(rounds):
+            t = time.perf_counter()
+            ours()
+            ta.append(time.perf_counter() - t)
+            t = time.perf_counter()
+            theirs()
+            tb.append(time.perf_counter() - t)
+        ratios = sorted(x / z for x, z in zip(ta, tb))
+        it_b = np.max(getattr(b, "n_iter_", 0))
+        print(f"  {name:40s} {statistics.median(ta) * 1e3:9.1f} {statistics.median(tb) * 1e3:11.1f} "
+              f"{statistics.median(ratios):8.2f} {ratios[0]:6.2f}-{ratios[-1]:<6.2f} "
+              f"{a.n_iter_:>4d} | {it_b!s:<4s}")
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="small data and few iterations (a smoke run)")
@@ -347,6 +409,9 @@ def main(argv: list[str] | None = None) -> int:
             rows = [Row(case.name, name, med, f"driver CPU {statistics.median(cpu[name]):.0%}" if name in cpu else "",
                         best) for name, (med, best) in ms.items()]
             results.append((case, rows, ms[FLOOR1][0], ms[FLOOR2][0]))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")      # scikit-learn's FutureWarnings are not the subject here
+            fits_vs_sklearn(ctx, args.quick, repeat)
     for case, rows, floor1, floor2 in results:
         if case.peers and not args.no_peers:
             rows.append(bench_pool(case, repeat))

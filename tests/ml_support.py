@@ -54,3 +54,10 @@ def close(a: np.ndarray, b: np.ndarray, rel: float) -> bool:
     a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
     scale = max(1.0, float(np.abs(a).max(initial=0.0)), float(np.abs(b).max(initial=0.0)))
     return a.shape == b.shape and float(np.abs(a - b).max(initial=0.0)) <= rel * scale
+
+
+def sklearn_loaded(_partition) -> bool:
+    """A job's function: whether this process (a worker) has imported scikit-learn."""
+    import sys
+
+    return "sklearn" in sys.modules

@@ -35,6 +35,16 @@ class NoWork:
         raise AssertionError("a Context was started before the input was checked")
 
 
+@pytest.fixture
+def no_default_context(monkeypatch):
+    """No default context exists, and making one fails the test: ``context=None`` fits must fail first."""
+    previous = drizzle_ml.set_default_context(None)
+    drizzle_ml.close_default_context()
+    monkeypatch.setattr(dz, "Context", NoWork)
+    yield
+    drizzle_ml.set_default_context(previous)
+
+
 def fitted(cls, ctx, **params):
     X, y = data()
     if cls is KMeans:
@@ -50,7 +60,7 @@ def test_sklearn_conventions(ctx, cls):
     assert est.set_params(max_iter=7, group_size=3) is est
     assert est.get_params()["max_iter"] == 7 and est.group_size == 3
     assert "max_iter=7" in repr(est)
-    with pytest.raises(ValueError, match="unknown parameter 'nope'"):
+    with pytest.raises(ValueError, match="Invalid parameter 'nope'"):
         est.set_params(nope=1)
     with pytest.raises(ValueError, match="not fitted"):
         est.predict(np.zeros((2, 3)))
@@ -66,35 +76,40 @@ def test_sklearn_conventions(ctx, cls):
 
 @pytest.mark.parametrize("cls", ESTIMATORS)
 @pytest.mark.parametrize("bad", ["nan", "inf", "sparse-nan", "1-D", "3-D", "empty", "strings"])
-def test_bad_X_is_a_value_error_before_any_work(monkeypatch, cls, bad):
+def test_bad_X_is_a_value_error_before_any_work(no_default_context, cls, bad):
     X, y = data()
     X = {"nan": np.where(X > 5, np.nan, X), "inf": np.where(X > 5, -np.inf, X),
          "sparse-nan": sp.csr_matrix(np.where(X > 5, np.nan, X)), "1-D": X[:, 0], "3-D": X[None],
          "empty": X[:0], "strings": np.array([["a", "b"]] * 60)}[bad]
-
-    monkeypatch.setattr(dz, "Context", NoWork)
     with pytest.raises(ValueError):
         KMeans(2).fit(X) if cls is KMeans else cls().fit(X, y)
 
 
-def test_bad_targets_are_value_errors_before_any_work(monkeypatch):
+def test_bad_targets_are_value_errors_before_any_work(no_default_context):
     X, y = data()
-    monkeypatch.setattr(dz, "Context", NoWork)
     with pytest.raises(ValueError, match="at least 2 classes"):
         LogisticRegression().fit(X, np.zeros(60))
-    with pytest.raises(ValueError, match="n_clusters=61 is larger than the number of samples"):
+    with pytest.raises(ValueError, match="with a positive sample_weight; got 1 class"):
+        LogisticRegression().fit(X, y, sample_weight=(y == 1).astype(float))
+    with pytest.raises(ValueError, match="Unknown label type: continuous"):
+        LogisticRegression().fit(X, X[:, 0])
+    with pytest.raises(ValueError, match="n_samples=60 should be >= n_clusters=61"):
         KMeans(61).fit(X)
-    with pytest.raises(ValueError, match="different numbers of samples"):
+    with pytest.raises(ValueError, match="inconsistent numbers of samples"):
         LinearRegression().fit(X, y[:-1])
+    for cls in ESTIMATORS:
+        for w, match in ((-np.ones(60), "must be >= 0"), (np.zeros(60), "sums to zero"), (np.ones(59), "59 values"),
+                         (np.ones((60, 2)), "1-D")):
+            with pytest.raises(ValueError, match=match):
+                KMeans(2).fit(X, sample_weight=w) if cls is KMeans else cls().fit(X, y, sample_weight=w)
 
 
 @pytest.mark.parametrize("cls", ESTIMATORS)
 @pytest.mark.parametrize("param", [{"group_size": 0}, {"group_size": "fast"}, {"group_size": True},
                                    {"max_iter": 0}, {"tol": -1.0}, {"context": "local"},
                                    {"num_partitions": 0}])
-def test_bad_params_are_value_errors_before_any_work(monkeypatch, cls, param):
+def test_bad_params_are_value_errors_before_any_work(no_default_context, cls, param):
     X, y = data()
-    monkeypatch.setattr(dz, "Context", NoWork)
     with pytest.raises(ValueError):
         KMeans(2, **param).fit(X) if cls is KMeans else cls(**param).fit(X, y)
 
@@ -116,16 +131,32 @@ def test_workers_run_one_blas_thread(ctx):
     assert all(info["env"]["OPENBLAS_NUM_THREADS"] == "1" for info in infos)
 
 
-@pytest.mark.parametrize("cls", ESTIMATORS)
-def test_without_a_context_a_local_one_is_made_and_stopped(no_orphans, cls):
-    est = fitted(cls, None)
-    assert est.n_iter_ >= 1 and est.context is None
+def test_without_a_context_the_default_one_is_shared_and_closed(no_orphans):
+    dml = drizzle_ml
+    previous = dml.set_default_context(None)
+    try:
+        fits = [fitted(cls, None) for cls in ESTIMATORS]
+        assert all(est.n_iter_ >= 1 and est.context is None for est in fits)
+        default = dml.default_context()
+        assert default.transport_name == "local" and not default.closed
+        n = len(default.metrics)
+        fitted(KMeans, None)
+        assert dml.default_context() is default and len(default.metrics) > n
+    finally:
+        dml.close_default_context()          # its workers end here (no_orphans checks), else at exit
+        dml.set_default_context(previous)
+    assert default.closed
 
 
-def test_same_fit_on_a_shared_context_and_on_its_own(ctx):
-    a = fitted(LogisticRegression, ctx, num_partitions=2, tol=1e-6)
-    b = fitted(LogisticRegression, None, num_partitions=2, tol=1e-6)
-    assert np.array_equal(a.coef_, b.coef_)
+def test_same_fit_on_a_shared_context_and_on_the_default_one(ctx):
+    previous = drizzle_ml.set_default_context(ctx.__class__(transport="local", workers=2))
+    try:
+        a = fitted(LogisticRegression, ctx, num_partitions=2, tol=1e-6)
+        b = fitted(LogisticRegression, None, num_partitions=2, tol=1e-6)
+        assert np.array_equal(a.coef_, b.coef_)
+    finally:
+        drizzle_ml.default_context().stop()
+        drizzle_ml.set_default_context(previous)
 
 
 def test_uses_only_the_public_api_of_drizzle_core():

@@ -57,17 +57,21 @@ def test_same_result_for_every_group_size_and_worker_count(contexts, seed, n, d,
     for w in contexts:
         assert base[w].n_iter_ == other[w].n_iter_
         assert np.array_equal(base[w].coef_, other[w].coef_) and base[w].intercept_ == other[w].intercept_
+    # across worker counts the sums are combined in another order; the solve (the normal equations)
+    # amplifies that rounding by the condition number of the Hessian
+    A = np.c_[Xin.toarray() if sparse else X, np.ones(n)]
+    rel = 1e-14 * max(100.0, float(np.linalg.cond(A.T @ A + alpha * np.eye(d + 1))))
     for w in contexts:
         assert base[w].n_iter_ == base[1].n_iter_
-        assert close(base[w].coef_, base[1].coef_, 1e-12)
-        assert base[w].intercept_ == pytest.approx(base[1].intercept_, rel=1e-12, abs=1e-12)
+        assert close(base[w].coef_, base[1].coef_, rel)
+        assert base[w].intercept_ == pytest.approx(base[1].intercept_, rel=rel, abs=rel)
 
 
 def test_bad_input_is_a_value_error(ctx):
     X, y = regression(seed=2, n=20, d=2)
-    with pytest.raises(ValueError, match="must be 2-D"):
+    with pytest.raises(ValueError, match="Expected 2D array, got 1D array"):
         LinearRegression(context=ctx).fit(X[:, 0], y)
-    with pytest.raises(ValueError, match="y contains NaN"):
+    with pytest.raises(ValueError, match="Input y contains NaN"):
         LinearRegression(context=ctx).fit(X, np.where(y > 2, np.nan, y))
     with pytest.raises(ValueError, match="alpha"):
         LinearRegression(alpha=-1.0, context=ctx).fit(X, y)

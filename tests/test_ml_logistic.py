@@ -117,20 +117,24 @@ def test_same_result_for_every_group_size_and_worker_count(contexts, seed, n, d,
         assert a.n_iter_ == b.n_iter_
         assert np.array_equal(a.coef_, b.coef_) and np.array_equal(a.intercept_, b.intercept_)
         assert a.loss_curve_ == b.loss_curve_
+    # Across worker counts the sums are combined in another order. Newton's solve amplifies that rounding by
+    # the Hessian's condition number, large on tiny or (nearly) separable samples without a penalty; the
+    # losses stay close.
     ref = base[1]
+    rel = 1e-12 if penalty == "l2" and n >= 30 else 1e-7
     for w in contexts:
         assert base[w].n_iter_ == ref.n_iter_
-        assert close(base[w].coef_, ref.coef_, 1e-12) and close(base[w].intercept_, ref.intercept_, 1e-12)
-        assert close(base[w].loss_curve_, ref.loss_curve_, 1e-12)
+        assert close(base[w].coef_, ref.coef_, rel) and close(base[w].intercept_, ref.intercept_, rel)
+        assert close(base[w].loss_curve_, ref.loss_curve_, 1e-10)
 
 
 def test_bad_input_is_a_value_error(ctx):
     X, y = classification(seed=7, n=50, d=3)
     with pytest.raises(ValueError, match="at least 2 classes"):
         LogisticRegression(context=ctx).fit(X, np.ones(50))
-    with pytest.raises(ValueError, match="different numbers of samples: 50 and 49"):
+    with pytest.raises(ValueError, match=r"inconsistent numbers of samples: \[50, 49\]"):
         LogisticRegression(context=ctx).fit(X, y[:49])
-    with pytest.raises(ValueError, match="y must be 1-D"):
+    with pytest.raises(ValueError, match="y should be a 1d array"):
         LogisticRegression(context=ctx).fit(X, np.c_[y, y])
     with pytest.raises(ValueError, match="penalty"):
         LogisticRegression(penalty="l1", context=ctx).fit(X, y)
@@ -138,8 +142,8 @@ def test_bad_input_is_a_value_error(ctx):
         LogisticRegression(C=0.0, context=ctx).fit(X, y)
     with pytest.raises(ValueError, match="learning_rate"):
         LogisticRegression(learning_rate=-1.0, context=ctx).fit(X, y)
-    with pytest.raises(ValueError, match="NaN or infinity"):
+    with pytest.raises(ValueError, match="Input X contains infinity"):
         LogisticRegression(context=ctx).fit(sp.csr_matrix(np.where(X > 1.5, np.inf, X)), y)
     lr = LogisticRegression(context=ctx).fit(X, y)
-    with pytest.raises(ValueError, match="2 features, but the estimator was fitted with 3"):
+    with pytest.raises(ValueError, match="X has 2 features, but LogisticRegression is expecting 3 features"):
         lr.predict(X[:, :2])

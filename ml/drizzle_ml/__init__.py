@@ -1,4 +1,4 @@
-"""Drizzle ML: scikit-learn-style estimators on Drizzle's ``ctx.iterate``.
+"""Drizzle ML: scikit-learn estimators on Drizzle's ``ctx.iterate``.
 
 >>> import drizzle_core as dz
 >>> from drizzle_ml import KMeans
@@ -10,21 +10,62 @@ per partition, plus ``iterate``'s local/combine/update/until functions) run
 by ``ctx.iterate``: the data goes to the workers once, and iterations run in
 groups with no driver round trip inside a group. Only the public API of
 ``drizzle_core`` is used.
+
+They are scikit-learn estimators (``Pipeline``, ``clone``, ``GridSearchCV``,
+``check_estimator``); a fitted model pickles without its Context and
+predicts anywhere. ``context=None`` fits on one default Context per process
+(:func:`default_context`), made on first need and closed at exit.
+
+The names load on first use (PEP 562): a worker unpickling a kernel
+(``drizzle_ml._losses``, ``drizzle_ml._lloyd``) imports numpy and scipy,
+never scikit-learn, which only the driver's estimators need.
 """
 
 from __future__ import annotations
 
+import importlib
+from typing import TYPE_CHECKING, Any
+
 __version__ = "0.1.0"
 
-from ._base import ConvergenceWarning
-from ._kmeans import KMeans, kmeans_plusplus
-from ._linear import LinearRegression
-from ._logistic import LogisticRegression
-from ._problem import Fit, Problem, row_blocks, run, run_serial
-from ._progress import ProgressBar
-from ._threads import blas_threads_here, max_blas_threads, worker_blas_threads
+if TYPE_CHECKING:
+    from ._base import ConvergenceWarning
+    from ._context import close_default_context, default_context, set_default_context
+    from ._decomposition import PCA, TruncatedSVD
+    from ._kmeans import KMeans, kmeans_plusplus
+    from ._linear import LinearRegression
+    from ._logistic import LogisticRegression
+    from ._problem import Fit, Problem, row_blocks, run, run_serial
+    from ._progress import ProgressBar
+    from ._threads import blas_threads_here, max_blas_threads, worker_blas_threads
+
+_LAZY = {
+    "ConvergenceWarning": "_base",
+    "close_default_context": "_context", "default_context": "_context", "set_default_context": "_context",
+    "KMeans": "_kmeans", "kmeans_plusplus": "_kmeans", "PCA": "_decomposition", "TruncatedSVD": "_decomposition",
+    "LinearRegression": "_linear",
+    "LogisticRegression": "_logistic",
+    "Fit": "_problem", "Problem": "_problem", "row_blocks": "_problem", "run": "_problem", "run_serial": "_problem",
+    "ProgressBar": "_progress",
+    "blas_threads_here": "_threads", "max_blas_threads": "_threads", "worker_blas_threads": "_threads",
+}
+
+
+def __getattr__(name: str) -> Any:
+    where = _LAZY.get(name)
+    if where is None:
+        raise AttributeError(f"module 'drizzle_ml' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{where}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)
+
 
 __all__ = [
+    "PCA",
     "ConvergenceWarning",
     "Fit",
     "KMeans",
@@ -32,12 +73,16 @@ __all__ = [
     "LogisticRegression",
     "Problem",
     "ProgressBar",
+    "TruncatedSVD",
     "__version__",
     "blas_threads_here",
+    "close_default_context",
+    "default_context",
     "kmeans_plusplus",
     "max_blas_threads",
     "row_blocks",
     "run",
     "run_serial",
+    "set_default_context",
     "worker_blas_threads",
 ]

@@ -67,14 +67,17 @@ class Preconditioner:
         self.n_outputs = n_outputs        # K: columns of W
 
     @classmethod
-    def for_data(cls, X: np.ndarray | sp.csr_matrix, n_outputs: int, intercept: bool) -> Preconditioner:
-        """Column means and standard deviations of X (a constant column gets std 1)."""
+    def for_data(cls, X: np.ndarray | sp.csr_matrix, n_outputs: int, intercept: bool,
+                 sample_weight: np.ndarray | None = None) -> Preconditioner:
+        """Column (weighted) means and standard deviations of X (a constant column gets std 1)."""
+        w = np.ones(X.shape[0]) if sample_weight is None else sample_weight
+        total = float(w.sum())
+        mean = np.asarray(X.T @ w).ravel() / total
         if sp.issparse(X):
-            mean = np.asarray(X.mean(axis=0)).ravel()
-            var = np.asarray(X.multiply(X).mean(axis=0)).ravel() - mean ** 2
+            var = np.asarray(X.multiply(X).T @ w).ravel() / total - mean ** 2
         else:
-            mean = X.mean(axis=0)
-            var = X.var(axis=0)
+            centered = X - mean                  # two passes: E[x^2] - mean^2 cancels for large means
+            var = np.einsum("ij,ij,i->j", centered, centered, w) / total
         std = np.sqrt(np.maximum(var, 0.0))
         std[std <= 1e-12 * np.maximum(1.0, np.abs(mean))] = 1.0
         return cls(mean if intercept else None, std, n_outputs)
@@ -116,9 +119,9 @@ class GDState:
     grad_max: float         # max |grad f(best)|: the stopping measure
 
 
-def initial_state(n_params: int, step: float) -> GDState:
-    zeros = np.zeros(n_params)
-    return GDState(zeros, zeros, np.inf, zeros, step, np.inf)
+def initial_state(theta0: np.ndarray, step: float) -> GDState:
+    zeros = np.zeros_like(theta0)
+    return GDState(theta0, theta0, np.inf, zeros, step, np.inf)
 
 
 class GDUpdate:
@@ -126,8 +129,8 @@ class GDUpdate:
 
     __slots__ = ("l2", "n", "n_coef", "precond")
 
-    def __init__(self, n: int, n_coef: int, l2: float, precond: Preconditioner) -> None:
-        self.n = n            # rows in the whole data set: partials are sums
+    def __init__(self, n: float, n_coef: int, l2: float, precond: Preconditioner) -> None:
+        self.n = n            # the total sample weight: partials are (weighted) sums
         self.n_coef = n_coef  # theta[:n_coef] is penalised; the rest are intercepts
         self.l2 = l2
         self.precond = precond

@@ -1,141 +1,41 @@
-"""KMeans: Lloyd's algorithm as one ``ctx.iterate``.
+"""KMeans: Lloyd's algorithm as one ``ctx.iterate`` (the kernels are :mod:`._lloyd`'s), seeded on the driver.
 
-One iteration, in iterate's terms:
-
-* ``local`` (on each cached partition): assign every row to its nearest
-  center and return, packed in ONE flat float64 array, the per-cluster sums
-  of the rows (k*d), the per-cluster counts (k), and the partition's share of
-  the inertia (1). One flat array makes ``combine`` a single vector add and
-  the partial a single out-of-band buffer on the wire.
-* ``combine``: ``a + b``.
-* ``update`` (on the reducer): centers = sums / counts; the state also carries
-  the squared center shift (the stopping measure, as scikit-learn's
-  ``center_shift_tot``) and the inertia, so ``until`` and the progress bar
-  need nothing else.
-
-The assignment kernel uses ``argmin_c ||x - c||^2 = argmin_c (||c||^2 - 2 x.c)``:
-one (n, d) x (d, k) matmul per partition instead of n*k difference vectors;
-``||x||^2`` is only needed for the inertia, and its per-block sum is computed
-once when the blocks are cut. Per-cluster sums are a sparse one-hot (n, k)
-matrix's transpose times X (0.45 ms for 50,000 x 10, k=8, against 1.6-2.4 ms
-for d bincounts; measured on the 2-core dev machine).
-
-Empty clusters keep their previous center (as Spark MLlib does) rather than
-being relocated as scikit-learn does; with k-means++ seeding this is rare,
-and it needs no extra data from the workers.
+Seeding (k-means++ or random rows) runs on the driver, which holds X
+already. Empty clusters keep their previous center (as Spark MLlib does)
+rather than being relocated as scikit-learn does; with k-means++ seeding
+this is rare, and it needs no extra data from the workers.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import warnings
 from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
+from sklearn.base import ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMixin
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.utils import check_random_state
+from sklearn.utils.validation import check_is_fitted, validate_data
 
 import drizzle_core as dz
 
+from . import _context
 from . import _problem as P
-from ._base import (
-    BaseEstimator,
-    check_context,
-    check_float,
-    check_group_size,
-    check_int,
-    check_num_partitions,
-    check_X,
-    fit_context,
+from ._base import DrizzleEstimator, check_common, check_float, check_int, check_sample_weight
+from ._lloyd import (
+    CenterShiftBelow,
+    KMeansState,
+    _assign,
+    _labels_inertia,
+    _row_norms_sq,
+    _scores,
+    add,
+    labels_and_inertia,
+    lloyd_local,
+    lloyd_update,
+    state_inertia,
 )
-
-
-@dataclass(frozen=True, slots=True)
-class KMeansState:
-    """The state ``iterate`` carries from iteration to iteration (sent to every worker)."""
-
-    centers: np.ndarray     # (k, d) after this iteration's update
-    center_shift: float     # sum over clusters of ||new center - old center||^2
-    inertia: float          # sum of squared distances of the assignment made this iteration
-
-
-# ------------------------------------------------------------------ kernels
-def _scores(X: np.ndarray | sp.csr_matrix, centers: np.ndarray) -> np.ndarray:
-    """``||c||^2 - 2 x.c`` for every row and center: (n, k); ``+ ||x||^2`` gives the distance."""
-    S = np.asarray(X @ (-2.0 * centers.T))
-    S += np.einsum("ij,ij->i", centers, centers)
-    return S
-
-
-def _assign(X: np.ndarray | sp.csr_matrix, centers: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Nearest center of every row, and that row's score (distance minus ``||x||^2``)."""
-    S = _scores(X, centers)
-    labels = S.argmin(axis=1)
-    return labels, S[np.arange(S.shape[0]), labels]
-
-
-def lloyd_local(partition: list[Any], state: KMeansState) -> np.ndarray:
-    """One partition's share of a Lloyd step: ``[sums (k*d) | counts (k) | inertia (1)]``."""
-    X, xx = partition[0]
-    k, d = state.centers.shape
-    n = X.shape[0]
-    labels, best = _assign(X, state.centers)
-    onehot = sp.csr_matrix((np.ones(n), labels, np.arange(n + 1)), shape=(n, k))
-    sums = onehot.T @ X
-    out = np.empty(k * d + k + 1)
-    out[:k * d] = (sums.toarray() if sp.issparse(sums) else sums).ravel()
-    out[k * d:k * d + k] = np.bincount(labels, minlength=k)
-    out[-1] = xx + best.sum()
-    return out
-
-
-def add(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """``combine`` for flat partials: elementwise sum (associative, in any grouping)."""
-    return a + b
-
-
-def lloyd_update(state: KMeansState, total: np.ndarray) -> KMeansState:
-    """New centers from the combined sums and counts; an empty cluster keeps its center."""
-    old = state.centers
-    k, d = old.shape
-    sums = total[:k * d].reshape(k, d)
-    counts = total[k * d:k * d + k]
-    new = old.copy()
-    filled = counts > 0
-    new[filled] = sums[filled] / counts[filled, None]
-    shift = float(((new - old) ** 2).sum())
-    return KMeansState(new, shift, float(total[-1]))
-
-
-class CenterShiftBelow:
-    """``until``: the squared center shift is at most ``tol`` (scikit-learn's rule)."""
-
-    __slots__ = ("tol",)
-
-    def __init__(self, tol: float) -> None:
-        self.tol = tol
-
-    def __call__(self, state: KMeansState) -> bool:
-        return state.center_shift <= self.tol
-
-    def __reduce__(self):
-        return (CenterShiftBelow, (self.tol,))
-
-
-def state_inertia(state: KMeansState) -> float:
-    return state.inertia
-
-
-def labels_and_inertia(partition: list[Any], state: KMeansState) -> tuple[np.ndarray, float]:
-    """The final E-step on one partition: labels to the final centers and their exact inertia."""
-    X, _ = partition[0]
-    labels, best = _assign(X, state.centers)
-    if sp.issparse(X):
-        # ||x||^2 + (||c||^2 - 2 x.c), clipped: rounding may push a zero distance below 0
-        row_sq = np.asarray(X.multiply(X).sum(axis=1)).ravel()
-        inertia = float(np.maximum(row_sq + best, 0.0).sum())
-    else:
-        diff = X - state.centers[labels]
-        inertia = float(np.einsum("ij,ij->", diff, diff))
-    return labels.astype(np.int32), inertia
 
 
 # --------------------------------------------------------------- seeding
@@ -152,25 +52,32 @@ def _row(X: np.ndarray | sp.csr_matrix, i: Any) -> np.ndarray:
     return r.toarray() if sp.issparse(r) else np.array(r, dtype=np.float64)
 
 
-def kmeans_plusplus(X: np.ndarray | sp.csr_matrix, k: int, rng: np.random.Generator) -> np.ndarray:
+def kmeans_plusplus(X: np.ndarray | sp.csr_matrix, k: int, rng: np.random.Generator,
+                    sample_weight: np.ndarray | None = None) -> np.ndarray:
     """Greedy k-means++ seeding (Arthur & Vassilvitskii; 2 + log k trials per center, as scikit-learn).
 
     Runs on the driver, which holds X already: k passes over the data, against
     a Lloyd iteration's one, so it costs a few iterations' worth of time.
+    Points are drawn in proportion to weight x squared distance.
     """
     n = X.shape[0]
-    x_sq = np.asarray(X.multiply(X).sum(axis=1)).ravel() if sp.issparse(X) else np.einsum("ij,ij->i", X, X)
+    s = sample_weight
+    x_sq = _row_norms_sq(X)
     trials = 2 + int(np.log(k))
     centers = np.empty((k, X.shape[1]))
-    centers[0] = _row(X, rng.integers(n)).ravel()
+    # Every draw is an inverse-CDF lookup of a uniform in the cumulative weights: weight 2 on a
+    # point then draws exactly as two copies of it (scikit-learn's sample_weight equivalence).
+    weights = np.ones(n) if s is None else s
+    first = min(int(np.searchsorted(np.cumsum(weights), rng.random() * weights.sum(), side="right")), n - 1)
+    centers[0] = _row(X, first).ravel()
     closest = _sq_dist_to(X, x_sq, centers[:1])[0]
-    potential = closest.sum()
+    potential = closest @ weights
     for c in range(1, k):
-        ids = np.searchsorted(np.cumsum(closest), rng.random(trials) * potential)
+        ids = np.searchsorted(np.cumsum(closest * weights), rng.random(trials) * potential)
         np.clip(ids, None, n - 1, out=ids)
         cand = _sq_dist_to(X, x_sq, _row(X, ids).reshape(len(ids), -1))
         np.minimum(closest, cand, out=cand)
-        pots = cand.sum(axis=1)
+        pots = cand @ weights
         best = int(np.argmin(pots))
         potential, closest = pots[best], cand[best]
         centers[c] = _row(X, ids[best]).ravel()
@@ -185,26 +92,38 @@ def _column_variance_mean(X: np.ndarray | sp.csr_matrix) -> float:
     return float(np.mean(np.var(X, axis=0)))
 
 
+def _generator(random_state: Any) -> np.random.Generator:
+    """A numpy Generator from scikit-learn's ``random_state`` (None, an int, a RandomState) or a Generator."""
+    if isinstance(random_state, np.random.Generator):
+        return random_state
+    if random_state is None or isinstance(random_state, np.random.RandomState):
+        return np.random.default_rng(check_random_state(random_state).randint(2**32, dtype=np.uint64))
+    return np.random.default_rng(check_int(random_state, "random_state", minimum=0))
+
+
 # -------------------------------------------------------------- estimator
-class KMeans(BaseEstimator):
+class KMeans(ClassNamePrefixFeaturesOutMixin, TransformerMixin, ClusterMixin, DrizzleEstimator):
     """K-means clustering by Lloyd's algorithm, one ``ctx.iterate`` per fit.
 
     Parameters follow scikit-learn's ``KMeans(algorithm="lloyd", n_init=1)``:
     ``init`` is ``"k-means++"``, ``"random"`` or an (n_clusters, n_features)
     array; the fit stops after ``max_iter`` iterations or once the squared
     center shift is at most ``tol`` times the mean per-feature variance of X.
-    ``context`` is the :class:`drizzle_core.Context` to run on (a local one is
-    made for the fit when None); ``group_size`` is how many iterations are
-    scheduled as one group (``"auto"`` tunes it); ``num_partitions`` defaults
-    to the number of workers; ``verbose`` draws a progress bar on stderr.
+    ``random_state`` seeds the initialisation (an int, a RandomState, a numpy
+    Generator, or None). ``context`` is the :class:`drizzle_core.Context` to
+    fit on (None: the process's default, :func:`drizzle_ml.default_context`);
+    ``group_size`` is how many iterations are scheduled as one group
+    (``"auto"`` tunes it); ``num_partitions`` defaults to the number of
+    workers; ``verbose`` draws a progress bar on stderr.
 
     Fitted: ``cluster_centers_``, ``labels_``, ``inertia_``, ``n_iter_``,
     ``loss_curve_`` (inertia of each iteration's assignment),
-    ``n_features_in_``, ``iterate_seconds_`` (wall time of the iteration loop).
+    ``n_features_in_`` (``feature_names_in_`` from a DataFrame),
+    ``iterate_seconds_`` (wall time of the iteration loop).
     """
 
     def __init__(self, n_clusters: int = 8, *, init: str | np.ndarray = "k-means++", max_iter: int = 300,
-                 tol: float = 1e-4, random_state: int | np.random.Generator | None = None,
+                 tol: float = 1e-4, random_state: int | np.random.RandomState | np.random.Generator | None = None,
                  context: dz.Context | None = None, group_size: int | str = "auto",
                  num_partitions: int | None = None, verbose: bool = False) -> None:
         self.n_clusters = n_clusters
@@ -218,77 +137,99 @@ class KMeans(BaseEstimator):
         self.verbose = verbose
 
     # ---------------------------------------------------------- checking
-    def _checked(self, X: Any) -> tuple[np.ndarray | sp.csr_matrix, int, int, float, int | str]:
+    def _checked(self, X: Any, sample_weight: Any) -> tuple[Any, np.ndarray | None, int, float]:
         k = check_int(self.n_clusters, "n_clusters")
-        max_iter = check_int(self.max_iter, "max_iter")
+        check_int(self.max_iter, "max_iter")
         tol = check_float(self.tol, "tol")
-        group_size = check_group_size(self.group_size)
-        check_num_partitions(self.num_partitions)
-        check_context(self.context)
-        X = check_X(X)
+        check_common(self)
+        if isinstance(self.init, str) and self.init not in ("k-means++", "random"):
+            raise ValueError(f"init must be 'k-means++', 'random' or an array, got {self.init!r}")
+        X = validate_data(self, X, accept_sparse="csr", dtype=np.float64, order="C")
         if k > X.shape[0]:
-            raise ValueError(f"n_clusters={k} is larger than the number of samples ({X.shape[0]})")
-        if isinstance(self.init, str):
-            if self.init not in ("k-means++", "random"):
-                raise ValueError(f"init must be 'k-means++', 'random' or an array, got {self.init!r}")
-        else:
+            raise ValueError(f"n_samples={X.shape[0]} should be >= n_clusters={k}")
+        if not isinstance(self.init, str):
             init = np.asarray(self.init, dtype=np.float64)
             if init.shape != (k, X.shape[1]):
                 raise ValueError(f"init array must have shape (n_clusters, n_features) = {(k, X.shape[1])}, "
                                  f"got {init.shape}")
             if not np.isfinite(init).all():
                 raise ValueError("init contains NaN or infinity")
-        return X, k, max_iter, tol, group_size
+        return X, check_sample_weight(sample_weight, X.shape[0]), k, tol
 
-    def _initial_centers(self, X: np.ndarray | sp.csr_matrix, k: int) -> np.ndarray:
+    def _initial_centers(self, X: np.ndarray | sp.csr_matrix, k: int, s: np.ndarray | None) -> np.ndarray:
         if not isinstance(self.init, str):
             return np.array(self.init, dtype=np.float64)
-        rng = np.random.default_rng(self.random_state)
+        rng = _generator(self.random_state)
         if self.init == "random":
-            return _row(X, np.sort(rng.choice(X.shape[0], size=k, replace=False))).reshape(k, -1)
-        return kmeans_plusplus(X, k, rng)
+            ids = rng.choice(X.shape[0], size=k, replace=False, p=None if s is None else s / s.sum())
+            return _row(X, np.sort(ids)).reshape(k, -1)
+        return kmeans_plusplus(X, k, rng, s)
 
-    def make_problem(self, X: Any, num_partitions: int) -> P.Problem:
+    def make_problem(self, X: Any, num_partitions: int, sample_weight: Any = None) -> P.Problem:
         """The fit as a :class:`~drizzle_ml.Problem`: what ``fit`` runs, and what benchmarks time."""
-        X, k, _, tol, _ = self._checked(X)
-        return self._problem(X, self._initial_centers(X, k), tol, check_int(num_partitions, "num_partitions"))
+        X, s, k, tol = self._checked(X, sample_weight)
+        return self._problem(X, s, self._initial_centers(X, k, s), tol, check_int(num_partitions, "num_partitions"))
 
-    def _problem(self, X: np.ndarray | sp.csr_matrix, centers: np.ndarray, tol: float,
+    def _problem(self, X: np.ndarray | sp.csr_matrix, s: np.ndarray | None, centers: np.ndarray, tol: float,
                  num_partitions: int) -> P.Problem:
         blocks = []
         for a, b in P.row_blocks(X.shape[0], num_partitions):
             rows = P.slice_rows(X, a, b)
-            xx = float(rows.multiply(rows).sum()) if sp.issparse(rows) else float(np.einsum("ij,ij->", rows, rows))
-            blocks.append((rows, xx))
+            w = None if s is None else s[a:b]
+            norms = _row_norms_sq(rows)
+            blocks.append((rows, float(norms.sum() if w is None else w @ norms), w))
         init = KMeansState(centers, np.inf, np.nan)
         return P.Problem(blocks=blocks, init=init, local=lloyd_local, combine=add, update=lloyd_update,
                          until=CenterShiftBelow(tol * _column_variance_mean(X)), loss=state_inertia,
                          finish=labels_and_inertia)
 
     # ------------------------------------------------------------- fitting
-    def fit(self, X: Any, y: Any = None) -> KMeans:
+    def fit(self, X: Any, y: Any = None, sample_weight: Any = None) -> KMeans:
         """Cluster ``X`` (dense array or CSR matrix). ``y`` is ignored. Returns self."""
-        X, k, max_iter, tol, group_size = self._checked(X)
-        centers = self._initial_centers(X, k)      # seeding on the driver, before any worker starts
-        with fit_context(self.context) as ctx:
-            problem = self._problem(X, centers, tol, self.num_partitions or ctx.num_workers)
-            fit = P.run(problem, ctx, max_iter=max_iter, group_size=group_size,
-                        verbose=bool(self.verbose), desc="KMeans")
+        X, s, k, tol = self._checked(X, sample_weight)
+        centers = self._initial_centers(X, k, s)      # seeding on the driver, before any worker is asked
+        ctx = _context.resolve(self.context)
+        problem = self._problem(X, s, centers, tol, self.num_partitions or ctx.num_workers)
+        fit = P.run(problem, ctx, max_iter=int(self.max_iter), group_size=self.group_size,
+                    verbose=bool(self.verbose), desc="KMeans")
         self.cluster_centers_ = fit.state.centers
         self.labels_ = np.concatenate([labels for labels, _ in fit.finished])
         self.inertia_ = float(sum(inertia for _, inertia in fit.finished))
         self.n_iter_ = fit.iterations
-        self.loss_curve_ = [s.inertia for s in fit.history]
-        self.n_features_in_ = X.shape[1]
+        self.loss_curve_ = [st.inertia for st in fit.history]
         self.iterate_seconds_ = fit.seconds
+        self._n_features_out = k
+        distinct = len(np.unique(self.labels_))
+        if distinct < k:
+            warnings.warn(f"Number of distinct clusters ({distinct}) found smaller than n_clusters ({k}). "
+                          "Possibly due to duplicate points in X.", ConvergenceWarning, stacklevel=2)
         return self
 
-    def predict(self, X: Any) -> np.ndarray:
-        """Index of the nearest fitted center for every row of ``X`` (on the driver)."""
-        self._check_fitted("cluster_centers_")
-        X = check_X(X, n_features=self.n_features_in_)
-        return _assign(X, self.cluster_centers_)[0].astype(np.int32)
+    # ---------------------------------------------------------- predicting
+    def _X(self, X: Any) -> Any:
+        check_is_fitted(self)
+        return validate_data(self, X, reset=False, accept_sparse="csr", dtype=np.float64, order="C")
 
-    def fit_predict(self, X: Any, y: Any = None) -> np.ndarray:
+    def predict(self, X: Any) -> np.ndarray:
+        """Index of the nearest fitted center for every row of ``X`` (numpy, in this process)."""
+        return _assign(self._X(X), self.cluster_centers_)[0].astype(np.int32)
+
+    def fit_predict(self, X: Any, y: Any = None, sample_weight: Any = None) -> np.ndarray:
         """``fit(X).labels_``."""
-        return self.fit(X).labels_
+        return self.fit(X, sample_weight=sample_weight).labels_
+
+    def transform(self, X: Any) -> np.ndarray:
+        """Euclidean distance from every row to every center: (n, n_clusters)."""
+        X = self._X(X)
+        D = _scores(X, self.cluster_centers_)
+        D += _row_norms_sq(X)[:, None]
+        return np.sqrt(np.maximum(D, 0.0, out=D), out=D)
+
+    def fit_transform(self, X: Any, y: Any = None, sample_weight: Any = None) -> np.ndarray:
+        return self.fit(X, sample_weight=sample_weight).transform(X)
+
+    def score(self, X: Any, y: Any = None, sample_weight: Any = None) -> float:
+        """Minus the (weighted) inertia of ``X`` on the fitted centers (higher is better, as scikit-learn)."""
+        X = self._X(X)
+        s = check_sample_weight(sample_weight, X.shape[0])
+        return -_labels_inertia(X, self.cluster_centers_, s)[1]
