@@ -54,3 +54,15 @@ html_theme_options = {"description": "Group-scheduled iterative and streaming jo
 doctest_global_setup = ("import operator\nimport numpy as np\nimport drizzle_core as dz\n"
                         "from _doctest_context import context\nctx = context()\n")
 doctest_test_doctest_blocks = ""  # docstrings' >>> lines are illustrations (some need a cluster): not run here
+
+
+def _skip_sklearn_routing(app, what, name, obj, skip, options):
+    """scikit-learn generates ``set_*_request`` and ``get_metadata_routing`` on every estimator class; their
+    docstrings point into scikit-learn's own docs (glossary terms, labels) and say nothing about ours."""
+    if name == "get_metadata_routing" or (name.startswith("set_") and name.endswith("_request")):
+        return True
+    return None
+
+
+def setup(app):
+    app.connect("autodoc-skip-member", _skip_sklearn_routing)

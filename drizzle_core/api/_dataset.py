@@ -375,7 +375,7 @@ class Dataset:
     def cogroup(self, other: Dataset, num_partitions: int | None = None) -> Dataset:
         """``(k, ([values here], [values in other]))`` for every key of either dataset.
 
-        Differs from PySpark: the groups are lists, not ``ResultIterable``s.
+        Differs from PySpark: the groups are lists, not ``ResultIterable`` objects.
         """
         self._check_same_context(other, "cogroup")
         return self._shuffle((self, other), [N.group_split, N.group_split], N.cogroup_merge, num_partitions,
