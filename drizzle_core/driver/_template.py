@@ -89,16 +89,18 @@ def shape_of(ds: Any, func: Any, workers: tuple[int, ...], located: dict[Block, 
         pos[nid] = len(order)
         order.append(d)
         if d.is_cached:
-            locs = memo.get(nid)
+            locs = memo.get(nid)  # found whole before: all on live workers (no per-job walk of 512 partitions)
             if locs is None:
                 locs = tuple(located.get(("c", nid, q), -1) for q in range(node.num_partitions))
                 if all(w in live for w in locs):
                     memo[nid] = locs
-            if all(w in live for w in locs):
+                elif any(w >= 0 for w in locs):
+                    return None  # partly made: the planner reads some partitions and computes others
+                else:
+                    locs = None
+            if locs is not None:
                 ext[len(order) - 1] = locs
                 continue
-            if any(w >= 0 for w in locs):
-                return None  # partly made: the planner reads some partitions and computes others
         if type(node) not in RENAMEABLE:
             return None
         stack.extend(reversed(d.parents))
