@@ -206,9 +206,10 @@ class Context:
     number of cores by default), or what a transport takes (``tcp``: a list of
     addresses). ``group_size`` is the default number of jobs scheduled as one
     group: an int, or ``"auto"`` to tune it at run time. ``trace`` names a
-    Chrome trace-event file written when the context stops (tasks per worker
-    over time; open it in Perfetto). Other keyword arguments go to the
-    transport.
+    Chrome trace-event file (tasks per worker over time; open it in
+    Perfetto), written as the jobs run and completed when the context stops,
+    is garbage-collected or the interpreter exits. Other keyword arguments
+    go to the transport.
 
     Hung workers: ``worker_timeout`` (seconds, default 60; None: never) is
     how long a worker may stay silent before it is declared lost, fenced
@@ -233,6 +234,11 @@ class Context:
         if isinstance(workers, int) and not isinstance(workers, bool) and workers <= 0:
             raise ValueError(f"workers must be a positive int, got {workers}")
         info = get_transport(transport)
+        # The trace file is opened first (a bad path fails here, before any worker starts) and is closed by
+        # stop() or, for a Context never stopped, by a finalizer: at garbage collection or interpreter exit.
+        self._trace = Trace(trace) if trace is not None else None
+        if self._trace is not None:
+            weakref.finalize(self, self._trace.close)
         self.transport_name = transport
         self.group_size = group_size
         self._adaptive = AIMD()
@@ -245,8 +251,9 @@ class Context:
         self.num_workers = len(self._transport.worker_names)
         self._scheduler = GroupScheduler(self._transport, self.num_workers)
         self._scheduler.on_failure = self._adaptive.on_failure
-        if trace is not None:
-            self._scheduler.trace = Trace(trace, self.workers)
+        if self._trace is not None:
+            self._trace.name_workers(self.workers)
+            self._scheduler.trace = self._trace
         self._cached: dict[int, weakref.finalize[Any, Any]] = {}
         weakref.finalize(self, _close_transport, self._transport)
 
@@ -265,10 +272,20 @@ class Context:
                 fin.detach()
             self._cached.clear()
             self._transport.close()
-            if self._scheduler.trace is not None:
-                self._scheduler.trace.write()
+            if self._trace is not None:
+                self._trace.close()
 
     close = stop
+
+    # A Context is the driver's handle on its workers: never sent to them, never copied.
+    def __reduce__(self) -> tuple[Any, ...]:
+        raise TypeError(D._CAPTURED.format(what="Context", why=" on its workers; tasks cannot run jobs"))
+
+    def __copy__(self) -> Context:
+        return self  # a handle: copies share the workers (sklearn's clone deep-copies an estimator's context=)
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> Context:
+        return self
 
     def __repr__(self) -> str:
         state = "stopped" if self._closed else "running"
@@ -289,6 +306,8 @@ class Context:
         index = self._transport.add_worker(worker)
         self._scheduler.add_worker(index)
         self.num_workers = len(self._transport.worker_names)
+        if self._trace is not None:
+            self._trace.name_workers(self.workers)
         return self._transport.worker_names[index]
 
     @property
