@@ -27,6 +27,7 @@ their jobs in order, and only the last group of a loop can be short.
 
 from __future__ import annotations
 
+import os
 import shutil
 import sys
 import time
@@ -98,8 +99,9 @@ class ProgressBar:
         self._tqdm: Any = None
         if tqdm is not None:
             # drawn only when this class says so (mininterval=0, miniters=1): the throttle is ours
+            # and so is the width (the terminal's, asked at each draw: tqdm asks stdout's, or nobody's)
             self._tqdm = tqdm(total=total, desc=desc or None, unit=unit, file=self.file, mininterval=0,
-                              miniters=1, dynamic_ncols=True, leave=True, disable=False)
+                              miniters=1, ncols=self._columns(), leave=True, disable=False)
 
     # ------------------------------------------------------------ feeding
     def track(self, next_size: Callable[[], int]) -> Callable[[], int]:
@@ -156,6 +158,7 @@ class ProgressBar:
         post, rate = self._fields()
         if self._tqdm is not None:
             bar = self._tqdm
+            bar.ncols = self._columns()
             bar.set_postfix_str(post + end, refresh=False)
             if self.n != bar.n:
                 bar.update(self.n - bar.n)
@@ -178,16 +181,25 @@ class ProgressBar:
             eta = (self.total - done) / rate if rate > 0 else 0.0
             times = f"[{_clock(elapsed)}<{_clock(eta)}, {speed}{', ' + post if post else ''}]"
             count = f"{done}/{self.total}"
-            columns = shutil.get_terminal_size((80, 24)).columns - 1  # the last column would wrap the line
+            columns = self._columns()
             room = columns - len(head) - len(count) - len(times) - 10
             width = max(0, min(30, room))
             filled = int(width * done / self.total)
             pct = f"{100 * done / self.total:3.0f}%"
             line = f"{head}{pct}|{'#' * filled}{' ' * (width - filled)}| {count} {times}"
         else:
-            columns = shutil.get_terminal_size((80, 24)).columns - 1
+            columns = self._columns()
             line = f"{head}{self.n} {self.unit} [{_clock(elapsed)}, {speed}{', ' + post if post else ''}]"
         return line[:max(1, columns)]
+
+    def _columns(self) -> int:
+        """Columns the line may use: the terminal's width (of ``file``, else $COLUMNS), less the last column,
+        which would wrap a line that fills it on some terminals."""
+        try:
+            columns = os.get_terminal_size(self.file.fileno()).columns
+        except (AttributeError, ValueError, OSError):  # not a real terminal (io.UnsupportedOperation is an OSError)
+            columns = shutil.get_terminal_size((80, 24)).columns
+        return max(10, columns - 1)
 
     def close(self, note: str = "") -> None:
         """Draw the final state (whatever the throttle skipped) and end the line. Idempotent."""
