@@ -7,6 +7,40 @@ process, where the user cannot put a breakpoint.
 
 from __future__ import annotations
 
+import linecache
+import re
+
+# A frame's line in a formatted traceback (also inside an exception group's "  | " margin)
+_FRAME = re.compile(r'^(?P<margin>[ |]*)File "(?P<file>[^"]+)", line (?P<line>\d+), in ')
+
+
+def with_source_lines(tb: str) -> str:
+    """``tb`` with the source line of each frame that has none, read from the driver's copy of the file.
+
+    A worker on another host may not have the user's script at the path its
+    frames name (or at all): its traceback then shows no code. The driver
+    ran that script, so its linecache has the lines. Frames whose file the
+    driver cannot read either (``<stdin>``, a notebook cell) stay as they are.
+    """
+    lines = tb.split("\n")
+    out: list[str] = []
+    for i, line in enumerate(lines):
+        out.append(line)
+        m = _FRAME.match(line)
+        if m is None:
+            continue
+        margin = m.group("margin")
+        following = lines[i + 1] if i + 1 < len(lines) else ""
+        if following.startswith(margin + "  ") and _FRAME.match(following) is None:
+            continue  # the worker had the source
+        name = m.group("file")
+        if name.startswith("<") and name.endswith(">"):
+            continue
+        code = linecache.getline(name, int(m.group("line"))).strip()
+        if code:
+            out.append(f"{margin}  {code}")
+    return "\n".join(out)
+
 
 class DrizzleError(Exception):
     """Base class of every error raised by the engine itself."""
@@ -21,6 +55,7 @@ class RemoteTraceback(Exception):
     """
 
     def __init__(self, tb: str) -> None:
+        tb = with_source_lines(tb)
         super().__init__(tb)
         self.tb = tb
 
@@ -33,8 +68,14 @@ class TaskError(DrizzleError):
 
     ``job``, ``stage`` and ``partition`` locate the task; ``worker`` names
     the worker; ``remote_traceback`` is the formatted traceback from there;
-    ``exception`` is the original exception when it could be pickled back.
+    ``exception`` is the original exception when it could be pickled back;
+    its notes (``add_note``: the worker notes which shuffle a map-side task
+    wrote for) end the message. ``call_site`` is the action that ran the job
+    (``"sum() at etl.py:12"``) when an action of a Dataset did: the message
+    then starts with it, so the line the user wrote comes first.
     """
+
+    call_site: str | None = None
 
     def __init__(
         self,
@@ -47,13 +88,22 @@ class TaskError(DrizzleError):
         remote_traceback: str,
         exception: BaseException | None = None,
     ) -> None:
+        notes = getattr(exception, "__notes__", None)
+        if isinstance(notes, list) and notes:
+            message = f"{message} ({'; '.join(str(n) for n in notes)})"
         super().__init__(message)
         self.job = job
         self.stage = stage
         self.partition = partition
         self.worker = worker
-        self.remote_traceback = remote_traceback
+        self.remote_traceback = with_source_lines(remote_traceback)
         self.exception = exception
+
+    def add_call_site(self, site: str) -> None:
+        """Name the user's call that ran the job (once: an action run by another keeps the outer one)."""
+        if self.call_site is None and self.args:
+            self.call_site = site
+            self.args = (f"{site}: {self.args[0]}", *self.args[1:])
 
 
 class TaskTimeoutError(TaskError):

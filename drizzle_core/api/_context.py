@@ -14,7 +14,7 @@ import math
 import numbers
 import os
 import weakref
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence, Sized
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
@@ -30,6 +30,7 @@ from ._inputs import split_input
 from . import _iterate as _iterate_module
 from ._iterate import IterateResult
 from ._iterate import iterate as _iterate
+from ._progress import ProgressBar, progress_bar
 
 log = logging.getLogger("drizzle.context")
 
@@ -166,6 +167,40 @@ def _guarded(results: JobIterator, guard: _Guarded) -> Iterator[tuple[int, list[
         results.close()  # aborts what is left of the running group, drops the one planned ahead
 
 
+def _with_progress(results: JobIterator, bar: ProgressBar) -> Iterator[tuple[int, list[Any]]]:
+    """``results`` counted on ``bar``, which is closed with them (noting a failure, or an early stop)."""
+    note = ""
+    try:
+        for result in results:
+            bar.advance(result)
+            yield results.group, result
+    except GeneratorExit:
+        note = "stopped"
+        raise
+    except BaseException:
+        note = "failed"
+        raise
+    finally:
+        results.close()
+        bar.close(note)
+
+
+class _SizesTo:
+    """A GroupSizeController passed through, telling ``bar`` each size asked (``iterate(progress=)``)."""
+
+    __slots__ = ("ctl", "sizes")
+
+    def __init__(self, bar: ProgressBar, ctl: GroupSizeController) -> None:
+        self.ctl = ctl
+        self.sizes = bar.track(ctl.next_size)
+
+    def next_size(self) -> int:
+        return self.sizes()
+
+    def observe(self, metrics: GroupMetrics) -> None:
+        self.ctl.observe(metrics)
+
+
 #: seconds of silence after which a worker is declared lost (Spark's network timeout is 120 s, its heartbeat 10 s)
 WORKER_TIMEOUT = 60.0
 
@@ -207,9 +242,10 @@ class Context:
     number of cores by default), or what a transport takes (``tcp``: a list of
     addresses). ``group_size`` is the default number of jobs scheduled as one
     group: an int, or ``"auto"`` to tune it at run time. ``trace`` names a
-    Chrome trace-event file written when the context stops (tasks per worker
-    over time; open it in Perfetto). Other keyword arguments go to the
-    transport.
+    Chrome trace-event file (tasks per worker over time; open it in
+    Perfetto), written as the jobs run and completed when the context stops,
+    is garbage-collected or the interpreter exits. Other keyword arguments
+    go to the transport.
 
     Hung workers: ``worker_timeout`` (seconds, default 60; None: never) is
     how long a worker may stay silent before it is declared lost, fenced
@@ -234,6 +270,11 @@ class Context:
         if isinstance(workers, int) and not isinstance(workers, bool) and workers <= 0:
             raise ValueError(f"workers must be a positive int, got {workers}")
         info = get_transport(transport)
+        # The trace file is opened first (a bad path fails here, before any worker starts) and is closed by
+        # stop() or, for a Context never stopped, by a finalizer: at garbage collection or interpreter exit.
+        self._trace = Trace(trace) if trace is not None else None
+        if self._trace is not None:
+            weakref.finalize(self, self._trace.close)
         self.transport_name = transport
         self.group_size = group_size
         self._adaptive = AIMD()
@@ -246,8 +287,9 @@ class Context:
         self.num_workers = len(self._transport.worker_names)
         self._scheduler = GroupScheduler(self._transport, self.num_workers)
         self._scheduler.on_failure = self._adaptive.on_failure
-        if trace is not None:
-            self._scheduler.trace = Trace(trace, self.workers)
+        if self._trace is not None:
+            self._trace.name_workers(self.workers)
+            self._scheduler.trace = self._trace
         self._cached: dict[int, weakref.finalize[Any, Any]] = {}
         weakref.finalize(self, _close_transport, self._transport)
 
@@ -266,10 +308,20 @@ class Context:
                 fin.detach()
             self._cached.clear()
             self._transport.close()
-            if self._scheduler.trace is not None:
-                self._scheduler.trace.write()
+            if self._trace is not None:
+                self._trace.close()
 
     close = stop
+
+    # A Context is the driver's handle on its workers: never sent to them, never copied.
+    def __reduce__(self) -> tuple[Any, ...]:
+        raise TypeError(D._CAPTURED.format(what="Context", why=" on its workers; tasks cannot run jobs"))
+
+    def __copy__(self) -> Context:
+        return self  # a handle: copies share the workers (sklearn's clone deep-copies an estimator's context=)
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> Context:
+        return self
 
     def __repr__(self) -> str:
         state = "stopped" if self._closed else "running"
@@ -290,6 +342,8 @@ class Context:
         index = self._transport.add_worker(worker)
         self._scheduler.add_worker(index)
         self.num_workers = len(self._transport.worker_names)
+        if self._trace is not None:
+            self._trace.name_workers(self.workers)
         return self._transport.worker_names[index]
 
     @property
@@ -423,7 +477,7 @@ class Context:
 
     # --------------------------------------------------------------- jobs
     def run_jobs(self, jobs: Iterable[tuple[D.Dataset, Callable[[Any], Any]]],
-                 group_size: GroupSize | None = None) -> list[list[Any]]:
+                 group_size: GroupSize | None = None, *, progress: bool | ProgressBar = False) -> list[list[Any]]:
         """Drizzle's runJobs: run every ``(dataset, f)`` job; ``f`` gets each partition.
 
         Returns one list per job (one ``f`` result per partition), in job
@@ -432,13 +486,16 @@ class Context:
         ``jobs`` may be a lazy iterable, consumed a group at a time. Nothing
         is returned before the last job is done, so workers send results in
         batches (``iter_jobs``' ``hold_results``): one wake-up of the driver
-        for many jobs.
+        for many jobs. ``progress=True`` draws a bar on a terminal (jobs done,
+        rate, current G; nothing when stderr is not a terminal); a
+        :class:`ProgressBar` chooses its text, file and renderer.
         """
-        return list(self.iter_jobs(jobs, group_size, hold_results=_iterate_module.RESULT_HOLD))
+        return list(self.iter_jobs(jobs, group_size, hold_results=_iterate_module.RESULT_HOLD, progress=progress))
 
     def iter_jobs(self, jobs: Iterable[tuple[D.Dataset, Callable[[Any], Any]]],
                   group_size: GroupSize | None = None, *,
-                  keep_going: Callable[[], bool] | None = None, hold_results: float = 0.0) -> JobIterator:
+                  keep_going: Callable[[], bool] | None = None, hold_results: float = 0.0,
+                  progress: bool | ProgressBar = False) -> JobIterator:
         """Like :meth:`run_jobs`, but yields each job's results as soon as that job finishes.
 
         The next group is planned while the current one runs; ``keep_going()``
@@ -452,6 +509,7 @@ class Context:
         a worker may keep finished jobs' results to send several at once (one
         wake-up of the driver, not one per job), for a loop that needs
         throughput more than each result the moment it exists (``iterate``).
+        ``progress``: as for :meth:`run_jobs`; the bar ends with the iteration.
         """
         if isinstance(hold_results, bool) or not isinstance(hold_results, (int, float)) or \
                 not 0 <= hold_results < float("inf"):
@@ -459,6 +517,7 @@ class Context:
         self._check_open()
         g = self.group_size if group_size is None else group_size
         _check_group_size_arg(g)
+        bar = progress_bar(progress, len(jobs) if isinstance(jobs, Sized) else None, "jobs", "job")
         on_group: Callable[[GroupMetrics], None] | None = None
         if g == "auto" or g is self._auto:
             next_size, on_group = self._auto.next_size, self._auto.observe
@@ -470,11 +529,16 @@ class Context:
         else:
             guard = _Guarded(g)  # type: ignore[arg-type]
             self._scheduler.check_workers()
-            inner = self._scheduler.run(self._validated(jobs), guard.next_size, guard.observe, keep_going,
+            sizes = guard.next_size if bar is None else bar.track(guard.next_size)
+            inner = self._scheduler.run(self._validated(jobs), sizes, guard.observe, keep_going,
                                         float(hold_results))
-            return JobIterator(_guarded(inner, guard))
+            it = JobIterator(_guarded(inner, guard))
+            return it if bar is None else JobIterator(_with_progress(it, bar))
         self._scheduler.check_workers()
-        return self._scheduler.run(self._validated(jobs), next_size, on_group, keep_going, float(hold_results))
+        if bar is not None:
+            next_size = bar.track(next_size)
+        it = self._scheduler.run(self._validated(jobs), next_size, on_group, keep_going, float(hold_results))
+        return it if bar is None else JobIterator(_with_progress(it, bar))
 
     def _validated(self, jobs: Iterable[Any]) -> Iterator[tuple[D.Dataset, Callable[[Any], Any]]]:
         if isinstance(jobs, (str, bytes)) or not isinstance(jobs, Iterable):
@@ -495,7 +559,7 @@ class Context:
                 combine: Callable[[Any, Any], Any], update: Callable[[Any, Any], Any], iterations: int,
                 group_size: GroupSize | None = None, until: Callable[[Any], bool] | None = None,
                 on_iteration: Callable[[int, Any], None] | None = None,
-                keep_history: bool = False) -> IterateResult:
+                keep_history: bool = False, progress: bool | ProgressBar = False) -> IterateResult:
         """Run dependent iterations on cached ``data`` with no driver round trip inside a group.
 
         Each iteration: ``local(partition, state)`` on every partition where it
@@ -508,10 +572,37 @@ class Context:
         ``iterations``, ``converged``); ``history`` holds every state only with
         ``keep_history=True`` (a long loop with a big state would otherwise keep
         them all on the driver: 2,000 iterations of a 2 MB state are 3.9 GB).
+        ``progress=True`` draws a bar on a terminal (iterations, rate, current
+        G); a :class:`ProgressBar` may show more (its ``status(state)``: a loss).
         """
         self._check_open()
-        return _iterate(self, data, init, local=local, combine=combine, update=update, iterations=iterations,
-                        group_size=group_size, until=until, on_iteration=on_iteration, keep_history=keep_history)
+        bar = progress_bar(progress, iterations if isinstance(iterations, int) else None, "iterate", "it")
+        if bar is None:
+            return _iterate(self, data, init, local=local, combine=combine, update=update, iterations=iterations,
+                            group_size=group_size, until=until, on_iteration=on_iteration,
+                            keep_history=keep_history)
+        # The bar counts the states as they arrive (on_iteration) and learns each group's size from a
+        # controller wrapped around the one asked for (iterate's own job loop takes no progress= of its own).
+        g = self.group_size if group_size is None else group_size
+        _check_group_size_arg(g)
+        if isinstance(g, int):
+            bar.group_size = g
+        else:
+            group_size = _SizesTo(bar, self._auto if g == "auto" else g)  # type: ignore[arg-type]
+        user = on_iteration
+
+        def counted(i: int, state: Any) -> None:
+            bar(i, state)
+            if user is not None:
+                user(i, state)
+        try:
+            res = _iterate(self, data, init, local=local, combine=combine, update=update, iterations=iterations,
+                           group_size=group_size, until=until, on_iteration=counted, keep_history=keep_history)
+        except BaseException:
+            bar.close("failed")
+            raise
+        bar.close("converged" if res.converged else "")
+        return res
 
     def stream(self, source: Any, batch_interval: float = 0.1, *, group_size: GroupSize = "auto",
                max_group_seconds: float = 1.0, checkpoint_every: int | None = None) -> Any:

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from .. import lineage as N
 from .._check import check_callable, fn_name
+from .._errors import TaskError
 from . import _actions as A
 from . import _text
 from ._stats import StatCounter
@@ -54,6 +55,27 @@ def _call_site() -> str:
     if f is None:
         return "<unknown>"
     return f"{os.path.basename(f.f_code.co_filename)}:{f.f_lineno}"
+
+
+def _action_site() -> str:
+    """``"sum() at etl.py:12"``: the Dataset method the user called, and where (asked on failure only).
+
+    The outermost drizzle_core frame is the method the user's code called
+    (``mean()`` runs ``stats()``, which runs the job: the user wrote ``mean()``).
+    """
+    f: FrameType | None = sys._getframe(1)
+    method = "<action>"
+    while f is not None and _is_ours(f.f_code.co_filename):
+        method = f.f_code.co_name
+        f = f.f_back
+    if f is None:
+        return f"{method}()"
+    return f"{method}() at {os.path.basename(f.f_code.co_filename)}:{f.f_lineno}"
+
+
+_CAPTURED = ("a {what} cannot be used inside a task (a function or data sent to the workers: it is the "
+             "driver's handle{why}); pass data with ds.zip_partitions(other, f), ds.zip_broadcast(small, f) or "
+             "ds.join(other), or collect() the values on the driver and use those in the function")
 
 
 class Dataset:
@@ -89,6 +111,17 @@ class Dataset:
 
     def __repr__(self) -> str:
         return f"<Dataset #{self.id} {self.node.label} partitions={self.num_partitions}>"
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Pickled only when a task's function or data captured it: say so on the driver, before anything
+        # is sent (the scheduler names the function and where it was defined), not as a worker-side mystery.
+        raise TypeError(_CAPTURED.format(what="Dataset", why=f" on {self!r}, whose partitions live on the workers"))
+
+    def __copy__(self) -> Dataset:
+        return self  # immutable: a copy would be the same dataset (sklearn's clone deep-copies parameters)
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> Dataset:
+        return self
 
     # ------------------------------------------------------ narrow transforms
     def _narrow(self, op: Callable[[int, Any], Iterable[Any]], label: str) -> Dataset:
@@ -466,7 +499,11 @@ class Dataset:
 
     # ---------------------------------------------------------------- actions
     def _run(self, f: Callable[[Any], Any]) -> list[Any]:
-        return self.ctx.run_jobs([(self, f)], group_size=1)[0]
+        try:
+            return self.ctx.run_jobs([(self, f)], group_size=1)[0]
+        except TaskError as e:
+            e.add_call_site(_action_site())  # the error names the user's sum() line, not parallelize's
+            raise
 
     def collect(self) -> Any:
         """All elements, in partition order: a list, or an ndarray when every partition is one.

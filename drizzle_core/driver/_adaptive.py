@@ -12,6 +12,10 @@ A stream also caps the size by its latency budget (:class:`drizzle_core.stream._
 
 from __future__ import annotations
 
+import logging
+
+log = logging.getLogger("drizzle.adaptive")
+
 
 class AIMD:
     """Multiplicative increase, additive decrease of the group size."""
@@ -48,11 +52,19 @@ class AIMD:
             self.time_cap = max(self.min_size, int(self.max_group_seconds * jobs / wall_s))
         if jobs < (planned if planned is not None else self.size):
             return  # a short last group says little about the right size
+        old = self.size  # for the log lines only
         if coordination > self.upper:
             self.size = min(self.max_size, max(self.size + 1, int(self.size * self.increase)))
+            if self.size != old:
+                log.info("group size %d -> %d (next group: %d, after caps): coordination share %.0f%% is above "
+                         "%.0f%%", old, self.size, self.next_size(), 100 * coordination, 100 * self.upper)
         elif coordination < self.lower:
             self.size = max(self.min_size, self.size - self.decrease)
+            if self.size != old:  # one step a group: DEBUG, not a line per group at INFO
+                log.debug("group size %d -> %d: coordination share %.1f%% is below %.0f%%", old, self.size,
+                          100 * coordination, 100 * self.lower)
 
     def on_failure(self) -> None:
         """A worker was lost: react sooner next time (halve the group size)."""
         self.size = max(self.min_size, self.size // 2)
+        log.info("group size halved to %d after a lost worker", self.size)

@@ -273,6 +273,8 @@ class GroupScheduler:
         self.metrics: list[GroupMetrics] = []
         self._described: dict[int, dict[int, dict[str, int]]] = {}  # token -> {worker: bookkeeping}
         self._tokens = itertools.count(1)
+        log.info("%d workers on %s: %s", num_workers, getattr(transport, "name", type(transport).__name__),
+                 ", ".join(transport.worker_names))
 
     @property
     def templates(self) -> bool:
@@ -495,11 +497,15 @@ class GroupScheduler:
             with self._locked():
                 self._end_run(run, committed=True)
                 m = self._group_metrics(run)
+                log.debug("group %d done: %d jobs, %d tasks on %d workers in %.2f ms; coordination share %.1f%%, "
+                          "%d recoveries", m.group, m.jobs, m.tasks, m.workers, 1e3 * m.wall_s, 100 * m.coordination,
+                          m.recoveries)
                 if on_group is not None:
                     on_group(m)
                 nxt = ahead.launched
                 if nxt is not None:
                     if keep_going is not None and not keep_going():
+                        log.debug("group %d aborted unseen: the loop stopped (keep_going)", nxt.prep.plan.group)
                         self._end_run(nxt, committed=False, discarded=True)
                         return
                     nxt.behind = None
@@ -513,6 +519,7 @@ class GroupScheduler:
                 prep = self._finish_ahead(ahead)
                 if prep is not None:
                     if keep_going is not None and not keep_going():
+                        log.debug("group %d dropped unlaunched: the loop stopped (keep_going)", prep.plan.group)
                         self._close(prep.plan, committed=False, discarded=True)
                         return
                     if prep.version != self._version:
@@ -528,6 +535,7 @@ class GroupScheduler:
             prep = self._replan(prep)
         ahead.launched = self._launch_run(prep)
         ahead.launched.behind = behind
+        log.debug("group %d launched behind group %d (pipelined)", prep.plan.group, behind.prep.plan.group)
 
     def _drive(self, run: _Run, ahead: _Ahead) -> Iterator[tuple[int, list[Any]]]:
         """Hand out ``run``'s jobs as they finish; poll (for every run) and plan ahead meanwhile."""
@@ -651,6 +659,12 @@ class GroupScheduler:
             program_id, program_bytes = self._serialize(plan, plan.jobs)
             ahead.prepared = _Prepared(plan, program_id, program_bytes, ahead.plan_s, time.perf_counter() - t1,
                                        ahead.version, ahead.size, plan.group)
+            if log.isEnabledFor(logging.DEBUG):
+                log.debug("group %d planned: %d jobs (G=%d asked; %d stamped from templates, %d templates recorded), "
+                          "%d tasks on %d workers; planning %.2f ms, serializing %.2f ms (program %d bytes)",
+                          plan.group, len(plan.jobs), ahead.size, len(plan.instances),
+                          len(self.planner.templates.by_key), len(plan.tasks), len(self.live), 1e3 * ahead.plan_s,
+                          1e3 * ahead.prepared.serialize_s, len(program_bytes))
         except Exception as e:  # raised once the running group's results are out
             ahead.error = e
             self._discard_ahead(ahead)
@@ -699,6 +713,8 @@ class GroupScheduler:
         self._close(old, committed=False)
         t1 = time.perf_counter()
         program_id, program_bytes = self._serialize(plan, plan.jobs)
+        log.debug("group %d re-planned as group %d before its launch: workers or cached blocks changed since",
+                  old.group, plan.group)
         return _Prepared(plan, program_id, program_bytes, t1 - t0, time.perf_counter() - t1, self._version,
                          prep.size, prep.origin)
 
@@ -711,6 +727,8 @@ class GroupScheduler:
         self._start_attempt(run, plan, prep.program_id, prep.program_bytes)
         run.launched = sorted(run.awaiting_done)
         run.t_launched = time.perf_counter()
+        log.debug("group %d launched (wire %d) to workers %s: %d messages, %d bytes, in %.2f ms", plan.group,
+                  run.wire, run.launched, run.msgs, run.sent_bytes, 1e3 * (run.t_launched - run.t_launch))
         return run
 
     def _start_attempt(self, run: _Run, plan: GroupPlan, program_id: int, program_bytes: bytes) -> None:
@@ -824,6 +842,8 @@ class GroupScheduler:
         if unfinished:
             program_id, program_bytes = self._serialize(plan, plan.jobs)
             self._start_attempt(run, plan, program_id, program_bytes)
+            log.info("group %d recovered: %d unfinished jobs re-planned on %d workers (recovery %d, wire %d)",
+                     run.prep.plan.group, len(unfinished), len(self.live), run.recoveries, run.wire)
 
     def add_worker(self, worker: int) -> None:
         """A worker joined (index ``worker``): plans from the next group on may use it."""
@@ -838,6 +858,8 @@ class GroupScheduler:
                 self.live.sort()
             self._version += 1
             self._rebalance(worker)
+            log.info("%s joined: %d live workers from the next plan on", self.transport.worker_names[worker],
+                     len(self.live))
 
     def _rebalance(self, worker: int) -> None:
         """Give a worker that joined its share of the cached partitions.
@@ -945,6 +967,9 @@ class GroupScheduler:
             messages.append((M.LAUNCH, wire, program_id, body, per_worker[w], routes,
                              plan.forwards.get(w, []), self.pending_drops.pop(w, []), self.epochs,
                              self.trace is not None, sources, stamps, plan.hold))
+        if templates and log.isEnabledFor(logging.DEBUG):
+            log.debug("wire %d: %d jobs stamped from templates %s (each worker's share sent once, then held)",
+                      wire, len(plan.instances), sorted(templates))
         for w in [w for w in self.pending_drops if w not in per_worker and w in self.live]:
             self.transport.send(w, (M.DROP, self.pending_drops.pop(w)))
         try:
@@ -1047,6 +1072,8 @@ class GroupScheduler:
         )
         err.__cause__ = RemoteTraceback(tb)
         run.error = err
+        log.debug("group %d: task %d (job %d, stage %d, partition %d) failed on %s; attempt aborted",
+                  run.prep.plan.group, index, task.job, task.stage, task.partition, name)
         self._version += 1
         # Groups in flight waiting on blocks this attempt would have made never get them: re-plan them.
         lost = run.plan.new_cache
@@ -1114,6 +1141,7 @@ class GroupScheduler:
                 self._try_reattempt(run, f"lost {name}: {reason}")
 
     def _abort_attempt(self, run: _Run, keep: dict[int, list[tuple[Any, ...]]] | None = None) -> None:
+        log.debug("group %d: attempt (wire %d) aborted on workers %s", run.prep.plan.group, run.wire, self.live)
         run.remaining.clear()
         run.awaiting_done.clear()
         self._runs.pop(run.wire, None)

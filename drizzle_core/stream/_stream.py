@@ -113,7 +113,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from .._check import check_callable, check_group_size, fn_name
-from ..api import AIMD, AutoGroupSize, Dataset, GroupMetrics, GroupSizeController
+from ..api import AIMD, AutoGroupSize, Dataset, GroupMetrics, GroupSizeController, ProgressBar
 from ._cap import GroupSample, LatencyCap
 from ._metrics import BatchMetrics, StreamSummary, percentile, summarize
 from ._sources import BatchTime, Source, check_seconds
@@ -295,9 +295,9 @@ class DStream:
 
     # ----------------------------------------------- delegated to the root
     def run(self, batches: int | None = None, *, duration: float | None = None,
-            group_size: int | str | None = None) -> list[BatchMetrics]:
+            group_size: int | str | None = None, progress: bool | ProgressBar = False) -> list[BatchMetrics]:
         """Run the whole stream (see :meth:`Stream.run`)."""
-        return self.root.run(batches, duration=duration, group_size=group_size)
+        return self.root.run(batches, duration=duration, group_size=group_size, progress=progress)
 
     def stop(self) -> None:
         self.root.stop()
@@ -380,11 +380,15 @@ class Stream(DStream):
 
     # ---------------------------------------------------------------- run
     def run(self, batches: int | None = None, *, duration: float | None = None,
-            group_size: int | str | GroupSizeController | None = None) -> list[BatchMetrics]:
+            group_size: int | str | GroupSizeController | None = None,
+            progress: bool | ProgressBar = False) -> list[BatchMetrics]:
         """Process batches until ``batches`` have run, ``duration`` seconds of batches, or :meth:`stop`.
 
         With neither limit it runs until stopped. Returns this run's
         :class:`BatchMetrics` (all runs' are in :attr:`metrics`).
+        ``progress=True`` draws a bar on a terminal: batches, batches per
+        second, current G and the last batch's latency (nothing when stderr
+        is not a terminal); a :class:`~drizzle_core.ProgressBar` chooses its own.
         """
         ctx = self.ctx
         if ctx.closed:
@@ -401,6 +405,8 @@ class Stream(DStream):
             batches = by_time if batches is None else min(batches, by_time)
         g = self.group_size if group_size is None else group_size
         _check_group_size(g)
+        if progress is True:
+            progress = ProgressBar(batches, "stream", unit="batch", status=self._progress_status)
         self._running = True
         self._stop.clear()
         start = max(1, ctx.auto_group_size.next_size())
@@ -413,7 +419,7 @@ class Stream(DStream):
                 d._prepare(ctx)
             self.source._open(ctx)
             try:
-                self._loop(batches, g)
+                self._loop(batches, g, progress)
             finally:
                 self.source._close(ctx)
         finally:
@@ -444,10 +450,15 @@ class Stream(DStream):
         self._graph_of = (len(self._sinks), order)
         return order
 
+    def _progress_status(self, _result: Any) -> str:
+        """What a stream's progress bar shows after G: the latency of the last batch delivered."""
+        return f"latency {self.metrics[-1].latency * 1000:,.0f} ms" if self.metrics else ""
+
     def _time_cap(self) -> int:
         return max(1, int(self.max_group_seconds / self.interval + 1e-9))
 
-    def _loop(self, batches: int | None, group_size: int | str | GroupSizeController) -> None:
+    def _loop(self, batches: int | None, group_size: int | str | GroupSizeController,
+              progress: bool | ProgressBar = False) -> None:
         """Build, run and deliver batches; on any exit, roll back to the first batch not delivered.
 
         A batch is *delivered* when every sink's callback has returned for it.
@@ -485,7 +496,7 @@ class Stream(DStream):
                 b += 1
 
         gen = jobs()
-        results = ctx.iter_jobs(gen, group_size, keep_going=lambda: not self._stop.is_set())
+        results = ctx.iter_jobs(gen, group_size, keep_going=lambda: not self._stop.is_set(), progress=progress)
         delivered = first
         try:
             for result in results:

@@ -542,7 +542,9 @@ class WorkerRuntime:
             self.running = None
             gs.failed = True
             self.flush_results()
-            tb = traceback.format_exc()
+            from ._failure import task_traceback  # on failure only: a worker starts without it
+
+            tb = task_traceback(e, gs.nodes, task)  # the user's file and line, not "<dynamic-code>"
             self.send_failure(group, task.index, task.attempt, tb, e)
             return
         finally:
