@@ -25,9 +25,9 @@ from .._check import check_group_size
 from ..driver import AIMD, GroupMetrics, GroupScheduler, JobIterator, Trace, get_transport
 from ..net import Transport
 from . import _dataset as D
+from . import _iterate as _iterate_module
 from . import _text
 from ._inputs import split_input
-from . import _iterate as _iterate_module
 from ._iterate import IterateResult
 from ._iterate import iterate as _iterate
 from ._progress import ProgressBar, progress_bar
