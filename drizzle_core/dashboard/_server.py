@@ -192,7 +192,6 @@ class Dashboard:
         self.closed = False
         self.token: str | None = None if address.loopback else secrets.token_urlsafe(24)
         self._page = _page()
-        self._server = self._bind(address)
         self._cond = threading.Condition()
         self._version = 0
         self._state = b"{}"
@@ -203,6 +202,7 @@ class Dashboard:
         self._scheduler = scheduler
         self.recorder = Recorder(scheduler.trace, lambda: scheduler.transport.worker_names)
         self.collector = Collector(scheduler, self.recorder, title=title, transport=transport)
+        self._server = self._bind(address)  # last but starting: nothing after it can fail and leave it open
         host, port = self._server.server_address[:2]
         self.host, self.port = str(host), int(port)
         shown = socket.gethostname() if self.host in ("0.0.0.0", "::") else self.host
