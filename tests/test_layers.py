@@ -20,7 +20,7 @@ ROOT = pathlib.Path(drizzle_core.__file__).parent
 
 # lowest first; the root's private helpers (_errors, _check, _version, hookspecs) sit below them all, and the
 # root's facades (__init__, transport, _cli) above them all
-RANKS = ["lineage", "protocol", "worker", "net", "driver", "inline", "api", "stream", "cli"]
+RANKS = ["lineage", "protocol", "worker", "net", "driver", "inline", "dashboard", "api", "stream", "cli"]
 BASE = {"_errors", "_check", "_version", "hookspecs"}
 TOP = {"__init__", "transport", "_cli"}
 

@@ -15,7 +15,7 @@ import numbers
 import os
 import weakref
 from collections.abc import Callable, Iterable, Iterator, Sequence, Sized
-from typing import Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import numpy as np
 
@@ -31,6 +31,9 @@ from ._inputs import split_input
 from ._iterate import IterateResult
 from ._iterate import iterate as _iterate
 from ._progress import ProgressBar, progress_bar
+
+if TYPE_CHECKING:
+    from ..dashboard import Address, Dashboard
 
 log = logging.getLogger("drizzle.context")
 
@@ -217,6 +220,15 @@ def _preferred(prefer: Any, n: int) -> list[int | None] | None:
     return where
 
 
+def _dashboard_address(value: Any) -> Address | None:
+    """``dashboard=`` checked; the dashboard package is imported only when one is asked for (off, it costs nothing)."""
+    if value is None or value is False:
+        return None
+    from ..dashboard import parse
+
+    return parse(value)
+
+
 def _check_timeout(value: Any, name: str) -> None:
     ok = value is None or (isinstance(value, numbers.Real) and not isinstance(value, bool)
                            and math.isfinite(float(value)) and float(value) > 0)
@@ -257,12 +269,21 @@ class Context:
     each task: one that runs longer is interrupted and its job raises
     :class:`~drizzle_core.TaskTimeoutError` (not retried). The ``inline``
     transport runs tasks in the caller's thread and supports neither.
+
+    ``dashboard``: serve a live web page of the workers, groups, task
+    timeline, streams and iterate loops (:mod:`drizzle_core.dashboard`):
+    True (127.0.0.1:8787, or any free port if that is taken), ``"host:port"``
+    (port 0: any free port) or a port number; its address is logged and is
+    :attr:`dashboard_url`. An address other than loopback is served only to
+    requests with the token in that URL.
     """
 
     def __init__(self, transport: str = "local", workers: Any = None, group_size: GroupSize = "auto",
                  *, trace: str | os.PathLike[str] | None = None, worker_timeout: float | None = WORKER_TIMEOUT,
-                 task_timeout: float | None = None, **options: Any) -> None:
+                 task_timeout: float | None = None, dashboard: bool | str | int | None = None,
+                 **options: Any) -> None:
         _check_group_size_arg(group_size)
+        board_at = _dashboard_address(dashboard)
         _check_timeout(worker_timeout, "worker_timeout")
         _check_timeout(task_timeout, "task_timeout")
         # workers=None is the transport's to decide: one per core here (local, inline, tcp), one per
@@ -290,6 +311,15 @@ class Context:
         if self._trace is not None:
             self._trace.name_workers(self.workers)
             self._scheduler.trace = self._trace
+        self._dashboard: Dashboard | None = None
+        if board_at is not None:
+            from ..dashboard import Dashboard
+
+            try:
+                self._dashboard = Dashboard(board_at, self._scheduler, transport=transport)
+            except BaseException:
+                self._transport.close()
+                raise
         self._cached: dict[int, weakref.finalize[Any, Any]] = {}
         weakref.finalize(self, _close_transport, self._transport)
 
@@ -304,6 +334,8 @@ class Context:
         """Stop every worker. Idempotent."""
         if not self._closed:
             self._closed = True
+            if self._dashboard is not None:
+                self._dashboard.close()
             for fin in self._cached.values():
                 fin.detach()
             self._cached.clear()
@@ -345,6 +377,11 @@ class Context:
         if self._trace is not None:
             self._trace.name_workers(self.workers)
         return self._transport.worker_names[index]
+
+    @property
+    def dashboard_url(self) -> str | None:
+        """The address of this context's live dashboard (``Context(dashboard=...)``), None without one."""
+        return None if self._dashboard is None else self._dashboard.url
 
     @property
     def closed(self) -> bool:
@@ -577,31 +614,41 @@ class Context:
         """
         self._check_open()
         bar = progress_bar(progress, iterations if isinstance(iterations, int) else None, "iterate", "it")
-        if bar is None:
+        if bar is None and self._dashboard is None:
             return _iterate(self, data, init, local=local, combine=combine, update=update, iterations=iterations,
                             group_size=group_size, until=until, on_iteration=on_iteration,
                             keep_history=keep_history)
-        # The bar counts the states as they arrive (on_iteration) and learns each group's size from a
-        # controller wrapped around the one asked for (iterate's own job loop takes no progress= of its own).
-        g = self.group_size if group_size is None else group_size
-        _check_group_size_arg(g)
-        if isinstance(g, int):
-            bar.group_size = g
-        else:
-            group_size = _SizesTo(bar, self._auto if g == "auto" else g)  # type: ignore[arg-type]
+        if bar is not None:
+            # The bar counts the states as they arrive (on_iteration) and learns each group's size from a
+            # controller wrapped around the one asked for (iterate's own job loop takes no progress= of its own).
+            g = self.group_size if group_size is None else group_size
+            _check_group_size_arg(g)
+            if isinstance(g, int):
+                bar.group_size = g
+            else:
+                group_size = _SizesTo(bar, self._auto if g == "auto" else g)  # type: ignore[arg-type]
         user = on_iteration
 
         def counted(i: int, state: Any) -> None:
-            bar(i, state)
+            if bar is not None:
+                bar(i, state)
             if user is not None:
                 user(i, state)
+        watching = self._dashboard.watch_iterate(iterations, counted) if self._dashboard is not None else None
         try:
-            res = _iterate(self, data, init, local=local, combine=combine, update=update, iterations=iterations,
-                           group_size=group_size, until=until, on_iteration=counted, keep_history=keep_history)
+            with watching if watching is not None else contextlib.nullcontext() as watch:
+                res = _iterate(self, data, init, local=local, combine=combine, update=update, iterations=iterations,
+                               group_size=group_size, until=until,
+                               on_iteration=watch if watch is not None else counted,
+                               keep_history=keep_history)
+                if watch is not None:
+                    watch.done(res.iterations, res.converged)
         except BaseException:
-            bar.close("failed")
+            if bar is not None:
+                bar.close("failed")
             raise
-        bar.close("converged" if res.converged else "")
+        if bar is not None:
+            bar.close("converged" if res.converged else "")
         return res
 
     def stream(self, source: Any, batch_interval: float = 0.1, *, group_size: GroupSize = "auto",
@@ -618,8 +665,11 @@ class Context:
         if _stream_class is None:
             raise RuntimeError("streams need drizzle_core.stream (import drizzle_core loads it)")
         extra = {} if checkpoint_every is None else {"checkpoint_every": checkpoint_every}
-        return _stream_class(self, source, batch_interval, group_size=group_size,
-                             max_group_seconds=max_group_seconds, **extra)
+        s = _stream_class(self, source, batch_interval, group_size=group_size,
+                          max_group_seconds=max_group_seconds, **extra)
+        if self._dashboard is not None:
+            self._dashboard.watch_stream(s)
+        return s
 
     # ----------------------------------------------------------- caching
     def _register_cached(self, ds: D.Dataset) -> None:
