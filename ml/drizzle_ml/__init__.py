@@ -37,6 +37,8 @@ if TYPE_CHECKING:
     from ._logistic import LogisticRegression
     from ._problem import Fit, Problem, row_blocks, run, run_serial
     from ._progress import ProgressBar
+    from ._sgd import SGDClassifier, SGDRegressor
+    from ._streaming import StreamTrainer, fit_stream
     from ._threads import blas_threads_here, max_blas_threads, worker_blas_threads
 
 _LAZY = {
@@ -47,6 +49,7 @@ _LAZY = {
     "LogisticRegression": "_logistic",
     "Fit": "_problem", "Problem": "_problem", "row_blocks": "_problem", "run": "_problem", "run_serial": "_problem",
     "ProgressBar": "_progress",
+    "SGDClassifier": "_sgd", "SGDRegressor": "_sgd", "StreamTrainer": "_streaming", "fit_stream": "_streaming",
     "blas_threads_here": "_threads", "max_blas_threads": "_threads", "worker_blas_threads": "_threads",
 }
 
@@ -73,11 +76,15 @@ __all__ = [
     "LogisticRegression",
     "Problem",
     "ProgressBar",
+    "SGDClassifier",
+    "SGDRegressor",
+    "StreamTrainer",
     "TruncatedSVD",
     "__version__",
     "blas_threads_here",
     "close_default_context",
     "default_context",
+    "fit_stream",
     "kmeans_plusplus",
     "max_blas_threads",
     "row_blocks",
