@@ -35,6 +35,7 @@ if TYPE_CHECKING:
     from ._kmeans import KMeans, kmeans_plusplus
     from ._linear import LinearRegression
     from ._logistic import LogisticRegression
+    from ._minibatch_kmeans import MiniBatchKMeans, StreamingKMeans
     from ._problem import Fit, Problem, row_blocks, run, run_serial
     from ._progress import ProgressBar
     from ._sgd import SGDClassifier, SGDRegressor
@@ -46,6 +47,7 @@ _LAZY = {
     "close_default_context": "_context", "default_context": "_context", "set_default_context": "_context",
     "KMeans": "_kmeans", "kmeans_plusplus": "_kmeans", "PCA": "_decomposition", "TruncatedSVD": "_decomposition",
     "LinearRegression": "_linear",
+    "MiniBatchKMeans": "_minibatch_kmeans", "StreamingKMeans": "_minibatch_kmeans",
     "LogisticRegression": "_logistic",
     "Fit": "_problem", "Problem": "_problem", "row_blocks": "_problem", "run": "_problem", "run_serial": "_problem",
     "ProgressBar": "_progress",
@@ -74,11 +76,13 @@ __all__ = [
     "KMeans",
     "LinearRegression",
     "LogisticRegression",
+    "MiniBatchKMeans",
     "Problem",
     "ProgressBar",
     "SGDClassifier",
     "SGDRegressor",
     "StreamTrainer",
+    "StreamingKMeans",
     "TruncatedSVD",
     "__version__",
     "blas_threads_here",
