@@ -134,3 +134,12 @@ def test_minibatch_kmeans_inertia_is_sklearns_on_blobs(ctx):
         StreamingKMeans(time_unit="seconds", context=ctx).partial_fit(X)
     with pytest.raises(ValueError, match="X has 4 features"):
         StreamingKMeans(8, context=ctx).partial_fit(X).partial_fit(X[:, :4])
+
+
+def test_streaming_kmeans_weights_are_repeated_rows(ctx):
+    X, init = blobs(seed=5, n=300, d=3, k=3)
+    w = np.random.default_rng(6).integers(0, 4, len(X))
+    a = StreamingKMeans(3, init=init, decay_factor=0.5, context=ctx).partial_fit(X, sample_weight=w)
+    b = StreamingKMeans(3, init=init, decay_factor=0.5, context=ctx).partial_fit(np.repeat(X, w, axis=0))
+    assert close(a.cluster_centers_, b.cluster_centers_, 1e-12) and np.array_equal(a.cluster_weights_,
+                                                                                   b.cluster_weights_)

@@ -89,6 +89,18 @@ class _BaseSGD(DrizzleEstimator):
                             update=update, until=K.stopped if stop else None, loss=K.epoch_loss)
         return problem, steps * epochs
 
+    def make_problem(self, X: Any, y: Any, num_partitions: int) -> tuple[P.Problem, int]:
+        """The fit from zero as a :class:`~drizzle_ml.Problem` and its step count: what benchmarks time."""
+        self._check_params()
+        X, y = validate_data(self, X, y, accept_sparse="csr", dtype=np.float64, order="C")
+        Y = self._make_targets(y)
+        return self._problem(X, Y, None, check_int(num_partitions, "num_partitions"),
+                             np.zeros((X.shape[1] + (1 if self.fit_intercept else 0), Y.shape[1])), 0, 0.0,
+                             seed_of(self.random_state), int(self.max_iter), stop=True)
+
+    def _make_targets(self, y: np.ndarray) -> np.ndarray:
+        return np.asarray(y, dtype=np.float64)[:, None]
+
     def _run(self, X: Any, Y: np.ndarray, s: np.ndarray | None, start: tuple[np.ndarray, int, float], *,
              partial: bool) -> P.Fit:
         ctx = _context.resolve(self.context)
@@ -189,6 +201,9 @@ class SGDClassifier(ClassifierMixin, _BaseSGD):
         tags = super().__sklearn_tags__()
         tags.classifier_tags.multi_class = True
         return tags
+
+    def _make_targets(self, y: np.ndarray) -> np.ndarray:
+        return self._targets(y, np.unique(y))
 
     def _targets(self, y: np.ndarray, classes: np.ndarray) -> np.ndarray:
         """(n, K) targets in {-1, +1}: one column for two classes (+1 is classes[1]), one per class otherwise."""
