@@ -70,7 +70,7 @@ def test_regressor_r2_is_sklearns_on_diabetes(ctx, learning_rate, eta0):
             .fit(sp.csr_matrix(X) if s % 2 else X, y).score(X, y) for s in SEEDS]
     theirs = [sklm.SGDRegressor(learning_rate=learning_rate, eta0=eta0, random_state=s).fit(X, y).score(X, y)
               for s in SEEDS]
-    # measured (five seeds): constant 0.506 vs 0.495, invscaling 0.495 vs 0.510; the best R^2 (OLS) is 0.518
+    # measured (five seeds): constant 0.482 vs 0.495, invscaling 0.496 vs 0.510; the best R^2 (OLS) is 0.518
     assert np.mean(ours) >= np.mean(theirs) - 0.03
     assert max(ours) <= LinearRegression(alpha=0.0, context=ctx).fit(X, y).score(X, y) + 1e-9
 
@@ -78,13 +78,16 @@ def test_regressor_r2_is_sklearns_on_diabetes(ctx, learning_rate, eta0):
 def test_the_loss_converges_to_the_exact_optimum(ctx):
     """log_loss and squared_error with a constant small step: the objective ends within 2% of its minimum.
 
+    A constant rate is per row (it multiplies the batch's summed gradient): eta0 = 0.2 / 128 is a step of 0.2
+    along the mean gradient of a batch of 128.
+
     The minimiser of mean loss + alpha/2 ||w||^2 is LogisticRegression with C = 1/(alpha n) (Newton), and
     Ridge-like LinearRegression with its alpha = alpha n.
     """
     X, y = scaled(datasets.load_breast_cancer)
     n, alpha = len(y), 1e-2
-    sgd = SGDClassifier(loss="log_loss", alpha=alpha, learning_rate="constant", eta0=0.2, tol=None, max_iter=60,
-                        batch_size=128, random_state=0, context=ctx).fit(X, y)
+    sgd = SGDClassifier(loss="log_loss", alpha=alpha, learning_rate="constant", eta0=0.2 / 128, tol=None,
+                        max_iter=60, batch_size=128, random_state=0, context=ctx).fit(X, y)
     exact = LogisticRegression(C=1.0 / (alpha * n), tol=1e-10, context=ctx).fit(X, y)
 
     def objective(coef, b):
@@ -97,7 +100,7 @@ def test_the_loss_converges_to_the_exact_optimum(ctx):
     assert len(sgd.loss_curve_) == 60 and sgd.loss_curve_[-1] < 0.5 * sgd.loss_curve_[0]
 
     Xd, yd = scaled(datasets.load_diabetes)
-    reg = SGDRegressor(alpha=alpha, learning_rate="constant", eta0=0.02, tol=None, max_iter=60, batch_size=64,
+    reg = SGDRegressor(alpha=alpha, learning_rate="constant", eta0=0.02 / 64, tol=None, max_iter=60, batch_size=64,
                        random_state=0, context=ctx).fit(Xd, yd)
     ridge = LinearRegression(alpha=alpha * len(yd), context=ctx).fit(Xd, yd)
 
@@ -118,9 +121,9 @@ def test_tol_stops_early_and_max_iter_warns(ctx):
 
 
 @settings(max_examples=4, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(seed=st.integers(0, 2**31 - 1), n=st.integers(20, 120), classes=st.sampled_from([2, 3]),
+@given(seed=st.integers(0, 2**31 - 1), n=st.integers(20, 80), classes=st.sampled_from([2, 3]),
        sparse=st.booleans(), group_size=st.sampled_from([1, 7, "auto"]), partitions=st.sampled_from([1, 3, 5]),
-       batch_size=st.sampled_from([1, 8, 500]))
+       batch_size=st.sampled_from([3, 8, 500]))
 def test_bit_for_bit_for_every_group_size_and_worker_count(contexts, seed, n, classes, sparse, group_size,
                                                             partitions, batch_size):
     """The mini-batches depend on (seed, step, partition) only: the same weights for any G, on 1-3 workers.
@@ -204,7 +207,7 @@ def test_sample_weight_is_the_weighted_objective(ctx):
     X = rng.normal(size=(400, 3))
     y = np.where(np.arange(400) < 200, X @ [1.0, 2.0, -1.0], X @ [-1.0, 0.0, 3.0]) + 0.1 * rng.normal(size=400)
     w = np.where(np.arange(400) < 200, 4.0, 1.0)
-    reg = SGDRegressor(penalty=None, learning_rate="constant", eta0=0.02, tol=None, max_iter=40, batch_size=64,
+    reg = SGDRegressor(penalty=None, learning_rate="constant", eta0=0.02 / 64, tol=None, max_iter=40, batch_size=64,
                        random_state=0, context=ctx).fit(X, y, sample_weight=w)
     exact = sklm.LinearRegression().fit(X, y, sample_weight=w)
     unweighted = sklm.LinearRegression().fit(X, y)

@@ -57,7 +57,7 @@ EXPECTED_FAILED = {
 _SGD_WEIGHTS = ("mini-batches are random draws of rows: a row of weight 2 is drawn as often as a row of weight 1 "
                 "and counts twice, its copy is drawn separately, so the two fits see other batches (scikit-learn "
                 "lists its SGD estimators for this check too); the weighted gradient's expectation is the same, "
-                "see test_sgd_sample_weight_is_expected_gradient in test_ml_sgd.py")
+                "see test_sample_weight_is_the_weighted_objective in test_ml_sgd.py")
 _MB_WEIGHTS = ("the k-means++ seeding of shuffled rows is random (as for KMeans above), and MiniBatchKMeans's steps "
                "draw random rows besides; with a fixed init and full batches the update is weight-equivalent: "
                "StreamingKMeans.partial_fit adds sample_weight to the per-center counts (_minibatch.batch_sums)")
