@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 from sklearn.base import is_classifier, is_regressor
 
-from drizzle_core.stream import BatchMetrics, DStream
+from drizzle_core import BatchMetrics, DStream
 
 
 class StreamTrainer:
