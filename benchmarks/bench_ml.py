@@ -10,6 +10,8 @@ Cases (float64, 4 partitions, 2 workers):
 * logistic  - one full-batch gradient step (``solver="gd"``), 200,000 x 20 (binary).
 * logistic-newton - one Newton step (gradient + 21 x 21 Hessian per block), same data.
 * pca       - one randomized power iteration ``Xc' (Xc Q)``, 200,000 x 50, 10 + 10 columns.
+* sgd       - one SGDClassifier step (log_loss, a mini-batch of 1,024 rows drawn on the workers), 200,000 x 20.
+* minibatch-kmeans - one MiniBatchKMeans step (1,024 rows drawn on the workers, k=8), 200,000 x 10.
 * logistic-large - 2,000,000 x 50, to show how the cost grows (floors and
   drizzle only: the peers would add minutes and say nothing new).
 
@@ -108,7 +110,10 @@ def make_cases(quick: bool, large: bool) -> list[Case]:
     its = 20 if quick else 200
     Xp = rng.normal(size=(n, 50)) * 0.9 ** np.arange(50)
     pca = dml.PCA(10, n_iter=its, random_state=0).make_problem(Xp, PARTITIONS)   # every iteration a power step
+    sgd, _ = dml.SGDClassifier(loss="log_loss", batch_size=1024, random_state=0).make_problem(Xl, yl, PARTITIONS)
+    mbk, _ = dml.MiniBatchKMeans(8, init=X[:8].copy(), batch_size=1024, random_state=0).make_problem(X, PARTITIONS)
     cases = [Case("kmeans", no_stop(km), its, X.shape), Case("logistic", no_stop(lr), its, Xl.shape),
+             Case("sgd", no_stop(sgd), its, Xl.shape), Case("minibatch-kmeans", no_stop(mbk), its, X.shape),
              Case("logistic-newton", no_stop(newton), its // 4, Xl.shape),
              Case("pca", no_stop(pca), its, Xp.shape)]
     if large:
@@ -343,9 +348,12 @@ def fits_vs_sklearn(ctx: dz.Context, quick: bool, rounds: int) -> None:
     both; the table shows the median of the per-round ratios and their spread.
     """
     from sklearn.cluster import KMeans as SKKMeans
+    from sklearn.cluster import MiniBatchKMeans as SKMiniBatch
     from sklearn.decomposition import PCA as SKPCA
     from sklearn.linear_model import LinearRegression as SKLinear
     from sklearn.linear_model import LogisticRegression as SKLogistic
+    from sklearn.linear_model import SGDClassifier as SKSGDClassifier
+    from sklearn.linear_model import SGDRegressor as SKSGDRegressor
 
     rng = np.random.default_rng(1)
     n = 200_000 // (20 if quick else 1)
@@ -354,6 +362,7 @@ def fits_vs_sklearn(ctx: dz.Context, quick: bool, rounds: int) -> None:
     yr = X @ rng.normal(size=20) + rng.normal(size=n)
     Xp = rng.normal(size=(n, 50)) * 0.9 ** np.arange(50)
     init = X[:8].copy()
+    Xs = (X - X.mean(axis=0)) / X.std(axis=0)             # SGD wants standardized features, as scikit-learn's
     pairs = {
         "LogisticRegression (newton | lbfgs)": (lambda: dml.LogisticRegression(context=ctx, tol=1e-6).fit(X, y),
                                                 lambda: SKLogistic(tol=1e-6, max_iter=1000).fit(X, y)),
@@ -363,6 +372,17 @@ def fits_vs_sklearn(ctx: dz.Context, quick: bool, rounds: int) -> None:
                                        lambda: SKKMeans(8, init=init, n_init=1, algorithm="lloyd").fit(X)),
         "PCA 10 (randomized | randomized)": (lambda: dml.PCA(10, random_state=0, context=ctx).fit(Xp),
                                              lambda: SKPCA(10, svd_solver="randomized", random_state=0).fit(Xp)),
+        # SGD: ours draws mini-batches of 1,024 rows on the workers; scikit-learn steps per sample. Same epochs
+        # budget and stopping rule (tol on the epoch's loss); iterations are epochs.
+        "SGDClassifier log_loss (batch 1024 | 1)": (
+            lambda: dml.SGDClassifier(loss="log_loss", batch_size=1024, random_state=0, context=ctx).fit(Xs, y),
+            lambda: SKSGDClassifier(loss="log_loss", random_state=0).fit(Xs, y)),
+        "SGDRegressor (batch 1024 | 1)": (
+            lambda: dml.SGDRegressor(batch_size=1024, random_state=0, context=ctx).fit(Xs, yr),
+            lambda: SKSGDRegressor(random_state=0).fit(Xs, yr)),
+        "MiniBatchKMeans k=8 (batch 1024 | 1024)": (
+            lambda: dml.MiniBatchKMeans(8, init=init, batch_size=1024, random_state=0, context=ctx).fit(X),
+            lambda: SKMiniBatch(8, init=init, batch_size=1024, n_init=1, random_state=0).fit(X)),
     }
     print(f"\nwhole fits vs scikit-learn: {n:,} rows, {WORKERS} drizzle workers vs scikit-learn on 1 core, "
           f"{rounds} paired rounds")

@@ -35,8 +35,11 @@ if TYPE_CHECKING:
     from ._kmeans import KMeans, kmeans_plusplus
     from ._linear import LinearRegression
     from ._logistic import LogisticRegression
+    from ._minibatch_kmeans import MiniBatchKMeans, StreamingKMeans
     from ._problem import Fit, Problem, row_blocks, run, run_serial
     from ._progress import ProgressBar
+    from ._sgd import SGDClassifier, SGDRegressor
+    from ._streaming import StreamTrainer, fit_stream
     from ._threads import blas_threads_here, max_blas_threads, worker_blas_threads
 
 _LAZY = {
@@ -44,9 +47,11 @@ _LAZY = {
     "close_default_context": "_context", "default_context": "_context", "set_default_context": "_context",
     "KMeans": "_kmeans", "kmeans_plusplus": "_kmeans", "PCA": "_decomposition", "TruncatedSVD": "_decomposition",
     "LinearRegression": "_linear",
+    "MiniBatchKMeans": "_minibatch_kmeans", "StreamingKMeans": "_minibatch_kmeans",
     "LogisticRegression": "_logistic",
     "Fit": "_problem", "Problem": "_problem", "row_blocks": "_problem", "run": "_problem", "run_serial": "_problem",
     "ProgressBar": "_progress",
+    "SGDClassifier": "_sgd", "SGDRegressor": "_sgd", "StreamTrainer": "_streaming", "fit_stream": "_streaming",
     "blas_threads_here": "_threads", "max_blas_threads": "_threads", "worker_blas_threads": "_threads",
 }
 
@@ -71,13 +76,19 @@ __all__ = [
     "KMeans",
     "LinearRegression",
     "LogisticRegression",
+    "MiniBatchKMeans",
     "Problem",
     "ProgressBar",
+    "SGDClassifier",
+    "SGDRegressor",
+    "StreamTrainer",
+    "StreamingKMeans",
     "TruncatedSVD",
     "__version__",
     "blas_threads_here",
     "close_default_context",
     "default_context",
+    "fit_stream",
     "kmeans_plusplus",
     "max_blas_threads",
     "row_blocks",

@@ -101,8 +101,43 @@ def _generator(random_state: Any) -> np.random.Generator:
     return np.random.default_rng(check_int(random_state, "random_state", minimum=0))
 
 
+# ------------------------------------------------------------ predicting
+class CentersMixin:
+    """What every k-means model does with its ``cluster_centers_``: numpy on the driver, no Context needed."""
+
+    cluster_centers_: np.ndarray
+
+    def _X(self, X: Any) -> Any:
+        check_is_fitted(self)
+        return validate_data(self, X, reset=False, accept_sparse="csr", dtype=np.float64, order="C")
+
+    def predict(self, X: Any) -> np.ndarray:
+        """Index of the nearest fitted center for every row of ``X`` (numpy, in this process)."""
+        return _assign(self._X(X), self.cluster_centers_)[0].astype(np.int32)
+
+    def fit_predict(self, X: Any, y: Any = None, sample_weight: Any = None) -> np.ndarray:
+        """``fit(X).labels_``."""
+        return self.fit(X, sample_weight=sample_weight).labels_
+
+    def transform(self, X: Any) -> np.ndarray:
+        """Euclidean distance from every row to every center: (n, n_clusters)."""
+        X = self._X(X)
+        D = _scores(X, self.cluster_centers_)
+        D += _row_norms_sq(X)[:, None]
+        return np.sqrt(np.maximum(D, 0.0, out=D), out=D)
+
+    def fit_transform(self, X: Any, y: Any = None, sample_weight: Any = None) -> np.ndarray:
+        return self.fit(X, sample_weight=sample_weight).transform(X)
+
+    def score(self, X: Any, y: Any = None, sample_weight: Any = None) -> float:
+        """Minus the (weighted) inertia of ``X`` on the fitted centers (higher is better, as scikit-learn)."""
+        X = self._X(X)
+        s = check_sample_weight(sample_weight, X.shape[0])
+        return -_labels_inertia(X, self.cluster_centers_, s)[1]
+
+
 # -------------------------------------------------------------- estimator
-class KMeans(ClassNamePrefixFeaturesOutMixin, TransformerMixin, ClusterMixin, DrizzleEstimator):
+class KMeans(ClassNamePrefixFeaturesOutMixin, TransformerMixin, ClusterMixin, CentersMixin, DrizzleEstimator):
     """K-means clustering by Lloyd's algorithm, one ``ctx.iterate`` per fit.
 
     Parameters follow scikit-learn's ``KMeans(algorithm="lloyd", n_init=1)``:
@@ -204,32 +239,3 @@ class KMeans(ClassNamePrefixFeaturesOutMixin, TransformerMixin, ClusterMixin, Dr
             warnings.warn(f"Number of distinct clusters ({distinct}) found smaller than n_clusters ({k}). "
                           "Possibly due to duplicate points in X.", ConvergenceWarning, stacklevel=2)
         return self
-
-    # ---------------------------------------------------------- predicting
-    def _X(self, X: Any) -> Any:
-        check_is_fitted(self)
-        return validate_data(self, X, reset=False, accept_sparse="csr", dtype=np.float64, order="C")
-
-    def predict(self, X: Any) -> np.ndarray:
-        """Index of the nearest fitted center for every row of ``X`` (numpy, in this process)."""
-        return _assign(self._X(X), self.cluster_centers_)[0].astype(np.int32)
-
-    def fit_predict(self, X: Any, y: Any = None, sample_weight: Any = None) -> np.ndarray:
-        """``fit(X).labels_``."""
-        return self.fit(X, sample_weight=sample_weight).labels_
-
-    def transform(self, X: Any) -> np.ndarray:
-        """Euclidean distance from every row to every center: (n, n_clusters)."""
-        X = self._X(X)
-        D = _scores(X, self.cluster_centers_)
-        D += _row_norms_sq(X)[:, None]
-        return np.sqrt(np.maximum(D, 0.0, out=D), out=D)
-
-    def fit_transform(self, X: Any, y: Any = None, sample_weight: Any = None) -> np.ndarray:
-        return self.fit(X, sample_weight=sample_weight).transform(X)
-
-    def score(self, X: Any, y: Any = None, sample_weight: Any = None) -> float:
-        """Minus the (weighted) inertia of ``X`` on the fitted centers (higher is better, as scikit-learn)."""
-        X = self._X(X)
-        s = check_sample_weight(sample_weight, X.shape[0])
-        return -_labels_inertia(X, self.cluster_centers_, s)[1]
