@@ -82,6 +82,9 @@ def _fit_all(X, k, init, contexts, group_size, num_partitions=None):
             for w, c in contexts.items()}
 
 
+# Sparse rows give duplicate initial centers now and then (two empty rows + 0.01): KMeans then warns, as
+# scikit-learn's does, that it found fewer distinct clusters; what this test checks holds all the same.
+@pytest.mark.filterwarnings("ignore:Number of distinct clusters")
 @settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(seed=st.integers(0, 2**32 - 1), n=st.integers(8, 120), d=st.integers(1, 4), k=st.integers(1, 5),
        sparse=st.booleans(), group_size=st.sampled_from([2, 3, 7, "auto"]),
