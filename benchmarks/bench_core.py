@@ -537,6 +537,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--quick", action="store_true", help="small counts for a smoke run")
     p.add_argument("--only", choices=["single", "running"], help="run one workload only")
     p.add_argument("--no-peers", action="store_true", help="floor and drizzle only")
+    p.add_argument("--plot", metavar="DIR", default=None,
+                   help="write ms/iteration against G with the floor and peers, and coordination share against G, "
+                        "as PNG files in DIR (needs matplotlib)")
     args = p.parse_args(argv)
     if args.iterations is None:
         args.iterations = 20 if args.quick else 200
@@ -547,9 +550,29 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
+def plot(directory: str, workloads: list[str], rows: list[Row]) -> list[str]:
+    """One picture per workload of ms/iteration against G (floor and peers as flat lines), one of coordination."""
+    from drizzle_core.cli import _plots
+
+    written, shares = [], {}
+    for w in workloads:
+        mine = [r for r in rows if r.workload == w]
+        drizzle = [(r.group_size, r.ms) for r in mine if r.group_size is not None]
+        peers = {r.system: r.ms for r in mine if r.group_size is None}
+        written.append(_plots.ms_per_iteration(directory, {w: drizzle}, peers, name=f"ms_per_iteration_{w}.png",
+                                               title=f"{w}: time per iteration against G, with the floor and peers"))
+        shares[w] = [(r.group_size, r.breakdown["coordination"]) for r in mine if r.group_size is not None]
+    written.append(_plots.coordination_share(directory, shares))
+    return written
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     workloads = [args.only] if args.only else ["single", "running"]
+    if args.plot is not None:
+        from drizzle_core.cli import _plots
+
+        _plots._pyplot()  # no matplotlib: say so before the minutes of measuring
     print(f"bench_core: {args.iterations} iterations x {args.repeat} repeats, {WORKERS} workers, "
           f"python {sys.version.split()[0]}, numpy {np.__version__}, {os.cpu_count()} cpus")
     t0 = time.perf_counter()
@@ -566,6 +589,8 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"note: {bench.__name__[6:]} failed and was skipped: {type(e).__name__}: {e}")
     for w in workloads:
         report(w, rows)
+    if args.plot is not None:
+        print("plots: " + ", ".join(plot(args.plot, workloads, rows)))
     print(FOOTNOTES.rstrip())
     print(f"\n(total {time.perf_counter() - t0:.0f}s)")
     return 0

@@ -65,3 +65,27 @@ def test_ysb_says_when_no_window_could_close(no_orphans):
     out = _run(str(ROOT / "examples" / "ysb.py"), "1000", "0.3", "auto", "100000", timeout=90)
     assert out.returncode == 0, out.stderr
     assert "0 windows of 100000 s: no window closed within the run" in out.stdout and "nan" not in out.stdout
+
+
+def test_bench_writes_its_plots(tmp_path, no_orphans):
+    """``drizzle bench --plot DIR``: ms/iteration and coordination share against G, and a stream's latency CDF."""
+    out = subprocess.run([sys.executable, "-m", "drizzle_core._cli", "bench", "--iterations", "20", "--repeat", "1",
+                          "--group-sizes", "1", "10", "--plot", str(tmp_path)], capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode == 0, out.stderr
+    names = sorted(p.name for p in tmp_path.iterdir())
+    assert names == ["coordination_share.png", "ms_per_iteration.png", "stream_latency_cdf.png"]
+    for p in tmp_path.iterdir():
+        data = p.read_bytes()
+        assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 10_000, p  # a drawn picture, not an empty canvas
+    assert "plots: " in out.stdout
+
+
+def test_bench_plot_without_matplotlib_is_one_clear_line(tmp_path):
+    code = ("import sys; sys.modules['matplotlib'] = None; from drizzle_core._cli import main; "
+            f"sys.exit(main(['bench', '--iterations', '2', '--plot', {str(tmp_path)!r}]))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.returncode != 0
+    lines = [line for line in out.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and "pip install matplotlib" in lines[0], out.stderr
+    assert not any(tmp_path.iterdir())

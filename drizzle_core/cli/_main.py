@@ -104,11 +104,31 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _batch_of(p: int, b: int, bt: Any) -> list[int]:
+    return [b * 10 + p]
+
+
+def _stream_latencies(ctx: Any, group_size: int | str, batches: int) -> list[float]:
+    """Each batch's latency (seconds) of a small stream run at ``group_size``."""
+    from ..stream import GeneratorSource
+
+    s = ctx.stream(GeneratorSource(_batch_of, 2), batch_interval=0.02, group_size=group_size)
+    s.foreach_batch(lambda records, m: None)
+    return [m.latency for m in s.run(batches=batches)]
+
+
 def _cmd_bench(args: argparse.Namespace) -> int:
     from ..api import Context
     from ._workloads import single_stage_data, single_stage_jobs
 
+    if args.plot is not None:
+        from . import _plots
+
+        _plots._pyplot()  # no matplotlib: say so before anything runs
     rows = []
+    single: list[tuple[int, float]] = []
+    running: list[tuple[int, float]] = []
+    shares: list[tuple[int, float]] = []  # the running sum's
     with Context(transport=args.transport, workers=args.workers) as ctx:
         ds = single_stage_data(ctx)
         for g in args.group_sizes:
@@ -117,10 +137,20 @@ def _cmd_bench(args: argparse.Namespace) -> int:
                 t = time.perf_counter()
                 ctx.run_jobs(single_stage_jobs(ds, args.iterations), group_size=g)
                 times.append((time.perf_counter() - t) / args.iterations * 1e3)
-            rs, _ = _measure_running_sum(ctx, g, args.iterations, 4, 2)
-            rows.append([g, f"{statistics.median(times):.4f}", f"{rs:.4f}"])
-    print(table(["group size", "single stage ms/iter", "running sum ms/iter"], rows))
-    print("\nThe full comparison with numpy, multiprocessing, Dask and Ray: python benchmarks/bench_core.py")
+            rs, share = _measure_running_sum(ctx, g, args.iterations, 4, 2)
+            single.append((g, statistics.median(times)))
+            running.append((g, rs))
+            shares.append((g, share))
+            rows.append([g, f"{statistics.median(times):.4f}", f"{rs:.4f}", f"{share:.0%}"])
+        latencies = {f"G={g}": _stream_latencies(ctx, g, 60) for g in (1, "auto")} if args.plot is not None else {}
+    print(table(["group size", "single stage ms/iter", "running sum ms/iter", "coordination share"], rows))
+    if args.plot is not None:
+        written = [_plots.ms_per_iteration(args.plot, {"single stage": single, "running sum": running}),
+                   _plots.coordination_share(args.plot, {"running sum": shares}),
+                   _plots.latency_cdf(args.plot, latencies)]
+        print("\nplots: " + ", ".join(written))
+    print("\nThe full comparison with numpy, multiprocessing, Dask and Ray: python benchmarks/bench_core.py "
+          "(--plot DIR draws the peers too)")
     return 0
 
 
@@ -149,6 +179,9 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--reducers", type=positive_int, default=2)
         else:
             p.add_argument("--repeat", type=positive_int, default=3)
+            p.add_argument("--plot", metavar="DIR", default=None,
+                           help="also write ms/iteration and coordination share against G, and a stream's "
+                                "latency CDF at G=1 and auto, as PNG files in DIR (needs matplotlib)")
         p.set_defaults(run=fn)
 
     for cmd in commands().values():
@@ -172,7 +205,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     try:
         return int(args.run(args) or 0)
-    except (ValueError, DrizzleError, OSError) as e:
+    except (ValueError, DrizzleError, OSError, ImportError) as e:  # ImportError: an optional package missing
         log.debug("drizzle %s failed", args.command, exc_info=True)
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         print(f"drizzle {args.command}: error: {first} (drizzle --log-level DEBUG shows the traceback)",
