@@ -26,6 +26,8 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
+from drizzle_core import ProgressBar  # the engine's bar, which the fits draw (verbose=True)
+
 __version__ = "0.1.0"
 
 if TYPE_CHECKING:
@@ -37,7 +39,6 @@ if TYPE_CHECKING:
     from ._logistic import LogisticRegression
     from ._minibatch_kmeans import MiniBatchKMeans, StreamingKMeans
     from ._problem import Fit, Problem, row_blocks, run, run_serial
-    from ._progress import ProgressBar
     from ._sgd import SGDClassifier, SGDRegressor
     from ._streaming import StreamTrainer, fit_stream
     from ._threads import blas_threads_here, max_blas_threads, worker_blas_threads
@@ -50,7 +51,6 @@ _LAZY = {
     "MiniBatchKMeans": "_minibatch_kmeans", "StreamingKMeans": "_minibatch_kmeans",
     "LogisticRegression": "_logistic",
     "Fit": "_problem", "Problem": "_problem", "row_blocks": "_problem", "run": "_problem", "run_serial": "_problem",
-    "ProgressBar": "_progress",
     "SGDClassifier": "_sgd", "SGDRegressor": "_sgd", "StreamTrainer": "_streaming", "fit_stream": "_streaming",
     "blas_threads_here": "_threads", "max_blas_threads": "_threads", "worker_blas_threads": "_threads",
 }

@@ -30,8 +30,6 @@ import scipy.sparse as sp
 
 import drizzle_core as dz
 
-from ._progress import ProgressBar
-
 
 @dataclass(frozen=True)
 class Problem:
@@ -81,6 +79,18 @@ def slice_rows(X: np.ndarray | sp.csr_matrix, start: int, stop: int) -> np.ndarr
     return np.ascontiguousarray(X[start:stop])
 
 
+def _bar(problem: Problem, max_iter: int, desc: str, verbose: bool) -> dz.ProgressBar | None:
+    """The engine's progress bar for a fit (``verbose=True``): iterations, rate, G and the loss; on a terminal only.
+
+    The engine's bar, not one of drizzle_ml's own: it erases its line to the end on every redraw and cuts it
+    to the terminal's width, so a shorter line leaves no stale characters behind.
+    """
+    if not verbose:
+        return None
+    bar = dz.ProgressBar(max_iter, desc, unit="it", status=lambda s: f"loss={problem.loss(s):.6g}")
+    return bar if bar.active else None
+
+
 def run(problem: Problem, ctx: dz.Context, *, max_iter: int, group_size: int | str,
         verbose: bool = False, desc: str = "") -> Fit:
     """Run ``problem`` with ``ctx.iterate``; the data is cached for the loop and dropped after."""
@@ -91,23 +101,18 @@ def run(problem: Problem, ctx: dz.Context, *, max_iter: int, group_size: int | s
     # once put every block on the state's worker: 9.0 instead of 5.5 ms per
     # k-means iteration on 2 workers, benchmarks/bench_ml.py).
     ctx.run_jobs([(ds, len)], group_size=1)
-    bar = ProgressBar(max_iter, problem.loss, desc=desc) if verbose else None
+    bar = _bar(problem, max_iter, desc, verbose)
     try:
         start = time.perf_counter()
         res = ctx.iterate(ds, problem.init, local=problem.local, combine=problem.combine,
                           update=problem.update, iterations=max_iter, group_size=group_size,
-                          until=problem.until, on_iteration=bar, keep_history=True)
-        seconds = time.perf_counter() - start
-        if bar is not None:
-            bar.close("converged" if res.converged else "")
-            bar = None
+                          until=problem.until, keep_history=True, progress=bar if bar is not None else False)
+        seconds = time.perf_counter() - start  # the bar is closed by iterate ("converged", or "failed")
         fit = Fit(res.state, list(res.history), res.iterations, bool(getattr(res, "converged", False)), seconds)
         if problem.finish is not None:
             fit.finished = ctx.run_jobs([(ds, _Finish(problem.finish, res.state))], group_size=1)[0]
         return fit
     finally:
-        if bar is not None:
-            bar.close("failed")
         ds.unpersist()
 
 
@@ -121,7 +126,7 @@ def run_serial(problem: Problem, *, max_iter: int, verbose: bool = False, desc: 
     bit; with more, the last bits may differ from this one, but never between
     two engine runs of the same fit (any group size, any lost worker).
     """
-    bar = ProgressBar(max_iter, problem.loss, desc=desc) if verbose else None
+    bar = _bar(problem, max_iter, desc, verbose)
     state, history, converged = problem.init, [], False
     start = time.perf_counter()
     for i in range(1, max_iter + 1):
