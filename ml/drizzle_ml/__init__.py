@@ -26,7 +26,7 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-from drizzle_core import ProgressBar  # the engine's bar, which the fits draw (verbose=True)
+from drizzle_core import ProgressBar  # noqa: F401  (the engine's bar, which fits draw; documented there)
 
 __version__ = "0.1.0"
 
@@ -78,7 +78,6 @@ __all__ = [
     "LogisticRegression",
     "MiniBatchKMeans",
     "Problem",
-    "ProgressBar",
     "SGDClassifier",
     "SGDRegressor",
     "StreamTrainer",
