@@ -30,6 +30,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from .._stats import percentile
 from ..driver import GroupMetrics, GroupScheduler
 from ._recorder import GroupSpan, Recorder, WorkerEvent
 from ._watch import IterateWatch, StreamWatch, sample_norm
@@ -43,17 +44,6 @@ MAX_LATENCIES = 5000   # batches a stream's latency percentiles are taken over (
 MAX_PLOTTED = 500      # convergence points sent per loop
 MAX_LOOPS = 20         # streams and iterate loops listed (the latest)
 RECENT_BATCHES = 10    # a stream's "recent" events per second are over its last this many batches
-
-
-def percentile(values: Sequence[float], q: float) -> float:
-    """The ``q``-th percentile by linear interpolation (as ``drizzle_core.stream``'s summary); nan when empty."""
-    if not values:
-        return math.nan
-    xs = sorted(values)
-    pos = (len(xs) - 1) * q / 100.0
-    lo = math.floor(pos)
-    hi = min(lo + 1, len(xs) - 1)
-    return xs[lo] + (xs[hi] - xs[lo]) * (pos - lo)
 
 
 def _num(x: float) -> float | None:

@@ -203,7 +203,7 @@ class Template:
         per: dict[int, list[tuple[Any, ...]]] = {}
         for r, w in zip(rel, self.worker_of):
             per.setdefault(w, []).append(r)
-        mapped: dict[int, set[int]] = {}
+        mapped: dict[int, set[int]] = {}  # worker -> the runs it maps for
         for task, w in zip(self.tasks, self.worker_of):
             if task.kind == MAP:
                 mapped.setdefault(w, set()).add(task.out[2])
@@ -211,7 +211,6 @@ class Template:
             self.slices[w] = _Slice(self.ids, self.shuffles, self.runs, self.start, self.local_pos, tuple(ts),
                                     {run: tuple(tuple(sorted(d)) for d in self.routes[run])
                                      for run in sorted(mapped.get(w, ()))})
-        self.mapped = {w: tuple(sorted(rs)) for w, rs in mapped.items()}
 
 
 class Instance(NamedTuple):

@@ -32,6 +32,8 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from .._stats import percentile
+
 
 @dataclass(frozen=True, slots=True)
 class BatchMetrics:
@@ -48,17 +50,6 @@ class BatchMetrics:
     group: int           # the scheduling group (one launch) the batch ran in
     late_events: int = 0  # records left out of event-time windows as late
     dropped: int = 0     # records the source dropped (a full replay buffer, overflow="drop")
-
-
-def percentile(values: Sequence[float], q: float) -> float:
-    """The ``q``-th percentile (0..100) by linear interpolation; nan when empty."""
-    if not values:
-        return math.nan
-    xs = sorted(values)
-    pos = (len(xs) - 1) * q / 100.0
-    lo = math.floor(pos)
-    hi = min(lo + 1, len(xs) - 1)
-    return xs[lo] + (xs[hi] - xs[lo]) * (pos - lo)
 
 
 @dataclass(frozen=True, slots=True)

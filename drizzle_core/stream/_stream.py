@@ -113,9 +113,10 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from .._check import check_callable, check_group_size, fn_name
+from .._stats import percentile
 from ..api import AIMD, AutoGroupSize, Dataset, GroupMetrics, GroupSizeController, ProgressBar
 from ._cap import GroupSample, LatencyCap
-from ._metrics import BatchMetrics, StreamSummary, percentile, summarize
+from ._metrics import BatchMetrics, StreamSummary, summarize
 from ._sources import BatchTime, Source, check_seconds
 
 if TYPE_CHECKING:

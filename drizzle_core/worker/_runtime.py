@@ -283,8 +283,7 @@ class WorkerRuntime:
         nodes = program.nodes
         if held:
             nodes = dict(nodes)
-            routes = dict(routes)
-            explicit = dict(routes)  # routes the LAUNCH names win over a template's (a shuffle more jobs read)
+            explicit, routes = routes, dict(routes)  # routes the LAUNCH names win over a template's
             for part, instances in held:
                 if part is None:
                     first = Task._make(tasks[0]) if tasks else None

@@ -19,6 +19,13 @@ from scipy.special import expit
 from . import _newton
 
 
+def _margin(X: Any, theta: np.ndarray, d: int, p: int) -> np.ndarray:
+    """``X @ w (+ b)``: the linear part of both losses, as a new array (the callers update it in place)."""
+    z = np.asarray(X @ theta[:d])
+    if p > d:
+        z += theta[d]
+    return z
+
 class BinaryLocal:
     """Summed logistic-loss gradient and loss of one block ``(X, y, s)`` (``[grad (p) | loss]``), and the Hessian.
 
@@ -36,9 +43,7 @@ class BinaryLocal:
         X, y, s = partition[0]
         theta = state.theta
         d, p = X.shape[1], theta.shape[0]
-        z = np.asarray(X @ theta[:d])
-        if p > d:
-            z += theta[d]
+        z = _margin(X, theta, d, p)
         prob = expit(z)
         r = prob - y
         losses = np.logaddexp(0.0, z) - y * z
@@ -152,9 +157,7 @@ class SquaredLocal:
         X, y, s = partition[0]
         theta = state.theta
         d, p = X.shape[1], theta.shape[0]
-        r = np.asarray(X @ theta[:d])
-        if p > d:
-            r += theta[d]
+        r = _margin(X, theta, d, p)
         r -= y
         sr = r if s is None else r * s
         out = np.empty(p + 1 + (p * p if self.hessian else 0))
