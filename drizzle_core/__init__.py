@@ -33,7 +33,16 @@ from ._version import __version__
 from .hookspecs import hookimpl, hookspec
 
 if TYPE_CHECKING:
-    from .api import AutoGroupSize, Context, Dataset, GroupSizeController, IterateResult, ProgressBar, StatCounter
+    from .api import (
+        AutoGroupSize,
+        Context,
+        Dataset,
+        GroupSizeController,
+        IterateResult,
+        KeyedIterateResult,
+        ProgressBar,
+        StatCounter,
+    )
     from .driver import AIMD, GroupMetrics, TransportInfo
     from .lineage import portable_hash
     from .stream import (
@@ -52,7 +61,7 @@ if TYPE_CHECKING:
 _LAZY = {
     "AIMD": "driver", "GroupMetrics": "driver", "TransportInfo": "driver",
     "AutoGroupSize": "api", "Context": "api", "Dataset": "api", "GroupSizeController": "api", "IterateResult": "api",
-    "ProgressBar": "api", "StatCounter": "api",
+    "KeyedIterateResult": "api", "ProgressBar": "api", "StatCounter": "api",
     "portable_hash": "lineage",
     "BatchMetrics": "stream", "BatchTime": "stream", "CollectingSink": "stream", "DStream": "stream",
     "DirectorySource": "stream", "GeneratorSource": "stream", "SocketSource": "stream", "Source": "stream",
@@ -97,6 +106,7 @@ __all__ = [
     "GroupMetrics",
     "GroupSizeController",
     "IterateResult",
+    "KeyedIterateResult",
     "ProgressBar",
     "RemoteTraceback",
     "SerializationError",

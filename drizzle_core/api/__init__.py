@@ -14,8 +14,9 @@ from ..lineage import portable_hash
 from ._context import AutoGroupSize, Context, GroupSizeController, register_stream
 from ._dataset import Dataset
 from ._iterate import IterateResult
+from ._keyed import KeyedIterateResult
 from ._progress import ProgressBar
 from ._stats import StatCounter
 
 __all__ = ["AIMD", "AutoGroupSize", "Context", "Dataset", "GroupMetrics", "GroupSizeController", "IterateResult",
-           "ProgressBar", "StatCounter", "portable_hash", "register_stream"]
+           "KeyedIterateResult", "ProgressBar", "StatCounter", "portable_hash", "register_stream"]

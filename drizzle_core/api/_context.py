@@ -30,6 +30,8 @@ from . import _text
 from ._inputs import split_input
 from ._iterate import IterateResult
 from ._iterate import iterate as _iterate
+from ._keyed import KeyedIterateResult
+from ._keyed import iterate_by_key as _iterate_by_key
 from ._progress import ProgressBar, progress_bar
 
 if TYPE_CHECKING:
@@ -650,6 +652,43 @@ class Context:
         if bar is not None:
             bar.close("converged" if res.converged else "")
         return res
+
+    def iterate_by_key(self, state: D.Dataset, *, send: Callable[..., Iterable[Any]], update: Callable[..., Any],
+                       iterations: int, data: D.Dataset | Sequence[D.Dataset] | None = None,
+                       combine: Callable[[Any, Any], Any] | None = None,
+                       aggregate: tuple[Callable[[Any, Any], Any], Callable[[Any, Any], Any]] | None = None,
+                       measure: Callable[[Any, Any, Any], Any] | None = None,
+                       until: Callable[[Any], bool] | None = None, num_partitions: int | None = None,
+                       group_size: GroupSize | None = None, checkpoint_interval: int = 10,
+                       on_iteration: Callable[[int, Any], None] | None = None,
+                       progress: bool | ProgressBar = False) -> KeyedIterateResult:
+        """Iterations whose state is a keyed dataset, split across the workers: Pregel's message passing.
+
+        ``state`` holds ``(key, value)`` pairs, one per key; it is
+        hash-partitioned into ``num_partitions`` (default: the most partitions
+        of ``state`` and ``data``) and stays on the workers. Each iteration,
+        ``send(key, value, values)`` runs for every key with ``values`` in the
+        data (``data[(i - 1) % len(data)]`` when ``data`` is a sequence;
+        ``send(key, value)`` for every key without data) and yields
+        ``(key, message)`` pairs; the messages to a key are merged with
+        ``combine`` (or listed), and ``update(key, old, message)`` is the key's
+        new value (``old`` None for a new key; None removes the key). Keys
+        without a message keep their value. ``aggregate=(seq, comb)`` folds
+        ``seq(key, value)`` over the sending keys and passes the total to
+        ``update(key, old, message, total)``. ``measure(key, old, new)``, summed
+        over the updated keys, is each iteration's metric: ``on_iteration(i,
+        metric)`` sees it and ``until(metric)`` stops the loop. Groups of
+        ``group_size`` iterations run with no driver between them; every
+        ``checkpoint_interval`` iterations the state comes to the driver to
+        bound its lineage. Returns a :class:`KeyedIterateResult` whose
+        ``state`` is a dataset of ``(key, value)`` pairs, cached on the workers.
+        See :mod:`drizzle_core.api._keyed`.
+        """
+        self._check_open()
+        return _iterate_by_key(self, state, send=send, update=update, iterations=iterations, data=data,
+                               combine=combine, aggregate=aggregate, measure=measure, until=until,
+                               num_partitions=num_partitions, group_size=group_size,
+                               checkpoint_interval=checkpoint_interval, on_iteration=on_iteration, progress=progress)
 
     def stream(self, source: Any, batch_interval: float = 0.1, *, group_size: GroupSize = "auto",
                max_group_seconds: float = 1.0, checkpoint_every: int | None = None) -> Any:

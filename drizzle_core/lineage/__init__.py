@@ -31,9 +31,11 @@ from ._ops import (
     MapPartitionsWithIndexOp,
     Wraps,
     ZipOp,
+    bucket_dict,
     group_merge,
     group_split,
     join_merge,
+    merge_groups,
 )
 from ._rename import RENAMEABLE, op_key, renamed
 
@@ -86,9 +88,10 @@ def __getattr__(name: str) -> Any:
 __all__ = [
     "CODECS", "RENAMEABLE", "BroadcastZipNode", "CartesianSplit", "CoalesceSplit", "CombineByKeySplit", "CombineMerge",
     "CombineSplit", "FilterOp", "FlatMapOp", "FlatMapValuesOp", "KeyByOp", "MapOp", "MapPartitionsOp",
-    "MapPartitionsWithIndexOp", "MapValuesOp", "NarrowNode", "Node", "OuterJoinMerge", "RangeSplit", "ReadTextOp",
-    "SampleOp", "ShuffleDep", "ShuffleReadNode", "SortMerge", "SourceNode", "UnionNode", "Wraps", "WriteTextOp",
-    "ZeroThen", "ZipNode", "ZipOp", "ZipWithIndexOp", "bucket_of", "cartesian_merge", "chain_merge", "cogroup_merge",
-    "combined_slots", "fold_slots", "group_merge", "group_split", "join_merge", "op_key", "pair_keys", "pair_values",
-    "part_name", "portable_hash", "read_split", "renamed", "round_robin_split", "sample_draws", "tag_partition",
+    "MapPartitionsWithIndexOp", "MapValuesOp", "NarrowNode", "Node", "OuterJoinMerge", "RangeSplit",
+    "ReadTextOp", "SampleOp", "ShuffleDep", "ShuffleReadNode", "SortMerge", "SourceNode", "UnionNode", "Wraps",
+    "WriteTextOp", "ZeroThen", "ZipNode", "ZipOp", "ZipWithIndexOp", "bucket_dict", "bucket_of", "cartesian_merge",
+    "chain_merge", "cogroup_merge", "combined_slots", "fold_slots", "group_merge", "group_split", "join_merge",
+    "merge_groups", "op_key", "pair_keys", "pair_values", "part_name", "portable_hash", "read_split", "renamed",
+    "round_robin_split", "sample_draws", "tag_partition",
 ]

@@ -129,7 +129,7 @@ class CombineSplit(MapOp):
         except (TypeError, ValueError) as e:
             _bad_record(e, "reduce_by_key", k)
             raise
-        return _bucket(d, R)
+        return bucket_dict(d, R)
 
 
 class CombineMerge(MapOp):
@@ -167,7 +167,7 @@ def group_split(it: Iterable[Any], R: int) -> list[dict[Any, Any]]:
     except (TypeError, ValueError) as e:
         _bad_record(e, "group_by_key/join", k)
         raise
-    return _bucket(d, R)
+    return bucket_dict(d, R)
 
 
 _NO_KEY = object()  # no record unpacked yet
@@ -233,7 +233,7 @@ def _bad_record(e: BaseException, op: str, key: Any) -> None:
                             f"(use a tuple for a list key)") from None
 
 
-def _bucket(d: dict[Any, Any], R: int) -> list[dict[Any, Any]]:
+def bucket_dict(d: dict[Any, Any], R: int) -> list[dict[Any, Any]]:
     """Split a per-key dict into R dicts by the portable hash of the key (insertion order kept)."""
     if R == 1:
         return [d]
@@ -244,7 +244,7 @@ def _bucket(d: dict[Any, Any], R: int) -> list[dict[Any, Any]]:
     return buckets
 
 
-def _group_merge_one(blocks: list[dict[Any, Any]]) -> dict[Any, Any]:
+def merge_groups(blocks: list[dict[Any, Any]]) -> dict[Any, Any]:
     out: dict[Any, Any] = {}
     for d in blocks:
         for k, vs in d.items():
@@ -257,12 +257,12 @@ def _group_merge_one(blocks: list[dict[Any, Any]]) -> dict[Any, Any]:
 
 
 def group_merge(p: int, deps: list[list[dict[Any, Any]]]) -> list[tuple[Any, list[Any]]]:
-    return list(_group_merge_one(deps[0]).items())
+    return list(merge_groups(deps[0]).items())
 
 
 def join_merge(p: int, deps: list[list[dict[Any, Any]]]) -> list[tuple[Any, tuple[Any, ...]]]:
-    left = _group_merge_one(deps[0])
-    right = _group_merge_one(deps[1])
+    left = merge_groups(deps[0])
+    right = merge_groups(deps[1])
     out = []
     for k, vs in left.items():
         ws = right.get(k)

@@ -18,7 +18,7 @@ import copy
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from ._ops import _NO_KEY, MapOp, _bad_record, _bucket, _check_pair, _group_merge_one
+from ._ops import _NO_KEY, MapOp, _bad_record, _check_pair, bucket_dict, merge_groups
 
 
 # ---------------------------------------------------------------- narrow ops
@@ -90,7 +90,7 @@ class CombineByKeySplit:
         except (TypeError, ValueError) as e:
             _bad_record(e, "combine_by_key", k)
             raise
-        return _bucket(d, R)
+        return bucket_dict(d, R)
 
     def user_functions(self) -> list[Any]:
         return [self.create_combiner, self.merge_value]
@@ -125,7 +125,7 @@ class ZeroThen:
 # ------------------------------------------------------------ cogroup, outer joins
 def _cogrouped(deps: list[list[dict[Any, Any]]]) -> dict[Any, list[list[Any]]]:
     """Per key (first seen: side 0's map partitions in order, then side 1's ...), its values on each side."""
-    sides = [_group_merge_one(blocks) for blocks in deps]
+    sides = [merge_groups(blocks) for blocks in deps]
     n = len(sides)
     out: dict[Any, list[list[Any]]] = {}
     for i, side in enumerate(sides):
