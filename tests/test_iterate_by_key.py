@@ -87,13 +87,14 @@ def sequential(state, datas, send, update, iterations, combine=None, aggregate=N
                 out = send(k, v, table[k])
             else:
                 continue
+            args = (k, v) if table is None else (k, v, table[k])
             for dest, m in out:
                 if combine is None:
                     msgs.setdefault(dest, []).append(m)
                 else:
                     msgs[dest] = combine(msgs[dest], m) if dest in msgs else m
             if aggregate is not None:
-                a = aggregate[0](k, v)
+                a = aggregate[0](*args)
                 total = a if total is _NOTHING else aggregate[1](total, a)
         new, metric = dict(state), 0
         for k, m in msgs.items():
@@ -134,8 +135,8 @@ def update_with_total(k, old, m, total):
     return ((old or 0) + base + (total or 0)) % 1013
 
 
-def seq_value(k, v):
-    return v
+def seq_value(k, v, values=()):
+    return v + len(values)
 
 
 def measure_change(k, old, new):

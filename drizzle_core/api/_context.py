@@ -674,7 +674,7 @@ class Context:
         ``combine`` (or listed), and ``update(key, old, message)`` is the key's
         new value (``old`` None for a new key; None removes the key). Keys
         without a message keep their value. ``aggregate=(seq, comb)`` folds
-        ``seq(key, value)`` over the sending keys and passes the total to
+        ``seq`` (called as ``send`` is) over the sending keys and passes the total to
         ``update(key, old, message, total)``. ``measure(key, old, new)``, summed
         over the updated keys, is each iteration's metric: ``on_iteration(i,
         metric)`` sees it and ``until(metric)`` stops the loop. Groups of

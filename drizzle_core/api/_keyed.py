@@ -22,10 +22,10 @@ step of Pregel (GraphX's ``aggregateMessages`` followed by ``joinVertices``)::
   the key, as ``update_state_by_key`` does). A key that received no message keeps
   its value: the state of Pregel's inactive vertices.
 * ``aggregate=(seq, comb)``: a global value per iteration (Pregel's
-  aggregators): ``seq(key, value)`` for every sending key, folded with ``comb``,
-  is handed to every update as a fourth argument, ``update(key, old, message,
-  total)``. Implicit-feedback ALS needs Y'Y over all items; PageRank the rank
-  held by vertices without out-links.
+  aggregators): ``seq`` is called with ``send``'s arguments for every sending
+  key, its results folded with ``comb`` and handed to every update as a fourth
+  argument, ``update(key, old, message, total)``. Implicit-feedback ALS needs
+  Y'Y over all items; PageRank the rank held by vertices without out-links.
 
 Why the data is a *sequence*: iteration i reads ``data[(i - 1) % len(data)]``,
 so ALS alternates between its ratings keyed by item (items send their factors
@@ -120,12 +120,13 @@ class _Send:
         agg: Any = _NOTHING
         for k, v in state.items():
             if data is None:
-                msgs = send(k, v)
+                args: tuple[Any, ...] = (k, v)
             else:
                 values = data.get(k)
                 if values is None:
                     continue
-                msgs = send(k, v, values)
+                args = (k, v, values)
+            msgs = send(*args)
             for dest, m in _pairs(msgs, k):
                 if combine is None:
                     lst = out.get(dest)
@@ -136,7 +137,7 @@ class _Send:
                 else:
                     out[dest] = combine(out[dest], m) if dest in out else m
             if seq is not None:
-                a = seq(k, v)
+                a = seq(*args)
                 agg = a if agg is _NOTHING else agg_comb(agg, a)  # type: ignore[misc]
         return [out, agg]
 
