@@ -12,6 +12,8 @@ Cases (float64, 4 partitions, 2 workers):
 * pca       - one randomized power iteration ``Xc' (Xc Q)``, 200,000 x 50, 10 + 10 columns.
 * sgd       - one SGDClassifier step (log_loss, a mini-batch of 1,024 rows drawn on the workers), 200,000 x 20.
 * minibatch-kmeans - one MiniBatchKMeans step (1,024 rows drawn on the workers, k=8), 200,000 x 10.
+* pagerank  - ``drizzle_ml.pagerank`` (``iterate_by_key``: the ranks split by vertex block), 200,000 vertices,
+  1,000,000 edges, whole calls of 60 iterations against scipy in one process and networkx.
 * logistic-large - 2,000,000 x 50, to show how the cost grows (floors and
   drizzle only: the peers would add minutes and say nothing new).
 
@@ -57,6 +59,7 @@ for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
 import argparse  # noqa: E402  (after the thread limits, which must precede numpy)
 import contextlib  # noqa: E402
 import dataclasses  # noqa: E402
+import functools  # noqa: E402
 import logging  # noqa: E402
 import multiprocessing  # noqa: E402
 import statistics  # noqa: E402
@@ -404,14 +407,75 @@ def fits_vs_sklearn(ctx: dz.Context, quick: bool, rounds: int) -> None:
               f"{a.n_iter_:>4d} | {it_b!s:<4s}")
 
 
+# ------------------------------------------------------ a state split by key: PageRank
+def _pagerank_floor(A: Any, iterations: int) -> np.ndarray:
+    """networkx's update with scipy in this process, from the adjacency matrix (the transition matrix built here)."""
+    import scipy.sparse as sp
+    n = A.shape[0]
+    out = np.asarray(A.sum(axis=1)).ravel()
+    MT = (sp.diags(np.divide(1.0, out, out=np.zeros(n), where=out != 0)) @ A).T.tocsr()
+    p = np.full(n, 1.0 / n)
+    x, dangling = p.copy(), out == 0
+    for _ in range(iterations):
+        x = 0.85 * (MT @ x + x[dangling].sum() * p) + 0.15 * p
+    return x
+
+
+def bench_pagerank(ctx: dz.Context, quick: bool, rounds: int) -> None:
+    """``drizzle_ml.pagerank`` (``iterate_by_key``, one vertex block per worker) against scipy in one process and
+    networkx, whole calls of a fixed iteration count (tol=0), in interleaved paired rounds."""
+    import scipy.sparse as sp
+    rng = np.random.default_rng(0)
+    n, m = (20_000, 100_000) if quick else (200_000, 1_000_000)
+    A = sp.csr_matrix((np.ones(m), (rng.integers(0, n, m), rng.integers(0, n, m))), shape=(n, n))
+    short, long = 10, 60
+    systems: dict[str, Callable[[int], Any]] = {"floor 1 proc (scipy, same update)": lambda k: _pagerank_floor(A, k)}
+    for g in (10, "auto"):
+        systems[f"drizzle G={g}"] = functools.partial(
+            lambda k, g: dml.pagerank(A, tol=0.0, max_iter=k, context=ctx, group_size=g), g=g)
+    try:
+        import networkx as nx
+        G = nx.from_scipy_sparse_array(A, create_using=nx.DiGraph)
+
+        def networkx_run(k: int) -> Any:
+            with contextlib.suppress(nx.PowerIterationFailedConvergence):
+                nx.pagerank(G, tol=0.0, max_iter=k)
+        systems["networkx.pagerank (scipy)"] = networkx_run
+    except ImportError:
+        pass
+    times: dict[str, dict[int, list[float]]] = {name: {short: [], long: []} for name in systems}
+    for run in systems.values():  # warm-up
+        run(short)
+    for _ in range(rounds):
+        for k in (short, long):
+            for name, run in systems.items():
+                t = time.perf_counter()
+                run(k)
+                times[name][k].append(time.perf_counter() - t)
+    floor = next(iter(systems))
+    print(f"\nPageRank, {n:,} vertices, {m:,} edges, {WORKERS} workers, {long} iterations per call (tol=0), "
+          f"{rounds} paired rounds")
+    print(f"  {'system':36s} {'call ms':>9s} {'ms/iter':>8s} {'call/floor':>11s} {'spread':>13s}")
+    for name in systems:
+        ratios = sorted(a / b for a, b in zip(times[name][long], times[floor][long]))
+        per_iter = (statistics.median(times[name][long]) - statistics.median(times[name][short])) / (long - short)
+        print(f"  {name:36s} {statistics.median(times[name][long]) * 1e3:9.1f} {per_iter * 1e3:8.2f} "
+              f"{statistics.median(ratios):11.2f} {ratios[0]:6.2f}-{ratios[-1]:<6.2f}")
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="small data and few iterations (a smoke run)")
     ap.add_argument("--repeat", type=int, default=5, help="runs per measurement (the median is shown)")
     ap.add_argument("--no-peers", action="store_true", help="skip multiprocessing, Dask and Ray")
     ap.add_argument("--no-large", action="store_true", help="skip the 2,000,000 x 50 case")
+    ap.add_argument("--pagerank-only", action="store_true", help="only the PageRank table")
     args = ap.parse_args(argv)
     repeat = 2 if args.quick else args.repeat
+    if args.pagerank_only:
+        with dz.Context(transport="local", workers=WORKERS) as ctx:
+            bench_pagerank(ctx, args.quick, repeat)
+        return 0
     cases = make_cases(args.quick, large=not args.no_large)
     with dz.Context(transport="local", workers=WORKERS) as ctx:
         infos = dml.worker_blas_threads(ctx)
@@ -432,6 +496,7 @@ def main(argv: list[str] | None = None) -> int:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")      # scikit-learn's FutureWarnings are not the subject here
             fits_vs_sklearn(ctx, args.quick, repeat)
+            bench_pagerank(ctx, args.quick, repeat)
     for case, rows, floor1, floor2 in results:
         if case.peers and not args.no_peers:
             rows.append(bench_pool(case, repeat))

@@ -38,6 +38,7 @@ if TYPE_CHECKING:
     from ._linear import LinearRegression
     from ._logistic import LogisticRegression
     from ._minibatch_kmeans import MiniBatchKMeans, StreamingKMeans
+    from ._pagerank import PageRankResult, pagerank
     from ._problem import Fit, Problem, row_blocks, run, run_serial
     from ._sgd import SGDClassifier, SGDRegressor
     from ._streaming import StreamTrainer, fit_stream
@@ -50,6 +51,7 @@ _LAZY = {
     "LinearRegression": "_linear",
     "MiniBatchKMeans": "_minibatch_kmeans", "StreamingKMeans": "_minibatch_kmeans",
     "LogisticRegression": "_logistic",
+    "PageRankResult": "_pagerank", "pagerank": "_pagerank",
     "Fit": "_problem", "Problem": "_problem", "row_blocks": "_problem", "run": "_problem", "run_serial": "_problem",
     "SGDClassifier": "_sgd", "SGDRegressor": "_sgd", "StreamTrainer": "_streaming", "fit_stream": "_streaming",
     "blas_threads_here": "_threads", "max_blas_threads": "_threads", "worker_blas_threads": "_threads",
@@ -77,6 +79,7 @@ __all__ = [
     "LinearRegression",
     "LogisticRegression",
     "MiniBatchKMeans",
+    "PageRankResult",
     "Problem",
     "SGDClassifier",
     "SGDRegressor",
@@ -90,6 +93,7 @@ __all__ = [
     "fit_stream",
     "kmeans_plusplus",
     "max_blas_threads",
+    "pagerank",
     "row_blocks",
     "run",
     "run_serial",
