@@ -21,7 +21,7 @@ ROOT = pathlib.Path(drizzle_core.__file__).parent
 # lowest first; the root's private helpers (_errors, _check, _version, hookspecs) sit below them all, and the
 # root's facades (__init__, transport, _cli) above them all
 RANKS = ["lineage", "protocol", "worker", "net", "driver", "inline", "dashboard", "api", "stream", "cli"]
-BASE = {"_errors", "_check", "_stats", "_version", "hookspecs"}
+BASE = {"_errors", "_check", "_retained", "_stats", "_version", "hookspecs"}
 TOP = {"__init__", "transport", "_cli"}
 
 
@@ -137,7 +137,7 @@ def test_the_public_api_is_unchanged():
 # ------------------------------------------------ streaming: a library on drizzle_core's public names
 
 # what stream modules may import: their own package, and these modules of drizzle_core
-STREAM_MAY_IMPORT = {("api",), ("_check",), ("_errors",), ("_stats",)}
+STREAM_MAY_IMPORT = {("api",), ("_check",), ("_errors",), ("_retained",), ("_stats",)}
 
 
 def _private(name: str) -> bool:

@@ -405,9 +405,15 @@ class Context:
         return self._scheduler.bookkeeping(timeout)
 
     @property
-    def metrics(self) -> list[GroupMetrics]:
-        """One :class:`GroupMetrics` per group run so far."""
-        return list(self._scheduler.metrics)
+    def metrics(self) -> Sequence[GroupMetrics]:
+        """One :class:`GroupMetrics` per group run so far: the last 10,000 kept, indexed by group position.
+
+        ``len(ctx.metrics)`` counts every group; ``ctx.metrics[since:]`` is
+        what ran since ``since = len(ctx.metrics)``. A context that runs a
+        stream for days keeps only the last entries, like Spark's UI (see
+        :mod:`drizzle_core._retained`); its memory stays flat.
+        """
+        return self._scheduler.metrics
 
     @property
     def auto_group_size(self) -> GroupSizeController:

@@ -77,6 +77,7 @@ from .._errors import (
     TaskTimeoutError,
     WorkerLostError,
 )
+from .._retained import Retained
 from ..lineage import SourceNode
 from ..net import Transport, WorkerJoined, WorkerLost
 from ..protocol import Program
@@ -270,7 +271,7 @@ class GroupScheduler:
         self.planner.templates.enabled = True  # see the ``templates`` property
         self.on_failure: Callable[[], None] | None = None  # told of each recovery (adaptive G)
         self.trace: Trace | None = None
-        self.metrics: list[GroupMetrics] = []
+        self.metrics: Retained[GroupMetrics] = Retained()  # the last METRICS_RETAINED groups' (a stream never ends)
         self._described: dict[int, dict[int, dict[str, int]]] = {}  # token -> {worker: bookkeeping}
         self._tokens = itertools.count(1)
         log.info("%d workers on %s: %s", num_workers, getattr(transport, "name", type(transport).__name__),

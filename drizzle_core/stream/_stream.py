@@ -113,6 +113,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from .._check import check_callable, check_group_size, fn_name
+from .._retained import Retained
 from .._stats import percentile
 from ..api import AIMD, AutoGroupSize, Dataset, GroupMetrics, GroupSizeController, ProgressBar
 from ._cap import GroupSample, LatencyCap
@@ -342,7 +343,8 @@ class Stream(DStream):
         self.group_size = group_size
         self.max_group_seconds = check_seconds(max_group_seconds, "max_group_seconds")
         self.checkpoint_every = checkpoint_every
-        self.metrics: list[BatchMetrics] = []
+        #: every batch's metrics, the last METRICS_RETAINED kept (indexed by batch position; see _retained.py)
+        self.metrics: Retained[BatchMetrics] = Retained()
         #: events left out of event-time windows as late, over every delivered batch (see _window.py)
         self.late_events = 0
         self._sinks: list[tuple[DStream, Callable[[list[Any], BatchMetrics], Any]]] = []
