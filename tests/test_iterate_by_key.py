@@ -430,3 +430,30 @@ def test_bad_input_gets_an_error_that_names_the_culprit():
     with pytest.raises(ValueError, match="state must be a Dataset"):
         ctx.iterate_by_key({1: 2}, send=send_to_self, update=update_int, iterations=1)
     assert_no_bookkeeping(ctx)
+
+
+def test_two_threads_iterate_on_one_context_at_once():
+    import threading
+    n, edges = 40, _graph(40, 5)
+    ctx = context("local", 2)
+    wait_all_live(ctx)
+    expected = _numpy_pagerank(edges, n, 20)
+    out: dict[int, np.ndarray] = {}
+    errors: list[BaseException] = []
+
+    def run(i: int) -> None:
+        try:
+            out[i] = _as_array(_pagerank(ctx, edges, n, 20, group_size=3 + i), n)
+        except BaseException as e:  # reported below, not lost in the thread
+            errors.append(e)
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert not errors and len(out) == 2
+    for r in out.values():
+        np.testing.assert_allclose(r, expected, rtol=1e-12)
+    assert np.array_equal(out[0], out[1])
+    assert_no_bookkeeping(ctx)
