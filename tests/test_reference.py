@@ -146,7 +146,7 @@ def test_it_runs_no_kernel_and_no_node_compute(monkeypatch, tmp_path):
     for cls in (_ops.MapOp, _ops.FilterOp, _ops.FlatMapOp, _ops.KeyByOp, _ops.MapPartitionsOp,
                 _ops.MapPartitionsWithIndexOp, _ops.ZipOp, _ops.CombineSplit, _ops.CombineMerge):
         monkeypatch.setattr(cls, "__call__", boom)
-    for name in ("_bucket", "_group_merge_one", "_check_pair"):
+    for name in ("bucket_dict", "merge_groups", "_check_pair"):
         monkeypatch.setattr(_ops, name, boom)
     for cls in (_pair_ops.MapValuesOp, _pair_ops.FlatMapValuesOp, _pair_ops.CombineByKeySplit, _pair_ops.ZeroThen,
                 _pair_ops.OuterJoinMerge, _move_ops.CoalesceSplit, _move_ops.CartesianSplit, _order_ops.RangeSplit,
