@@ -197,13 +197,13 @@ def _misroute(monkeypatch):
         for k, v in d.items():
             buckets[(dz.portable_hash(k) + 1) % R][k] = v
         return buckets
-    monkeypatch.setattr(_ops, "_bucket", bucket)
+    monkeypatch.setattr(_ops, "bucket_dict", bucket)
 
 
 def _merge_backwards(monkeypatch):
     """The reduce side of group_by_key and join merges map partitions last to first."""
-    merge_one = _ops._group_merge_one
-    monkeypatch.setattr(_ops, "_group_merge_one", lambda blocks: merge_one(list(reversed(blocks))))
+    merge_one = _ops.merge_groups
+    monkeypatch.setattr(_ops, "merge_groups", lambda blocks: merge_one(list(reversed(blocks))))
 
 
 MUTANTS = {"reduce": (_drop_a_key, "reduce"), "misroute": (_misroute, "reduce"),
