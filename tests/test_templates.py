@@ -209,6 +209,32 @@ def test_instances_travel_as_arithmetic_runs():
     assert unpack_instances(pack_instances(inexact)) == inexact
 
 
+_instance = st.tuples(st.integers(-50, 50), st.integers(0, 9),
+                      st.lists(st.integers(-5, 5), max_size=3).map(tuple),
+                      st.sampled_from([0.0, 0.1, 0.25, 1.7e9, 1.7e9 + 0.1, float("nan")]))
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(st.tuples(_instance, st.tuples(st.integers(-3, 3), st.integers(0, 2), st.just(()),
+                                              st.sampled_from([0.0, 0.1, 0.3])), st.integers(1, 40)), max_size=6))
+def test_packed_instances_unpack_to_exactly_the_same_values(pieces):
+    """Whatever the instances (runs long or short, float times that add up or not), unpacking gives them back."""
+    instances = []
+    for (base, job, ids, start), (db, dj, _, ds), count in pieces:
+        cur = (base, job, ids, (), start)
+        for _ in range(count):
+            instances.append(cur)
+            cur = (cur[0] + db, cur[1] + dj, tuple(i + db for i in cur[2]), (), cur[4] + ds)
+    packed = pack_instances(instances)
+    back = unpack_instances(packed)
+    assert len(back) == len(instances)
+    for a, b in zip(back, instances):  # NaN != NaN: a NaN time must not make a run, and comes back as it went
+        assert repr(a) == repr(b)
+    assert sum(count for _, _, count in packed) == len(instances)
+    if instances and all(p[2] for p in pieces) and len(pieces) == 1 and pieces[0][0][3] == 0.0:
+        assert len(packed) == 1  # one arithmetic run: the launch does not grow with G
+
+
 def test_launch_bytes_per_group_do_not_grow_with_the_group_size():
     ctx = context("inline")
     data = ctx.parallelize(np.random.default_rng(2).random(400), 4).cache()

@@ -233,6 +233,34 @@ class JobIterator(Iterator[list[Any]]):
         self._gen.close()  # type: ignore[attr-defined]
 
 
+class _Locked:
+    """The scheduler's lock as a context manager that applies deferred drops when the outermost hold ends.
+
+    A class, not a ``contextlib.contextmanager`` generator: the drive loop
+    takes it on every round, and a generator context manager costs about
+    five times as much to enter and leave (~1.5 us against ~0.3 us).
+    """
+
+    __slots__ = ("_s",)
+
+    def __init__(self, scheduler: GroupScheduler) -> None:
+        self._s = scheduler
+
+    def __enter__(self) -> None:
+        s = self._s
+        s._lock.acquire()
+        s._depth += 1
+
+    def __exit__(self, *exc: object) -> None:
+        s = self._s
+        try:
+            s._depth -= 1
+            if s._depth == 0 and s._gc_drops:
+                s._apply_gc_drops()
+        finally:
+            s._lock.release()
+
+
 class GroupScheduler:
     """Runs groups of jobs on a transport (see the module docstring)."""
 
@@ -263,6 +291,7 @@ class GroupScheduler:
         self._lock = threading.RLock()
         self._cond = threading.Condition(self._lock)
         self._depth = 0                         # nesting of critical sections (GC drops wait for 0)
+        self._held = _Locked(self)
         self._drivers: dict[int, int] = {}      # thread id -> runs it is driving
         self.max_recoveries = 3                  # lost workers one group survives
         #: launch a run's next group as soon as it is planned, while the current one runs (no barrier
@@ -289,16 +318,9 @@ class GroupScheduler:
             if not on:
                 self.planner.templates.clear()
 
-    @contextlib.contextmanager
-    def _locked(self) -> Iterator[None]:
-        with self._lock:
-            self._depth += 1
-            try:
-                yield
-            finally:
-                self._depth -= 1
-                if self._depth == 0 and self._gc_drops:
-                    self._apply_gc_drops()
+    def _locked(self) -> _Locked:
+        """``with self._locked():`` the scheduler's lock (reentrant); drops deferred meanwhile go when it is left."""
+        return self._held
 
     # ------------------------------------------------------------- caching
     def unpersist(self, node_id: int, uncache: Callable[[], None]) -> None:

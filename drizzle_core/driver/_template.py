@@ -134,7 +134,8 @@ def shape_of(ds: Any, func: Any, workers: tuple[int, ...], located: dict[Block, 
         else:
             fn = getattr(node, "fn", None)
             entries.append((t, node.num_partitions, key(fn), getattr(node, "counts", None), d.is_cached, parents))
-    local = tuple(i for i in range(len(order)) if i not in ext)
+    n = len(order)
+    local = () if len(ext) == n else tuple(range(n)) if not ext else tuple(i for i in range(n) if i not in ext)
     return Shape((key(func), workers, tuple(entries)), order, shuffles, local, start)
 
 
@@ -236,7 +237,7 @@ class TaskTable:
     segment answers by arithmetic.
     """
 
-    __slots__ = ("_explicit", "_len", "_segs", "_starts", "_workers")
+    __slots__ = ("_explicit", "_last", "_len", "_segs", "_starts", "_workers")
 
     def __init__(self) -> None:
         self._starts: list[int] = []
@@ -244,6 +245,7 @@ class TaskTable:
         self._workers: list[Any] = []        # list[int] aligned with an explicit segment, or None
         self._explicit: list[Task] | None = None
         self._len = 0
+        self._last: tuple[int, int, Any] = (0, 0, None)  # (start, end, Instance) of the segment result_of found last
 
     def __len__(self) -> int:
         return self._len
@@ -288,7 +290,13 @@ class TaskTable:
 
     def result_of(self, index: int) -> tuple[int, int] | None:
         """``(job, partition)`` of a result task; None for a map task."""
-        seg, off, _ = self._find(index)
+        start, end, inst = self._last
+        if start <= index < end:  # results arrive in runs of a segment's tasks: skip the search
+            p = inst.template.results.get(index - start)
+            return None if p is None else (inst.job, p)
+        seg, off, s = self._find(index)
+        if type(seg) is not list:
+            self._last = (self._starts[s], self._starts[s] + len(seg.template.tasks), seg)
         if type(seg) is list:
             t = seg[off]
             return (t.job, t.partition) if t.kind == RESULT else None

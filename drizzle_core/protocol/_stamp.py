@@ -10,9 +10,14 @@ error, a recovery), so both always agree on what task ``i`` is.
 
 from __future__ import annotations
 
+import itertools
+import operator
+from collections.abc import Iterator
 from typing import Any
 
 from ._task import MAP, Task
+
+_SHORT = 4  # runs up to this long are stepped tuple by tuple (see pack_instances)
 
 
 def stamp(t: tuple[Any, ...], base: int, job: int, ids: dict[int, int], shuffles: dict[int, int],
@@ -36,12 +41,16 @@ def stamp(t: tuple[Any, ...], base: int, job: int, ids: dict[int, int], shuffles
 
 def _step(a: tuple[Any, ...], b: tuple[Any, ...]) -> tuple[Any, ...] | None:
     """``b - a`` field by field (tuples element-wise), or None when the two differ in shape."""
+    if len(a) != len(b):
+        return None
     out: list[Any] = []
     for x, y in zip(a, b):
         if type(x) is tuple:
             if type(y) is not tuple or len(x) != len(y):
                 return None
             out.append(tuple(q - p for p, q in zip(x, y)))
+        elif type(y) is tuple:
+            return None
         else:
             out.append(y - x)
     return tuple(out)
@@ -51,6 +60,37 @@ def _advance(a: tuple[Any, ...], step: tuple[Any, ...]) -> tuple[Any, ...]:
     return tuple(tuple(p + d for p, d in zip(x, s)) if type(x) is tuple else x + s for x, s in zip(a, step))
 
 
+def _run(first: tuple[Any, ...], step: tuple[Any, ...], count: int) -> Iterator[tuple[Any, ...]]:
+    """``first``, ``first + step``, ``(first + step) + step``, ... (``count`` of them), lazily.
+
+    Each scalar of the instance (a tuple field's items one by one) is its own
+    ``itertools.accumulate`` column, so the additions are the same sequential
+    ones, in the same order, as stepping the whole tuple ``count`` times
+    (floats included); the columns are zipped back into the instance's
+    nesting by one ``itemgetter`` (slices for the tuple fields). All in C: a
+    group's G instances cost about a microsecond each to unpack, against
+    ~5 us stepping tuple by tuple (measured at W1, G=100).
+    """
+    flat: list[Any] = []
+    deltas: list[Any] = []
+    items: list[Any] = []
+    for x, d in zip(first, step):
+        if type(x) is tuple:
+            items.append(slice(len(flat), len(flat) + len(x)))
+            flat.extend(x)
+            deltas.extend(d)
+        else:
+            items.append(len(flat))
+            flat.append(x)
+            deltas.append(d)
+    columns = [itertools.accumulate(itertools.repeat(d, count - 1), operator.add, initial=x)
+               for x, d in zip(flat, deltas)]
+    if len(items) == 1:  # itemgetter of one item returns the item itself, not a 1-tuple
+        one = items[0]
+        return ((row[one],) for row in zip(*columns))
+    return map(operator.itemgetter(*items), zip(*columns))
+
+
 def pack_instances(instances: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
     """Instances as runs ``(first, step, count)``: a loop's jobs differ by the same ids each time.
 
@@ -58,28 +98,37 @@ def pack_instances(instances: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
     so job k's ids are job 0's plus k times a fixed step (and its first
     task index, job number, shuffle runs, batch time likewise): G jobs
     travel as one run, and a launch's size does not grow with G. A run is
-    kept only where every member is exactly ``first + k * step`` (a batch
-    time that does not add up exactly starts a new run).
+    kept only where every member is exactly what :func:`unpack_instances`
+    makes of it (``first`` stepped k times; a batch time that does not add
+    up exactly starts a new run), so unpacking gives back these very values.
+    The members are compared against the run, generated lazily in C
+    (:func:`_run`), not stepped one Python tuple at a time.
     """
     out: list[tuple[Any, ...]] = []
     i, n = 0, len(instances)
     while i < n:
         first = instances[i]
-        if i + 1 == n:
-            out.append((first, None, 1))
-            break
-        step = _step(first, instances[i + 1])
-        if step is None:
+        step = _step(first, instances[i + 1]) if i + 1 < n else None
+        count = 1
+        if step is not None:
+            # The first members stepped in Python (a stream's float batch times often break a run early,
+            # where setting up the C columns would cost more than it saves), the rest generated in C.
+            cur = first
+            while count < min(n - i, _SHORT):
+                cur = _advance(cur, step)
+                if cur != instances[i + count]:
+                    break
+                count += 1
+            else:
+                if count < n - i:
+                    for want in itertools.islice(_run(first, step, n - i), count, None):
+                        if want != instances[i + count]:
+                            break
+                        count += 1
+        if count < 2:
             out.append((first, None, 1))
             i += 1
             continue
-        count, cur = 2, instances[i + 1]
-        while i + count < n:
-            nxt = _advance(cur, step)
-            if nxt != instances[i + count]:
-                break
-            cur = nxt
-            count += 1
         out.append((first, step, count))
         i += count
     return out
@@ -89,9 +138,14 @@ def unpack_instances(runs: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
     """The inverse of :func:`pack_instances`."""
     out: list[tuple[Any, ...]] = []
     for first, step, count in runs:
-        cur = first
-        out.append(cur)
-        for _ in range(count - 1):
-            cur = _advance(cur, step)
+        if step is None or count == 1:
+            out.append(first)
+        elif count <= _SHORT:
+            cur = first
             out.append(cur)
+            for _ in range(count - 1):
+                cur = _advance(cur, step)
+                out.append(cur)
+        else:
+            out.extend(_run(first, step, count))
     return out

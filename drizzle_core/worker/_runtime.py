@@ -305,10 +305,13 @@ class WorkerRuntime:
         blocks = self.blocks
         transient = self.transient
         combined: dict[tuple[int, int, int], int] | None = None  # slots mapped here: their slot sizes
+        ready = self.ready
         for task in tasks:
-            need: list[tuple[Any, ...]] = list(task.inputs)
-            for entry in task.shuffle_in:
-                need.extend(shuffle_blocks(group, entry))
+            need: Any = task.inputs
+            if task.shuffle_in:
+                need = list(need)
+                for entry in task.shuffle_in:
+                    need.extend(shuffle_blocks(group, entry))
             if task.kind == MAP:
                 dep = nodes[task.out[0]].deps[task.out[1]]
                 if dep.local_combine is not None:
@@ -320,17 +323,22 @@ class WorkerRuntime:
                     combined[ck] = dep.slot_size(slot)
             key = (group, task.index)
             self.tasks[key] = task
-            missing = set()
+            missing = None
             for b in need:
-                if b[0] == "s" or b not in blocks or b in transient:
+                # a block counted for its consumers here: a shuffle bucket, a forwarded copy, one still to come
+                if b[0] == "s" or b in transient or b not in blocks:
                     transient[b] = transient.get(b, 0) + 1
-                if b not in blocks:
-                    missing.add(b)
-                    self.waiters.setdefault(b, []).append(key)
+                    if b not in blocks:
+                        if missing is None:
+                            missing = set()
+                        missing.add(b)
+                        self.waiters.setdefault(b, []).append(key)
             if missing:
                 self.waiting[key] = missing
-            else:
+            elif task.not_before:
                 self._make_ready(gs, task)
+            else:
+                ready.append((gs, task))
         if combined:
             for ck, size in combined.items():
                 if self.combine_left[ck] != size:
@@ -453,7 +461,7 @@ class WorkerRuntime:
         durations = self._durations
         while ready:
             gs, task = ready.popleft()
-            if self.results and not self._holding():
+            if self.results and (not self.results_hold or not self._holding()):
                 # Results wait for the next flush only behind tasks known to be
                 # short: a task of a stage not seen yet, or a slow one, could
                 # hold a finished job back.
@@ -561,11 +569,14 @@ class WorkerRuntime:
                 durations[key] = took
             else:
                 durations[key] = 0.8 * old + 0.2 * took
+        transient = self.transient
         for b in task.inputs:
-            self._release(b)
-        for entry in task.shuffle_in:
-            for b in shuffle_blocks(group, entry):
+            if b in transient:  # a cached block made here is not transient: nothing to release
                 self._release(b)
+        if task.shuffle_in:
+            for entry in task.shuffle_in:
+                for b in shuffle_blocks(group, entry):
+                    self._release(b)
         del self.tasks[(group, task.index)]
         gs.ran += 1
         gs.remaining -= 1
