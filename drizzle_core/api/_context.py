@@ -608,10 +608,12 @@ class Context:
         """Run dependent iterations on cached ``data`` with no driver round trip inside a group.
 
         Each iteration: ``local(partition, state)`` on every partition where it
-        lives; each worker folds its partials with ``combine``; one reducer
-        folds the workers' partials and computes ``update(state, total)``, the
-        next state, which goes straight to the workers for the next iteration.
-        ``until(state)`` (checked on the reducer) ends the loop early;
+        lives; each worker folds its partials with ``combine`` and sends the
+        value to every other worker, and each worker folds them all (in one
+        order, fixed by the lineage) and computes ``update(state, total)``
+        itself, its own copy of the next state: one hop between workers per
+        iteration (an all-reduce; one reducer past 16 workers, see
+        :mod:`drizzle_core.api._iterate`). ``until(state)`` ends the loop early;
         ``on_iteration(i, state)`` sees every state on the driver as it
         arrives. Returns an :class:`IterateResult` (``state``, ``history``,
         ``iterations``, ``converged``); ``history`` holds every state only with
