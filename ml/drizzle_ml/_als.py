@@ -150,20 +150,19 @@ class ALS(ClassNamePrefixFeaturesOutMixin, TransformerMixin, DrizzleEstimator):
         return w, v, (cs[R.indptr[1:]] - cs[R.indptr[:-1]]).astype(np.float64)
 
     # ---------------------------------------------------------------- fit
-    def fit(self, X: Any, y: Any = None) -> ALS:
-        """Fit the user and item factors to the ratings ``X`` (dense or sparse). ``y`` is ignored. Returns self."""
-        k, alpha, max_iter, implicit, confidence, tol = self._params()
+    def make_problem(self, X: Any, num_partitions: int) -> K.BlockedProblem:
+        """The fit as ``iterate_by_key``'s arguments over ``num_partitions`` blocks per side (what ``fit`` runs)."""
         X = validate_data(self, X, accept_sparse="csr", dtype=np.float64)
-        R = ratings(X)
-        ctx = _context.resolve(self.context)
-        B = self.num_partitions or ctx.num_workers
+        return self._problem(ratings(X), check_int(num_partitions, "num_partitions"))
+
+    def _problem(self, R: sp.csr_matrix, B: int) -> K.BlockedProblem:
+        k, alpha, max_iter, implicit, confidence, _ = self._params()
         Rt = _transposed(R)
-        n_users = R.shape[0]
         ub = K.bounds(np.diff(R.indptr) + 1.0, B)
         ib = K.bounds(np.diff(Rt.indptr) + 1.0, B)
         user_in, item_out = K.layout(R, K.USERS, ub, ib, implicit, confidence, lambda b: b)
         item_in, user_out = K.layout(Rt, K.ITEMS, ib, ub, implicit, confidence, lambda b: B + b)
-        U0 = _init_user_factors(_generator(self.random_state), n_users, k)
+        U0 = _init_user_factors(_generator(self.random_state), R.shape[0], k)
         zero = np.zeros(2)
         state = []
         for b in range(B):
@@ -174,11 +173,20 @@ class ALS(ClassNamePrefixFeaturesOutMixin, TransformerMixin, DrizzleEstimator):
         # odd iterations: users send, items solve; even: items send, users solve
         odd = [(b, user_out[b]) for b in range(B)] + [(B + b, item_in[b]) for b in range(B)]
         even = [(B + b, item_out[b]) for b in range(B)] + [(b, user_in[b]) for b in range(B)]
+        return K.BlockedProblem(B, state, (odd, even), self._send(), K.Update(alpha, implicit, k),
+                                (K.block_gram, np.add) if implicit else None, 2 * max_iter)
+
+    def fit(self, X: Any, y: Any = None) -> ALS:
+        """Fit the user and item factors to the ratings ``X`` (dense or sparse). ``y`` is ignored. Returns self."""
+        k, _, max_iter, implicit, _, tol = self._params()
+        X = validate_data(self, X, accept_sparse="csr", dtype=np.float64)
+        ctx = _context.resolve(self.context)
+        B = self.num_partitions or ctx.num_workers
+        p = self._problem(ratings(X), B)
         start = time.perf_counter()
         res = ctx.iterate_by_key(
-            ctx.parallelize(state, B), data=[ctx.parallelize(odd, B), ctx.parallelize(even, B)],
-            send=self._send(), update=K.Update(alpha, implicit, k), iterations=2 * max_iter,
-            aggregate=(K.block_gram, np.add) if implicit else None, measure=K.block_metric,
+            ctx.parallelize(p.state, B), data=[ctx.parallelize(d, B) for d in p.data], send=p.send, update=p.update,
+            iterations=p.iterations, aggregate=p.aggregate, measure=K.block_metric,
             until=None if tol is None else _Stop(tol), num_partitions=B, group_size=self.group_size,
             progress=bool(self.verbose))
         try:

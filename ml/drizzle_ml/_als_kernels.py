@@ -112,6 +112,19 @@ class Factors:
     gram: np.ndarray | None    # implicit only: (2, k, k), X'X in slot ``side``, zeros in the other (the aggregate)
 
 
+@dataclass(frozen=True)
+class BlockedProblem:
+    """A fit as ``iterate_by_key``'s arguments: B blocks per side, user block b keyed b, item block b keyed B + b."""
+
+    blocks: int
+    state: list[tuple[int, Factors]]                 # the initial state: every block's factors
+    data: tuple[list[tuple[int, Any]], list[tuple[int, Any]]]   # odd iterations' (items solve), even ones'
+    send: Any
+    update: Any
+    aggregate: tuple[Any, Any] | None                # implicit: (block_gram, np.add), Y'Y for every update
+    iterations: int                                  # two per ALS iteration
+
+
 def bounds(weights: np.ndarray, n_blocks: int) -> np.ndarray:
     """``n_blocks + 1`` boundaries cutting rows 0..len(weights) into contiguous blocks of about equal weight."""
     n = len(weights)
@@ -189,13 +202,10 @@ def solve(indptr: np.ndarray, indices: np.ndarray, w: np.ndarray, v: np.ndarray,
     for c0 in range(0, t, step):
         c = slice(c0, c0 + step)
         G[:, c] = W @ (Y[:, iu[c]] * Y[:, ju[c]])
-    A = np.empty((n, k, k))
-    A[:, iu, ju] = G
-    A[:, ju, iu] = G
+    A = G[:, _symmetric(k)].reshape(n, k, k)      # one gather unpacks the triangle (not two scatters)
     if YtY is not None:
         A += YtY
-    diag = np.arange(k)
-    A[:, diag, diag] += alpha * n_reg[:, None]
+    A.reshape(n, k * k)[:, ::k + 1] += alpha * n_reg[:, None]
     b = np.asarray(V @ Y)
     empty = n_reg == 0
     if empty.any():
@@ -206,6 +216,13 @@ def solve(indptr: np.ndarray, indices: np.ndarray, w: np.ndarray, v: np.ndarray,
     except np.linalg.LinAlgError:
         X = (np.linalg.pinv(A, hermitian=True) @ b[:, :, None])[:, :, 0]
     return X, np.einsum("ij,ij->i", X, b)
+
+
+def _symmetric(k: int) -> np.ndarray:
+    """For each entry (i, j) of a k x k matrix, row-major, its position in the packed upper triangle."""
+    pos = np.zeros((k, k), dtype=np.int64)
+    pos[np.triu_indices(k)] = np.arange(k * (k + 1) // 2)
+    return np.maximum(pos, pos.T).ravel()
 
 
 def solve_block(inb: InBlock, Y: np.ndarray, alpha: float, YtY: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
