@@ -452,8 +452,13 @@ class _KeyedSerial:
         return new
 
 
-def _als_floor_child(p: Any, work: list[tuple[list[Any], list[Any]]], n: int, barrier: Any, out: Any) -> None:
-    """One process's share of the blocks: its sends and its solves of both half-steps, with no communication."""
+def _als_floor_child(p: Any, work: list[tuple[list[Any], list[Any]]], commands: Any, barrier: Any,
+                     out: Any) -> None:
+    """One process's share of the blocks: its sends and its solves of both half-steps, with no communication.
+
+    It lives for the whole section, as the drizzle workers do, and runs ``n`` iterations per command: a fresh
+    process per run spent its first iterations faulting in pages (2x slower, measured), which is no floor.
+    """
     def once() -> None:
         for sends, solves in work:
             for key, value, values in sends:
@@ -462,14 +467,16 @@ def _als_floor_child(p: Any, work: list[tuple[list[Any], list[Any]]], n: int, ba
                 p.update(key, old, msgs, total)
 
     once()                                                 # warm up
-    barrier.wait()
-    start = time.perf_counter()
-    for _ in range(n):
-        once()
-    out.put(time.perf_counter() - start)
+    while (n := commands.get()) is not None:
+        barrier.wait()
+        start = time.perf_counter()
+        for _ in range(n):
+            once()
+        out.put(time.perf_counter() - start)
 
 
-def als_systems(X: Any, est: Any, ctx: dz.Context, peers: bool) -> dict[str, Callable[[int], float]]:
+def als_systems(X: Any, est: Any, ctx: dz.Context,
+                peers: bool) -> tuple[dict[str, Callable[[int], float]], Callable[[], None]]:
     """``run(n)``: seconds for n ALS iterations, for every system (drizzle and implicit: a fit of 1 + n
     iterations less a fit of 1, so the data's shipping and the final collect are left out, as for the floors)."""
     p = est.make_problem(X, PARTITIONS)
@@ -503,16 +510,23 @@ def als_systems(X: Any, est: Any, ctx: dz.Context, peers: bool) -> dict[str, Cal
                               [(key, warm[key], msgs[key], total) for key in mine if key in msgs]))
     mp = multiprocessing.get_context("spawn")
     light = dataclasses.replace(p, state=[], data=([], []))   # the children get their share only
+    barrier, out = mp.Barrier(WORKERS), mp.Queue()
+    commands = [mp.Queue() for _ in shares]
+    procs = [mp.Process(target=_als_floor_child, args=(light, share, q, barrier, out), daemon=True)
+             for share, q in zip(shares, commands)]
+    for proc in procs:
+        proc.start()
 
     def floor2(n: int) -> float:
-        barrier, out = mp.Barrier(WORKERS), mp.Queue()
-        procs = [mp.Process(target=_als_floor_child, args=(light, share, n, barrier, out)) for share in shares]
-        for proc in procs:
-            proc.start()
-        times = [out.get() for _ in procs]
+        for q in commands:
+            q.put(n)
+        return max(out.get() for _ in procs)
+
+    def stop() -> None:
+        for q in commands:
+            q.put(None)
         for proc in procs:
             proc.join()
-        return max(times)
 
     systems = {FLOOR1: floor1, FLOOR2: floor2}
     for g in (1, 10, "auto"):
@@ -540,7 +554,7 @@ def als_systems(X: Any, est: Any, ctx: dz.Context, peers: bool) -> dict[str, Cal
                         times.append(time.perf_counter() - t)
                     return times[1] - times[0]
                 systems[f"implicit {'cg' if cg else 'cholesky'} ({WORKERS} threads)"] = peer
-    return systems
+    return systems, stop
 
 
 def als_section(ctx: dz.Context, quick: bool, rounds: int, peers: bool) -> None:
@@ -550,13 +564,16 @@ def als_section(ctx: dz.Context, quick: bool, rounds: int, peers: bool) -> None:
     k = 10
     for name, est in (("als explicit", dml.ALS(k, alpha=0.1, random_state=0)),
                       ("als implicit", dml.ALS(k, alpha=0.1, implicit=True, confidence=1.0, random_state=0))):
-        systems = als_systems(X, est, ctx, peers)
-        for run in systems.values():
-            run(1)                                         # warm up: imports, programs, first touch
-        samples: dict[str, list[float]] = {s: [] for s in systems}
-        for _ in range(rounds):
-            for s, run in systems.items():
-                samples[s].append(run(iterations) / iterations * 1e3)
+        systems, stop = als_systems(X, est, ctx, peers)
+        try:
+            for run in systems.values():
+                run(1)                                     # warm up: imports, programs, first touch
+            samples: dict[str, list[float]] = {s: [] for s in systems}
+            for _ in range(rounds):
+                for s, run in systems.items():
+                    samples[s].append(run(iterations) / iterations * 1e3)
+        finally:
+            stop()
         print(f"\n{name}: {X.shape[0]:,} users x {X.shape[1]:,} items, {X.nnz:,} ratings, k={k}, "
               f"{PARTITIONS} blocks per side, {WORKERS} workers, {iterations} iterations, {rounds} paired rounds")
         print(f"  {'system':34s} {'ms/iter':>9s} {'x floor 1p':>11s} {'x floor 2p':>11s} {'spread x 2p':>13s}")
