@@ -517,7 +517,7 @@ def als_systems(X: Any, est: Any, ctx: dz.Context,
     for proc in procs:
         proc.start()
 
-    def floor2(n: int) -> float:
+    def floor2(n: int, keep: Any = barrier) -> float:   # keep: Process.start drops its args, the barrier lives here
         for q in commands:
             q.put(n)
         return max(out.get() for _ in procs)
