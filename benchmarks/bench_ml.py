@@ -16,6 +16,11 @@ Cases (float64, 4 partitions, 2 workers):
   1,000,000 edges, whole calls of 60 iterations against scipy in one process and networkx.
 * logistic-large - 2,000,000 x 50, to show how the cost grows (floors and
   drizzle only: the peers would add minutes and say nothing new).
+* als explicit / als implicit - one ALS iteration (every item solved, then every
+  user) on ``ctx.iterate_by_key``: 12,000 users x 4,000 items, ~1,000,000 ratings,
+  k=10, 4 blocks per side; the floors run the same send/update over the same
+  blocks; peer: the ``implicit`` package's ALS (implicit feedback only) when
+  importable. Paired rounds: the median of the per-round ratios and their spread.
 
 Every system runs the *same* kernels: the estimator's ``Problem`` (its
 ``local``, ``combine``, ``update``; ``drizzle_ml.KMeans.make_problem`` and
@@ -463,6 +468,184 @@ def bench_pagerank(ctx: dz.Context, quick: bool, rounds: int) -> None:
               f"{statistics.median(ratios):11.2f} {ratios[0]:6.2f}-{ratios[-1]:<6.2f}")
 
 
+# ----------------------------------------------------------- ALS (iterate_by_key)
+# ALS's state is split by key (one factor matrix per user block and per item block), so its loop is
+# ctx.iterate_by_key, not iterate's Problem: its floors run the same send/update over the same blocks.
+def als_ratings(quick: bool) -> Any:
+    """Users x items ratings 1..5 from a rank-10 taste plus noise; item popularity Zipf-skewed, as real ratings."""
+    import scipy.sparse as sp
+
+    rng = np.random.default_rng(3)
+    scale = 10 if quick else 1
+    n, m, nnz = 12_000 // scale, 4_000 // scale, 1_000_000 // scale
+    rows = rng.integers(0, n, nnz)
+    cols = rng.zipf(1.2, nnz) % m
+    taste = np.einsum("ij,ij->i", rng.normal(size=(n, 10))[rows], rng.normal(size=(m, 10))[cols]) / 3
+    r = np.clip(np.round(3 + taste + 0.5 * rng.normal(size=nnz)), 1, 5)
+    X = sp.csr_matrix((r, (rows, cols)), shape=(n, m))
+    X.sum_duplicates()
+    X.data = np.clip(X.data, 1, 5)
+    return X
+
+
+class _KeyedSerial:
+    """iterate_by_key's semantics in this process, one block after another: the 1-process floor's loop."""
+
+    def __init__(self, p: Any) -> None:
+        self.p = p
+        self.tables = [dict(d) for d in p.data]
+
+    def step(self, state: dict[int, Any], i: int) -> dict[int, Any]:
+        p, table = self.p, self.tables[(i - 1) % 2]
+        msgs: dict[int, list[Any]] = {}
+        total = None
+        for key, value in state.items():
+            for dest, m in p.send(key, value, [table[key]]):
+                msgs.setdefault(dest, []).append(m)
+            if p.aggregate is not None:
+                a = p.aggregate[0](key, value)
+                total = a if total is None else p.aggregate[1](total, a)
+        new = dict(state)
+        for key, ms in msgs.items():
+            new[key] = p.update(key, state[key], ms, total)
+        return new
+
+
+def _als_floor_child(p: Any, work: list[tuple[list[Any], list[Any]]], commands: Any, barrier: Any,
+                     out: Any) -> None:
+    """One process's share of the blocks: its sends and its solves of both half-steps, with no communication.
+
+    It lives for the whole section, as the drizzle workers do, and runs ``n`` iterations per command: a fresh
+    process per run spent its first iterations faulting in pages (2x slower, measured), which is no floor.
+    """
+    def once() -> None:
+        for sends, solves in work:
+            for key, value, values in sends:
+                list(p.send(key, value, values))
+            for key, old, msgs, total in solves:
+                p.update(key, old, msgs, total)
+
+    once()                                                 # warm up
+    while (n := commands.get()) is not None:
+        barrier.wait()
+        start = time.perf_counter()
+        for _ in range(n):
+            once()
+        out.put(time.perf_counter() - start)
+
+
+def als_systems(X: Any, est: Any, ctx: dz.Context,
+                peers: bool) -> tuple[dict[str, Callable[[int], float]], Callable[[], None]]:
+    """``run(n)``: seconds for n ALS iterations, for every system (drizzle and implicit: a fit of 1 + n
+    iterations less a fit of 1, so the data's shipping and the final collect are left out, as for the floors)."""
+    p = est.make_problem(X, PARTITIONS)
+    serial = _KeyedSerial(p)
+    warm = dict(p.state)
+    for i in (1, 2):
+        warm = serial.step(warm, i)                        # factors of a real iteration, items non-zero
+
+    def floor1(n: int) -> float:
+        state = dict(warm)
+        start = time.perf_counter()
+        for i in range(1, 2 * n + 1):
+            state = serial.step(state, i)
+        return time.perf_counter() - start
+
+    # each process: the partitions p % WORKERS == w, i.e. user block b and item block b for those b
+    shares: list[list[tuple[list[Any], list[Any]]]] = [[] for _ in range(WORKERS)]
+    for i in (1, 2):
+        table = serial.tables[(i - 1) % 2]
+        msgs: dict[int, list[Any]] = {}
+        total = None
+        for key, value in warm.items():
+            for dest, m in p.send(key, value, [table[key]]):
+                msgs.setdefault(dest, []).append(m)
+            if p.aggregate is not None:
+                a = p.aggregate[0](key, value)
+                total = a if total is None else p.aggregate[1](total, a)
+        for w in range(WORKERS):
+            mine = [key for key in warm if (key % p.blocks) % WORKERS == w]
+            shares[w].append(([(key, warm[key], [table[key]]) for key in mine],
+                              [(key, warm[key], msgs[key], total) for key in mine if key in msgs]))
+    mp = multiprocessing.get_context("spawn")
+    light = dataclasses.replace(p, state=[], data=([], []))   # the children get their share only
+    barrier, out = mp.Barrier(WORKERS), mp.Queue()
+    commands = [mp.Queue() for _ in shares]
+    procs = [mp.Process(target=_als_floor_child, args=(light, share, q, barrier, out), daemon=True)
+             for share, q in zip(shares, commands)]
+    for proc in procs:
+        proc.start()
+
+    def floor2(n: int, keep: Any = barrier) -> float:   # keep: Process.start drops its args, the barrier lives here
+        for q in commands:
+            q.put(n)
+        return max(out.get() for _ in procs)
+
+    def stop() -> None:
+        for q in commands:
+            q.put(None)
+        for proc in procs:
+            proc.join()
+
+    systems = {FLOOR1: floor1, FLOOR2: floor2}
+    for g in (1, 10, "auto"):
+        def fit(n: int, g: int | str = g) -> float:
+            base = dml.ALS(**dict(est.get_params(), context=ctx, group_size=g, num_partitions=PARTITIONS,
+                                  max_iter=1)).fit(X).iterate_seconds_
+            return dml.ALS(**dict(est.get_params(), context=ctx, group_size=g, num_partitions=PARTITIONS,
+                                  max_iter=n + 1)).fit(X).iterate_seconds_ - base
+        systems[f"drizzle G={g}"] = fit
+    if peers and est.implicit:
+        try:
+            from implicit.cpu.als import AlternatingLeastSquares
+        except ImportError as e:
+            print(f"note: implicit skipped ({e}); pip install implicit")
+        else:
+            for cg in (False, True):
+                def peer(n: int, cg: bool = cg) -> float:
+                    times = []
+                    for its in (1, n + 1):
+                        model = AlternatingLeastSquares(est.n_components, regularization=est.alpha,
+                                                        alpha=est.confidence, dtype=np.float64, use_cg=cg,
+                                                        iterations=its, num_threads=WORKERS, random_state=0)
+                        t = time.perf_counter()
+                        model.fit(X, show_progress=False)
+                        times.append(time.perf_counter() - t)
+                    return times[1] - times[0]
+                systems[f"implicit {'cg' if cg else 'cholesky'} ({WORKERS} threads)"] = peer
+    return systems, stop
+
+
+def als_section(ctx: dz.Context, quick: bool, rounds: int, peers: bool) -> None:
+    """ALS per iteration (users and items solved once), interleaved paired rounds, ratios to the floors."""
+    X = als_ratings(quick)
+    iterations = 3 if quick else 8
+    k = 10
+    for name, est in (("als explicit", dml.ALS(k, alpha=0.1, random_state=0)),
+                      ("als implicit", dml.ALS(k, alpha=0.1, implicit=True, confidence=1.0, random_state=0))):
+        systems, stop = als_systems(X, est, ctx, peers)
+        try:
+            for run in systems.values():
+                run(1)                                     # warm up: imports, programs, first touch
+            samples: dict[str, list[float]] = {s: [] for s in systems}
+            for _ in range(rounds):
+                for s, run in systems.items():
+                    samples[s].append(run(iterations) / iterations * 1e3)
+        finally:
+            stop()
+        print(f"\n{name}: {X.shape[0]:,} users x {X.shape[1]:,} items, {X.nnz:,} ratings, k={k}, "
+              f"{PARTITIONS} blocks per side, {WORKERS} workers, {iterations} iterations, {rounds} paired rounds")
+        print(f"  {'system':34s} {'ms/iter':>9s} {'x floor 1p':>11s} {'x floor 2p':>11s} {'spread x 2p':>13s}")
+        for s, v in samples.items():
+            r1 = sorted(a / b for a, b in zip(v, samples[FLOOR1]))
+            r2 = sorted(a / b for a, b in zip(v, samples[FLOOR2]))
+            print(f"  {s:34s} {statistics.median(v):9.1f} {statistics.median(r1):11.2f} "
+                  f"{statistics.median(r2):11.2f} {r2[0]:6.2f}-{r2[-1]:<6.2f}")
+        if est.implicit:
+            print("  (implicit: its own regularisation, lambda I unscaled, and confidence alpha*r; the same "
+                  "normal equations per row; cg = 3 conjugate-gradient steps instead of an exact solve)")
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="small data and few iterations (a smoke run)")
@@ -497,6 +680,7 @@ def main(argv: list[str] | None = None) -> int:
             warnings.simplefilter("ignore")      # scikit-learn's FutureWarnings are not the subject here
             fits_vs_sklearn(ctx, args.quick, repeat)
             bench_pagerank(ctx, args.quick, repeat)
+        als_section(ctx, args.quick, repeat, peers=not args.no_peers)
     for case, rows, floor1, floor2 in results:
         if case.peers and not args.no_peers:
             rows.append(bench_pool(case, repeat))

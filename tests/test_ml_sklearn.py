@@ -18,6 +18,7 @@ import pytest
 import scipy.sparse as sp
 from conftest import child_pids, wait_no_children
 from drizzle_ml import (
+    ALS,
     PCA,
     KMeans,
     LinearRegression,
@@ -91,7 +92,7 @@ def ctx():
 
 @parametrize_with_checks([KMeans(), LogisticRegression(), LinearRegression(), PCA(), TruncatedSVD(),
                           SGDClassifier(random_state=0), SGDRegressor(random_state=0), MiniBatchKMeans(random_state=0),
-                          StreamingKMeans(random_state=0)],
+                          StreamingKMeans(random_state=0), ALS(random_state=0)],
                          expected_failed_checks=lambda est: EXPECTED_FAILED.get(type(est).__name__, {}))
 def test_sklearn_check(inline, estimator, check):
     with warnings.catch_warnings():
@@ -109,6 +110,7 @@ def test_workers_never_import_sklearn(ctx):
             warnings.simplefilter("ignore", ConvergenceWarning)
             est.fit(X, y)
     LinearRegression(context=ctx).fit(X, y)
+    ALS(2, max_iter=2, implicit=True, context=ctx).fit(sp.csr_matrix(X))
     ds = ctx.parallelize(range(ctx.num_workers), ctx.num_workers)
     assert ctx.run_jobs([(ds, ml_support.sklearn_loaded)], group_size=1)[0] == [False] * ctx.num_workers
 

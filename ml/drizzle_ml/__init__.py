@@ -17,7 +17,7 @@ predicts anywhere. ``context=None`` fits on one default Context per process
 (:func:`default_context`), made on first need and closed at exit.
 
 The names load on first use (PEP 562): a worker unpickling a kernel
-(``drizzle_ml._losses``, ``drizzle_ml._lloyd``) imports numpy and scipy,
+(``drizzle_ml._losses``, ``drizzle_ml._lloyd``, ``drizzle_ml._als_kernels``) imports numpy and scipy,
 never scikit-learn, which only the driver's estimators need.
 """
 
@@ -31,6 +31,7 @@ from drizzle_core import ProgressBar  # noqa: F401  (the engine's bar, which fit
 __version__ = "0.1.0"
 
 if TYPE_CHECKING:
+    from ._als import ALS
     from ._base import ConvergenceWarning
     from ._context import close_default_context, default_context, set_default_context
     from ._decomposition import PCA, TruncatedSVD
@@ -45,6 +46,7 @@ if TYPE_CHECKING:
     from ._threads import blas_threads_here, max_blas_threads, worker_blas_threads
 
 _LAZY = {
+    "ALS": "_als",
     "ConvergenceWarning": "_base",
     "close_default_context": "_context", "default_context": "_context", "set_default_context": "_context",
     "KMeans": "_kmeans", "kmeans_plusplus": "_kmeans", "PCA": "_decomposition", "TruncatedSVD": "_decomposition",
@@ -72,6 +74,7 @@ def __dir__() -> list[str]:
 
 
 __all__ = [
+    "ALS",
     "PCA",
     "ConvergenceWarning",
     "Fit",
