@@ -17,7 +17,7 @@ arrays). The step and the stopping rule are in :mod:`._newton`,
 :mod:`._lbfgs` and :mod:`._gd`.
 
 ``solver="auto"``: Newton up to ``NEWTON_MAX_PARAMS`` parameters, L-BFGS
-above. Above, it was gradient descent, which L-BFGS beats by 2-10x in time
+above. Above, it was gradient descent, which L-BFGS beats by 2-11x in time
 and 4-20x in iterations (20,000-50,000 rows, 1,500-5,000 parameters, dense
 and CSR: the numbers are in ``ml/README.md``).
 """
