@@ -9,6 +9,7 @@ Cases (float64, 4 partitions, 2 workers):
 * kmeans    - Lloyd iteration, 200,000 x 10, k=8.
 * logistic  - one full-batch gradient step (``solver="gd"``), 200,000 x 20 (binary).
 * logistic-newton - one Newton step (gradient + 21 x 21 Hessian per block), same data.
+* logistic-lbfgs - one L-BFGS iteration (loss and gradient at the line search's 3 trial steps in one pass), same data.
 * pca       - one randomized power iteration ``Xc' (Xc Q)``, 200,000 x 50, 10 + 10 columns.
 * sgd       - one SGDClassifier step (log_loss, a mini-batch of 1,024 rows drawn on the workers), 200,000 x 20.
 * minibatch-kmeans - one MiniBatchKMeans step (1,024 rows drawn on the workers, k=8), 200,000 x 10.
@@ -42,7 +43,8 @@ number of iterations:
 
 Then whole fits against scikit-learn's (data shipping included; interleaved
 paired rounds, the median of the per-round ratios and their spread, and the
-iteration counts): LogisticRegression (Newton | lbfgs), LinearRegression
+iteration counts): LogisticRegression (Newton | lbfgs, and lbfgs | lbfgs on the same data and on breast
+cancer, scaled), LinearRegression
 (normal equations | lstsq), KMeans (Lloyd | Lloyd), PCA (randomized | randomized).
 
 BLAS threads are limited to 1 everywhere (OMP/OPENBLAS/MKL_NUM_THREADS set
@@ -115,6 +117,10 @@ def make_cases(quick: bool, large: bool) -> list[Case]:
     yl = (Xl @ rng.normal(size=20) + rng.normal(size=n) > 0).astype(int)
     lr = dml.LogisticRegression(solver="gd").make_problem(Xl, yl, PARTITIONS)
     newton = dml.LogisticRegression(solver="newton").make_problem(Xl, yl, PARTITIONS)
+    lbfgs = dml.LogisticRegression(solver="lbfgs").make_problem(Xl, yl, PARTITIONS)
+    # from a state 3 iterations in: the first evaluates only the start point (1 trial, not 3), and the 2-process
+    # floor evaluates init every iteration
+    lbfgs = dataclasses.replace(lbfgs, init=dml.run_serial(lbfgs, max_iter=3).state)
     its = 20 if quick else 200
     Xp = rng.normal(size=(n, 50)) * 0.9 ** np.arange(50)
     pca = dml.PCA(10, n_iter=its, random_state=0).make_problem(Xp, PARTITIONS)   # every iteration a power step
@@ -123,6 +129,7 @@ def make_cases(quick: bool, large: bool) -> list[Case]:
     cases = [Case("kmeans", no_stop(km), its, X.shape), Case("logistic", no_stop(lr), its, Xl.shape),
              Case("sgd", no_stop(sgd), its, Xl.shape), Case("minibatch-kmeans", no_stop(mbk), its, X.shape),
              Case("logistic-newton", no_stop(newton), its // 4, Xl.shape),
+             Case("logistic-lbfgs", no_stop(lbfgs), its // 2, Xl.shape),
              Case("pca", no_stop(pca), its, Xp.shape)]
     if large:
         nl = 2_000_000 // scale
@@ -357,11 +364,13 @@ def fits_vs_sklearn(ctx: dz.Context, quick: bool, rounds: int) -> None:
     """
     from sklearn.cluster import KMeans as SKKMeans
     from sklearn.cluster import MiniBatchKMeans as SKMiniBatch
+    from sklearn.datasets import load_breast_cancer
     from sklearn.decomposition import PCA as SKPCA
     from sklearn.linear_model import LinearRegression as SKLinear
     from sklearn.linear_model import LogisticRegression as SKLogistic
     from sklearn.linear_model import SGDClassifier as SKSGDClassifier
     from sklearn.linear_model import SGDRegressor as SKSGDRegressor
+    from sklearn.preprocessing import StandardScaler
 
     rng = np.random.default_rng(1)
     n = 200_000 // (20 if quick else 1)
@@ -371,9 +380,17 @@ def fits_vs_sklearn(ctx: dz.Context, quick: bool, rounds: int) -> None:
     Xp = rng.normal(size=(n, 50)) * 0.9 ** np.arange(50)
     init = X[:8].copy()
     Xs = (X - X.mean(axis=0)) / X.std(axis=0)             # SGD wants standardized features, as scikit-learn's
+    Xc, yc = load_breast_cancer(return_X_y=True)
+    Xc = StandardScaler().fit_transform(Xc)
     pairs = {
         "LogisticRegression (newton | lbfgs)": (lambda: dml.LogisticRegression(context=ctx, tol=1e-6).fit(X, y),
                                                 lambda: SKLogistic(tol=1e-6, max_iter=1000).fit(X, y)),
+        "LogisticRegression (lbfgs | lbfgs)": (
+            lambda: dml.LogisticRegression(solver="lbfgs", context=ctx, tol=1e-6).fit(X, y),
+            lambda: SKLogistic(tol=1e-6, max_iter=1000).fit(X, y)),
+        "LogReg breast cancer (lbfgs | lbfgs)": (
+            lambda: dml.LogisticRegression(solver="lbfgs", context=ctx).fit(Xc, yc),
+            lambda: SKLogistic().fit(Xc, yc)),
         "LinearRegression (normal eq. | lstsq)": (lambda: dml.LinearRegression(context=ctx).fit(X, yr),
                                                   lambda: SKLinear().fit(X, yr)),
         "KMeans k=8 (lloyd | lloyd)": (lambda: dml.KMeans(8, init=init, context=ctx).fit(X),
