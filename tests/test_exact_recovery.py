@@ -198,11 +198,12 @@ def test_fit_with_a_worker_killed_at_a_random_call_is_bit_identical(tmp_path, es
     rnd = random.Random(seed)
     partitions, iterations = rnd.choice([6, 7]), 25  # more partitions than workers: slots of several
     problem = _problem(estimator, partitions)
-    clean = run_problem(problem, ctx, max_iter=iterations, group_size=1)
+    clean = run_problem(problem, ctx, max_iter=iterations, group_size=1, keep_history=True)
     kill_at = rnd.randint(partitions + 1, partitions * iterations - partitions)
     hurt_problem = dataclasses.replace(problem, local=KillInLocal(problem.local, str(tmp_path), kill_at))
     n0 = len(ctx.metrics)
-    hurt = run_problem(hurt_problem, ctx, max_iter=iterations, group_size=rnd.choice([2, 5, 25]))
+    hurt = run_problem(hurt_problem, ctx, max_iter=iterations, group_size=rnd.choice([2, 5, 25]),
+                       keep_history=True)
     assert (tmp_path / "killed").exists() and _recoveries(ctx, n0) == 1
     assert hurt.iterations == clean.iterations == iterations
     for a, b in zip(hurt.history, clean.history):
@@ -217,8 +218,8 @@ def test_with_at_most_one_partition_per_worker_the_fit_is_the_sequential_fold():
     """iterate's tree with P <= W slots of one partition each is the plain left fold: run_serial's, bit for bit."""
     ctx = _ctx()
     problem = _problem("kmeans", W)
-    engine = run_problem(problem, ctx, max_iter=15, group_size=5)
-    serial = run_serial(problem, max_iter=15)
+    engine = run_problem(problem, ctx, max_iter=15, group_size=5, keep_history=True)
+    serial = run_serial(problem, max_iter=15, keep_history=True)
     assert engine.iterations == serial.iterations
     assert all(np.array_equal(a.centers, b.centers) for a, b in zip(engine.history, serial.history))
 

@@ -192,7 +192,7 @@ def test_a_stalled_fit_warns():
     state = L.initial_state(np.zeros(2))
     stalled = L.LBFGSState(state.best, 1.0, np.ones(2), 1.0, state.direction, state.steps, state.S, state.Y,
                            state.rho, state.search, "stalled")
-    fit = Fit(state=stalled, history=[stalled] * 7, iterations=7, converged=True, seconds=0.0)
+    fit = Fit(state=stalled, records=[1.0] * 7, iterations=7, converged=True, seconds=0.0)
     est = LogisticRegression(tol=1e-4)
     with pytest.warns(ConvergenceWarning, match="stopped after 7 iterations: no step"):
         record_fit(est, fit)
@@ -268,7 +268,7 @@ def test_rosenbrock_as_scipy(x0):
     however far the unit-length first step is from the right one; every pass that continues a line search
     looks strictly inside its bracket, or beyond it while all steps were too short."""
     x0 = np.array(x0)
-    fit = run_serial(rosenbrock(x0), max_iter=500)
+    fit = run_serial(rosenbrock(x0), max_iter=500, keep_history=True)
     nit = minimize(rosen, x0, jac=rosen_der, method="L-BFGS-B", options={"gtol": 1e-6, "maxcor": 10}).nit
     assert fit.converged and fit.state.grad_max <= 1e-6
     assert np.allclose(fit.state.best, [1.0, 1.0], atol=1e-5)

@@ -231,7 +231,7 @@ class KMeans(ClassNamePrefixFeaturesOutMixin, TransformerMixin, ClusterMixin, Ce
         self.labels_ = np.concatenate([labels for labels, _ in fit.finished])
         self.inertia_ = float(sum(inertia for _, inertia in fit.finished))
         self.n_iter_ = fit.iterations
-        self.loss_curve_ = [st.inertia for st in fit.history]
+        self.loss_curve_ = list(fit.records)
         self.iterate_seconds_ = fit.seconds
         self._n_features_out = k
         distinct = len(np.unique(self.labels_))

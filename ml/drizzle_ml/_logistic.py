@@ -234,7 +234,7 @@ class LogisticRegression(ClassifierMixin, DrizzleEstimator):
 def record_fit(est: Any, fit: P.Fit) -> None:
     """The fitted attributes every iterative linear model sets, and its convergence warning."""
     est.n_iter_ = fit.iterations
-    est.loss_curve_ = [s.loss for s in fit.history]
+    est.loss_curve_ = list(fit.records)
     est.iterate_seconds_ = fit.seconds
     if not fit.converged:
         warnings.warn(f"{type(est).__name__} did not converge in {fit.iterations} iterations "

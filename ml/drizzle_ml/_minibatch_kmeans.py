@@ -205,7 +205,7 @@ class MiniBatchKMeans(_Decayed):
         self.n_iter_ = math.ceil(st.t / math.ceil(X.shape[0] / min(int(self.batch_size), X.shape[0])))
         self.labels_ = np.concatenate([labels for labels, _ in fit.finished])
         self.inertia_ = float(sum(inertia for _, inertia in fit.finished))
-        self.loss_curve_ = [h.ewa_inertia for h in fit.history]
+        self.loss_curve_ = list(fit.records)
         self.iterate_seconds_ = fit.seconds
         self._n_features_out = self.cluster_centers_.shape[0]
         distinct = len(np.unique(self.labels_))

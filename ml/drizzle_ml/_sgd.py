@@ -46,6 +46,11 @@ def seed_of(random_state: Any) -> int:
     return check_int(random_state, "random_state", minimum=0)
 
 
+
+def _epoch_record(state: K.SGDState) -> tuple[bool, float]:
+    """What a fit keeps of each step: whether it ended an epoch, and the last epoch's loss (``loss_curve_``)."""
+    return state.epoch_steps == 0, float(state.loss)
+
 class _BaseSGD(DrizzleEstimator):
     """What the two SGD estimators share: parameters, the Problem, fit / partial_fit."""
 
@@ -86,7 +91,8 @@ class _BaseSGD(DrizzleEstimator):
                              n_iter_no_change=int(self.n_iter_no_change))
         problem = P.Problem(blocks=blocks, init=K.initial_state(theta, t, seen),
                             local=K.SGDLocal(str(self.loss), bool(self.fit_intercept), seed), combine=K.add,
-                            update=update, until=K.stopped if stop else None, loss=K.epoch_loss)
+                            update=update, until=K.stopped if stop else None, loss=K.epoch_loss,
+                            record=_epoch_record)
         return problem, steps * epochs
 
     def make_problem(self, X: Any, y: Any, num_partitions: int) -> tuple[P.Problem, int]:
@@ -118,7 +124,7 @@ class _BaseSGD(DrizzleEstimator):
         self.t_ = 1.0 + st.seen                           # scikit-learn's t_: 1 + samples seen
         self.n_steps_ = st.t                              # SGD steps, over every fit / partial_fit since reset
         self.n_iter_ = st.epochs
-        self.loss_curve_ = [h.loss for h in fit.history if h.epoch_steps == 0]
+        self.loss_curve_ = [loss for epoch_end, loss in fit.records if epoch_end]
         self.iterate_seconds_ = fit.seconds
         if not partial and not st.done and self.tol is not None:
             warnings.warn(f"{type(self).__name__}: maximum number of iterations ({self.max_iter} epochs) reached "
