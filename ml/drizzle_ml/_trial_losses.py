@@ -30,11 +30,7 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 
-#: exp's argument floor. ``exp(x)`` for x in (-745, -708) is subnormal, and subnormals are ~100x slower in
-#: every later operation (the division, the sums, the BLAS product X' R): a softmax fit on digits spent
-#: 10-40 ms instead of 2 ms per pass on them. exp(-690) = 2.6e-300 is a normal number (even divided by a
-#: million classes) and the probability it stands for is as negligible as the true one.
-EXP_FLOOR = -690.0
+from ._losses import EXP_FLOOR
 
 
 def _times(R: np.ndarray, X: Any) -> np.ndarray:
