@@ -40,8 +40,8 @@ class Retained(Sequence[T], Generic[T]):
 
     @property
     def dropped(self) -> int:
-        """How many entries, the oldest, are no longer kept."""
-        return self._dropped + max(0, len(self._items) - self.maxlen)
+        """How many entries, the oldest, are no longer kept (the position of the oldest kept)."""
+        return self._first()
 
     def append(self, item: T) -> None:
         items = self._items
@@ -89,8 +89,6 @@ class Retained(Sequence[T], Generic[T]):
         return reversed(list(self))
 
     def __eq__(self, other: object) -> bool:
-        if isinstance(other, Retained):
-            return len(self) == len(other) and list(self) == list(other)
         if isinstance(other, Sequence) and not isinstance(other, (str, bytes)):
             return len(self) == len(other) and list(self) == list(other)
         return NotImplemented

@@ -127,35 +127,45 @@ class _Send:
                     continue
                 args = (k, v, values)
             msgs = send(*args)
-            for dest, m in _pairs(msgs, k):
-                if combine is None:
-                    lst = out.get(dest)
-                    if lst is None:
-                        out[dest] = [m]
+            if msgs is None:
+                msgs = ()
+            pair: Any = _NOTHING
+            try:
+                for pair in msgs:
+                    dest, m = pair
+                    if combine is None:
+                        lst = out.get(dest)
+                        if lst is None:
+                            out[dest] = [m]
+                        else:
+                            lst.append(m)
                     else:
-                        lst.append(m)
-                else:
-                    out[dest] = combine(out[dest], m) if dest in out else m
+                        out[dest] = combine(out[dest], m) if dest in out else m
+            except (TypeError, ValueError) as e:
+                _bad_message(e, k, msgs, pair)
+                raise
             if seq is not None:
                 a = seq(*args)
                 agg = a if agg is _NOTHING else agg_comb(agg, a)  # type: ignore[misc]
         return [out, agg]
 
 
-def _pairs(msgs: Iterable[Any], key: Any) -> Iterator[tuple[Any, Any]]:
-    """``send``'s output, each item checked to be a (destination, message) pair."""
-    if msgs is None:
+def _bad_message(e: BaseException, key: Any, msgs: Any, pair: Any) -> None:
+    """If ``e`` is the send loop's own failure to read ``send``'s output (not a user function's error), raise a
+    TypeError that names the key and what ``send`` gave; otherwise return. Only errors raised in the loop's own
+    frame are ours: the per-message path checks nothing, the way ``reduce_by_key`` checks its records."""
+    tb = e.__traceback__
+    if tb is None or tb.tb_next is not None:
         return
-    try:
-        it = iter(msgs)
-    except TypeError:
+    if pair is _NOTHING and "not iterable" in str(e):
         raise TypeError(f"iterate_by_key: send must return an iterable of (key, message) pairs; for key "
                         f"{key!r} it returned {type(msgs).__name__}") from None
-    for pair in it:
-        if type(pair) is not tuple or len(pair) != 2:
-            raise TypeError(f"iterate_by_key: send must yield (key, message) pairs; for key {key!r} it yielded "
-                            f"{type(pair).__name__} {pair!r:.60}")
-        yield pair
+    if "unpack" in str(e):
+        raise TypeError(f"iterate_by_key: send must yield (key, message) pairs; for key {key!r} it yielded "
+                        f"{type(pair).__name__} {pair!r:.60}") from None
+    if "unhashable" in str(e):
+        raise TypeError(f"iterate_by_key: a message's key must be hashable; for key {key!r} send yielded "
+                        f"{pair!r:.60}") from None
 
 
 class _Split:

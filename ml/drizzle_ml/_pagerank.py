@@ -132,10 +132,11 @@ def pagerank(graph: Any, *, damping: float = 0.85, max_iter: int = 100, tol: flo
     n = A.shape[0]
     if n == 0:
         return PageRankResult(np.zeros(0), 0, True)
+    if num_partitions is not None and (isinstance(num_partitions, bool) or not isinstance(num_partitions, int)
+                                       or num_partitions < 1):
+        raise ValueError(f"pagerank: num_partitions must be a positive int, got {num_partitions!r}")
     ctx = _context.resolve(context)
     blocks = min(n, num_partitions if num_partitions is not None else max(1, ctx.num_workers))
-    if isinstance(blocks, bool) or not isinstance(blocks, int) or blocks < 1:
-        raise ValueError(f"pagerank: num_partitions must be a positive int, got {num_partitions!r}")
     data, state, bounds = _blocks(A, _personalization(personalization, n), blocks)
     res = ctx.iterate_by_key(
         ctx.parallelize(state, blocks), data=ctx.parallelize(data, blocks), send=K.send, combine=K.add,
