@@ -52,8 +52,11 @@ before numpy is imported, inherited by every process started here), and the
 drizzle workers' thread count is checked with threadpoolctl when installed.
 Times are medians of ``--repeat`` runs (the fastest run is shown too: on a
 shared machine a neighbour's load inflates medians, rarely the minimum); floors
-and drizzle are measured in interleaved rounds so noise hits them alike. Read
-the ratios, measured in the same run, not one absolute number.
+and drizzle are measured in interleaved rounds so noise hits them alike, and
+``paired x 2p`` is the median (range) of each round's ratio to that round's
+2-process floor: the figure the 1.05x target (issue 13) is judged by. Read
+the ratios, measured in the same run, not one absolute number. Every case
+starts from a state 3 iterations in (see ``make_cases``).
 """
 
 from __future__ import annotations
@@ -69,6 +72,7 @@ import dataclasses  # noqa: E402
 import functools  # noqa: E402
 import logging  # noqa: E402
 import multiprocessing  # noqa: E402
+import pickle  # noqa: E402
 import statistics  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
@@ -83,7 +87,7 @@ import drizzle_core as dz  # noqa: E402
 
 WORKERS = 2
 PARTITIONS = 4
-TARGET_VS_FLOOR2 = 1.2
+TARGET_VS_FLOOR2 = 1.05   # issue 13: the median of the paired ratios to the 2-process floor
 FLOOR1 = "floor 1 proc (same kernels)"
 FLOOR2 = "floor 2 proc (no engine)"
 
@@ -104,6 +108,7 @@ class Row:
     ms: float                  # median ms per iteration
     note: str = ""
     best: float = float("nan")   # fastest run's ms per iteration: less sensitive to a noisy neighbour
+    paired: list[float] = dataclasses.field(default_factory=list)  # per round: its ms / the 2-process floor's
 
 
 # ----------------------------------------------------------------- the cases
@@ -115,12 +120,13 @@ def make_cases(quick: bool, large: bool) -> list[Case]:
     km = dml.KMeans(8, init=X[:8].copy()).make_problem(X, PARTITIONS)
     Xl = rng.normal(size=(n, 20))
     yl = (Xl @ rng.normal(size=20) + rng.normal(size=n) > 0).astype(int)
-    lr = dml.LogisticRegression(solver="gd").make_problem(Xl, yl, PARTITIONS)
-    newton = dml.LogisticRegression(solver="newton").make_problem(Xl, yl, PARTITIONS)
-    lbfgs = dml.LogisticRegression(solver="lbfgs").make_problem(Xl, yl, PARTITIONS)
-    # from a state 3 iterations in: the first evaluates only the start point (1 trial, not 3), and the 2-process
-    # floor evaluates init every iteration
-    lbfgs = dataclasses.replace(lbfgs, init=dml.run_serial(lbfgs, max_iter=3).state)
+    # Every case starts from a state 3 iterations in: the 2-process floor evaluates ``init`` every iteration, and
+    # the initial point is special (logistic margins all 0, L-BFGS's first iteration evaluates 1 trial, not 3),
+    # so a floor at init would time work no later iteration does.
+    lr = warm(dml.LogisticRegression(solver="gd").make_problem(Xl, yl, PARTITIONS))
+    newton = warm(dml.LogisticRegression(solver="newton").make_problem(Xl, yl, PARTITIONS))
+    lbfgs = warm(dml.LogisticRegression(solver="lbfgs").make_problem(Xl, yl, PARTITIONS))
+    km = warm(km)
     its = 20 if quick else 200
     Xp = rng.normal(size=(n, 50)) * 0.9 ** np.arange(50)
     pca = dml.PCA(10, n_iter=its, random_state=0).make_problem(Xp, PARTITIONS)   # every iteration a power step
@@ -138,6 +144,11 @@ def make_cases(quick: bool, large: bool) -> list[Case]:
         big = dml.LogisticRegression().make_problem(Xb, yb, PARTITIONS)
         cases.append(Case("logistic-large", no_stop(big), 5 if quick else 30, Xb.shape, peers=False))
     return cases
+
+
+def warm(problem: dml.Problem) -> dml.Problem:
+    """The problem from the state 3 serial iterations reach (see ``make_cases``)."""
+    return dataclasses.replace(problem, init=dml.run_serial(problem, max_iter=3).state)
 
 
 def no_stop(problem: dml.Problem) -> dml.Problem:
@@ -175,34 +186,56 @@ def floor_one(case: Case) -> Callable[[int], float]:
     return run
 
 
-def _floor_child(problem: dml.Problem, blocks: list[Any], n: int, barrier: Any, out: Any) -> None:
+def _floor_child(problem: dml.Problem, blocks: list[Any], commands: Any, barrier: Any, out: Any) -> None:
+    """One process's half of the partitions, ``n`` iterations of ``local`` per command, no communication.
+
+    It lives for the whole case, as the drizzle workers do: a fresh process per run spent its first
+    iterations faulting in pages (2x slower, measured for ALS), which is no floor. Its blocks are made
+    again in its own memory (a pickle round trip, as if it had loaded them): the arrays as unpickled from
+    the pipe ran the logistic kernel 1.4-1.5x slower than fresh ones, measured (both C-contiguous, same data).
+    """
+    blocks = [pickle.loads(pickle.dumps(b, protocol=pickle.HIGHEST_PROTOCOL)) for b in blocks]
     state = problem.init
     serial_total(problem, blocks, state)                   # warm up
-    barrier.wait()
-    start = time.perf_counter()
-    for _ in range(n):
-        serial_total(problem, blocks, state)
-    out.put(time.perf_counter() - start)
+    while (n := commands.get()) is not None:
+        barrier.wait()
+        start = time.perf_counter()
+        for _ in range(n):
+            serial_total(problem, blocks, state)
+        out.put(time.perf_counter() - start)
 
 
-def floor_two(case: Case) -> Callable[[int], float]:
-    """Two plain processes, each looping over its half of the partitions, no engine: the 2-worker floor."""
+def floor_two(case: Case) -> tuple[Callable[[int], float], Callable[[], None]]:
+    """Two plain processes, each looping over its half of the partitions, no engine: the 2-worker floor.
+
+    Returns ``run(n)`` (the slower process's seconds for n iterations) and ``stop()``, which ends them.
+    """
     p = case.problem
     mp = multiprocessing.get_context("spawn")
     halves = [p.blocks[w::WORKERS] for w in range(WORKERS)]
     light = dataclasses.replace(p, blocks=[])
+    barrier, out = mp.Barrier(WORKERS), mp.Queue()
+    commands = [mp.Queue() for _ in halves]
+    procs = [mp.Process(target=_floor_child, args=(light, half, q, barrier, out), daemon=True)
+             for half, q in zip(halves, commands)]
+    for proc in procs:
+        proc.start()
 
-    def run(n: int) -> float:
-        barrier, out = mp.Barrier(WORKERS), mp.Queue()
-        procs = [mp.Process(target=_floor_child, args=(light, half, n, barrier, out)) for half in halves]
-        for proc in procs:
-            proc.start()
-        times = [out.get() for _ in procs]
-        for proc in procs:
-            proc.join()
-        return max(times)
+    def run(n: int, keep: Any = barrier) -> float:   # keep: Process.start drops its args, the barrier lives here
+        for q in commands:
+            q.put(n)
+        return max(out.get() for _ in procs)
 
-    return run
+    def stop() -> None:
+        for q in commands:
+            q.put(None)
+        for proc in procs:
+            proc.join(timeout=30)
+            if proc.is_alive():
+                proc.kill()
+                proc.join()
+
+    return run, stop
 
 
 def drizzle(case: Case, ctx: dz.Context, g: int | str, driver_cpu: list[float]) -> Callable[[int], float]:
@@ -218,11 +251,11 @@ def drizzle(case: Case, ctx: dz.Context, g: int | str, driver_cpu: list[float]) 
 
 
 def measure(systems: dict[str, Callable[[int], float]], iterations: int,
-            repeat: int) -> dict[str, tuple[float, float]]:
-    """ms per iteration of every system, (median, min) of ``repeat`` rounds, each round running each system once.
+            repeat: int) -> dict[str, list[float]]:
+    """ms per iteration of every system in each of ``repeat`` rounds, each round running each system once.
 
     Interleaving the rounds makes the machine's noise (other processes, a
-    shared host) hit every system alike, so the ratios are fair.
+    shared host) hit every system alike, so the per-round ratios are fair.
     """
     for run in systems.values():
         run(max(2, iterations // 10))   # warm up: imports, caches, first touch of pages
@@ -230,7 +263,7 @@ def measure(systems: dict[str, Callable[[int], float]], iterations: int,
     for _ in range(repeat):
         for name, run in systems.items():
             samples[name].append(run(iterations) / iterations * 1e3)
-    return {name: (statistics.median(v), min(v)) for name, v in samples.items()}
+    return samples
 
 
 # ---------------------------------------------------------------- peers
@@ -339,14 +372,17 @@ def print_table(case: Case, rows: list[Row], floor1: float, floor2: float) -> No
     print(f"\n{case.name}: {case.shape[0]:,} x {case.shape[1]} float64, {PARTITIONS} partitions, "
           f"{WORKERS} workers, {case.iterations} iterations, medians")
     floor2_best = next(r.best for r in rows if r.system == FLOOR2)
-    print(f"  {'system':32s} {'ms/iter':>9s} {'x floor 1p':>11s} {'x floor 2p':>11s} {'x best drizzle':>15s}"
-          f" {'min ms':>8s} {'min x floor 2p min':>19s}")
+    print(f"  {'system':32s} {'ms/iter':>9s} {'x floor 1p':>11s} {'x floor 2p':>11s} {'paired x 2p':>17s}"
+          f" {'x best drizzle':>15s} {'min ms':>8s} {'min x floor 2p min':>19s}")
     for r in rows:
-        print(f"  {r.system:32s} {r.ms:9.2f} {r.ms / floor1:11.2f} {r.ms / floor2:11.2f} {r.ms / best.ms:15.2f}"
-              f" {r.best:8.2f} {r.best / floor2_best:19.2f}{'  ' + r.note if r.note else ''}")
-    verdict = "meets" if best.ms <= TARGET_VS_FLOOR2 * floor2 else "MISSES"
-    print(f"  best drizzle ({best.system}) {best.ms / floor2:.2f}x the 2-process floor: {verdict} the "
-          f"{TARGET_VS_FLOOR2}x target")
+        paired = (f"{statistics.median(r.paired):.2f} ({min(r.paired):.2f}-{max(r.paired):.2f})"
+                  if r.paired else "")
+        print(f"  {r.system:32s} {r.ms:9.2f} {r.ms / floor1:11.2f} {r.ms / floor2:11.2f} {paired:>17s}"
+              f" {r.ms / best.ms:15.2f} {r.best:8.2f} {r.best / floor2_best:19.2f}{'  ' + r.note if r.note else ''}")
+    ratio = statistics.median(best.paired) if best.paired else best.ms / floor2
+    verdict = "meets" if ratio <= TARGET_VS_FLOOR2 else "MISSES"
+    print(f"  best drizzle ({best.system}) {ratio:.2f}x the 2-process floor (median of the paired rounds): "
+          f"{verdict} the {TARGET_VS_FLOOR2}x target")
     if peers:
         fastest = min(peers, key=lambda r: r.ms)
         print(f"  fastest peer: {fastest.system} {fastest.ms:.2f} ms; drizzle is "
@@ -672,6 +708,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-peers", action="store_true", help="skip multiprocessing, Dask and Ray")
     ap.add_argument("--no-large", action="store_true", help="skip the 2,000,000 x 50 case")
     ap.add_argument("--pagerank-only", action="store_true", help="only the PageRank table")
+    ap.add_argument("--cases", default="", help="comma-separated per-iteration cases to run (e.g. kmeans,logistic): "
+                    "those tables and their peers only, no whole fits, PageRank or ALS")
     args = ap.parse_args(argv)
     repeat = 2 if args.quick else args.repeat
     if args.pagerank_only:
@@ -679,6 +717,12 @@ def main(argv: list[str] | None = None) -> int:
             bench_pagerank(ctx, args.quick, repeat)
         return 0
     cases = make_cases(args.quick, large=not args.no_large)
+    if args.cases:
+        wanted = args.cases.split(",")
+        unknown = sorted(set(wanted) - {c.name for c in cases})
+        if unknown:
+            ap.error(f"unknown case(s) {', '.join(unknown)}; choose from {', '.join(c.name for c in cases)}")
+        cases = [c for c in cases if c.name in wanted]
     with dz.Context(transport="local", workers=WORKERS) as ctx:
         infos = dml.worker_blas_threads(ctx)
         threads = dml.max_blas_threads(infos)
@@ -688,18 +732,24 @@ def main(argv: list[str] | None = None) -> int:
         results = []
         for case in cases:
             cpu: dict[str, list[float]] = {}
-            systems = {FLOOR1: floor_one(case), FLOOR2: floor_two(case)}
+            floor2, stop = floor_two(case)
+            systems = {FLOOR1: floor_one(case), FLOOR2: floor2}
             for g in (1, 10, "auto"):
                 systems[f"drizzle G={g}"] = drizzle(case, ctx, g, cpu.setdefault(f"drizzle G={g}", []))
-            ms = measure(systems, case.iterations, repeat)
-            rows = [Row(case.name, name, med, f"driver CPU {statistics.median(cpu[name]):.0%}" if name in cpu else "",
-                        best) for name, (med, best) in ms.items()]
-            results.append((case, rows, ms[FLOOR1][0], ms[FLOOR2][0]))
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")      # scikit-learn's FutureWarnings are not the subject here
-            fits_vs_sklearn(ctx, args.quick, repeat)
-            bench_pagerank(ctx, args.quick, repeat)
-        als_section(ctx, args.quick, repeat, peers=not args.no_peers)
+            try:
+                ms = measure(systems, case.iterations, repeat)
+            finally:
+                stop()
+            rows = [Row(case.name, name, statistics.median(v),
+                        f"driver CPU {statistics.median(cpu[name]):.0%}" if name in cpu else "", min(v),
+                        [a / b for a, b in zip(v, ms[FLOOR2])]) for name, v in ms.items()]
+            results.append((case, rows, statistics.median(ms[FLOOR1]), statistics.median(ms[FLOOR2])))
+        if not args.cases:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")      # scikit-learn's FutureWarnings are not the subject here
+                fits_vs_sklearn(ctx, args.quick, repeat)
+                bench_pagerank(ctx, args.quick, repeat)
+            als_section(ctx, args.quick, repeat, peers=not args.no_peers)
     for case, rows, floor1, floor2 in results:
         if case.peers and not args.no_peers:
             rows.append(bench_pool(case, repeat))
