@@ -182,7 +182,7 @@ def iterate(ctx: Context, data: D.Dataset, init: Any, *, local: Callable[[Any, A
     copies = slots if slots <= ALL_REDUCE_MAX else 1
     state0 = ctx.parallelize([(False, init)] * copies, copies).cache()
     stop = [False]
-    copy0 = _Copy0()
+    copy0, split = _Copy0(), _Split()  # one object each for the whole loop: templates key ops by identity
 
     pending: dict[int, D.Dataset] = {}  # iteration -> its state dataset, until its state arrives
 
@@ -194,7 +194,7 @@ def iterate(ctx: Context, data: D.Dataset, init: Any, *, local: Callable[[Any, A
             node = N.BroadcastZipNode(next(D._ids), data.node, state.node, local_op, f"iterate local at {label}",
                                       slots=copies)
             partials = D.Dataset(ctx, node, (data, state))
-            dep = N.ShuffleDep(next(D._shuffle_ids), partials.node, _Split(), local_combine=comb,
+            dep = N.ShuffleDep(next(D._shuffle_ids), partials.node, split, local_combine=comb,
                                combine_slots=slots)
             rnode = N.ShuffleReadNode(next(D._ids), (dep,), merge, copies, f"iterate combine at {label}")
             reduced = D.Dataset(ctx, rnode, (partials,))

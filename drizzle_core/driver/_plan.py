@@ -280,7 +280,7 @@ class PlanBuilder:
     a few jobs between polls of the transport instead.
     """
 
-    __slots__ = ("keys", "located", "memo", "plan", "planner", "runs", "workers")
+    __slots__ = ("keys", "located", "memo", "plan", "planner", "runs", "stamped", "workers")
 
     def __init__(self, planner: Planner, plan: GroupPlan, workers: tuple[int, ...],
                  located: dict[Block, int]) -> None:
@@ -291,6 +291,7 @@ class PlanBuilder:
         self.runs: dict[int, int] = {}      # shuffle_id -> run, for this group
         self.memo: dict[int, tuple[int, ...]] = {}   # externals' block locations (templates' shape walk)
         self.keys: dict[int, tuple[Any, Any]] = {}   # op keys by function id (the same)
+        self.stamped: set[int] = set()      # templates this group has stamped (their nodes are in the program)
 
     def add(self, job: int, ds: Dataset, func: Callable[[Any], Any]) -> None:
         """Plan every stage of one job that must run (shuffles already planned in the group run once).
@@ -342,22 +343,30 @@ class PlanBuilder:
                 templates.add(template)
 
     def _stamp(self, template: Template, job: int, shape: Any) -> None:
-        """Add ``job`` as an instance of ``template``: its own ids, no task planned (see ``_template``)."""
+        """Add ``job`` as an instance of ``template``: its own ids, no task planned (see ``_template``).
+
+        Runs for every stamped job (an iterate step, a micro-batch): what is
+        the same for every instance of the template (its nodes, functions and
+        stage labels in the program) is added once per group.
+        """
         plan, located, runs = self.plan, self.located, self.runs
         run_ids = self.planner._run_ids
-        new_runs = tuple(next(run_ids) for _ in template.runs)
-        for dep, run in zip(shape.shuffles, new_runs):
+        new_runs = tuple([next(run_ids) for _ in template.runs])
+        shuffles = shape.shuffles
+        for dep, run in zip(shuffles, new_runs):
             runs[dep.shuffle_id] = run
         order = shape.datasets
-        ids = tuple(d.node.id for d in order)
-        inst = Instance(template, len(plan.tasks), job, ids, tuple(dep.shuffle_id for dep in shape.shuffles),
+        ids = tuple([d.node.id for d in order])
+        inst = Instance(template, len(plan.tasks), job, ids, tuple([dep.shuffle_id for dep in shuffles]),
                         new_runs, shape.start)
         plan.tasks.add_instance(inst)
         plan.instances.append(inst)
-        plan.funcs.setdefault(id(template.func), template.func)
-        for nid, node in template.nodes.items():
-            plan.nodes.setdefault(nid, node)
-        plan.stage_labels.update(template.stage_labels)
+        if template.id not in self.stamped:
+            self.stamped.add(template.id)
+            plan.funcs.setdefault(id(template.func), template.func)
+            for nid, node in template.nodes.items():
+                plan.nodes.setdefault(nid, node)
+            plan.stage_labels.update(template.stage_labels)
         same = ids == template.ids
         rename = None if same else dict(zip(template.ids, ids))
         for run_t, run in zip(template.runs, new_runs):
@@ -367,18 +376,30 @@ class PlanBuilder:
             if combined is not None:
                 plan.combined[run] = combined
         read_by = plan.read_by
-        for nid in template.reads:
-            read_by[nid if rename is None else rename[nid]] = job
-        for nid, q, w in template.stores:
-            block = ("c", nid if rename is None else rename[nid], q)
-            located[block] = w
-            plan.new_cache[block] = w
-            plan.made_of.setdefault(block[1], []).append(block)
+        if rename is None:
+            for nid in template.reads:
+                read_by[nid] = job
+        else:
+            for nid in template.reads:
+                read_by[rename[nid]] = job
+        if template.stores:
+            new_cache, made_of = plan.new_cache, plan.made_of
+            for nid, q, w in template.stores:
+                block = ("c", nid if rename is None else rename[nid], q)
+                located[block] = w
+                new_cache[block] = w
+                made = made_of.get(block[1])
+                if made is None:
+                    made_of[block[1]] = [block]
+                else:
+                    made.append(block)
         for block, dest, loc in template.forwards:
             plan.forward(loc, block if rename is None else ("c", rename[block[1]], block[2]), dest)
-        for w, i, q in template.sources:
-            node = order[i].node
-            plan.sources.setdefault(w, {})[(node.id, q)] = node
+        if template.sources:
+            sources = plan.sources
+            for w, i, q in template.sources:
+                node = order[i].node
+                sources.setdefault(w, {})[(node.id, q)] = node
 
 
 def _shuffle_reads(ds: Dataset, located: dict[Block, int]) -> list[tuple[Dataset, int]]:

@@ -284,6 +284,7 @@ class GroupScheduler:
         self.replacement_wait = REPLACEMENT_WAIT
         self._open_plans: dict[int, GroupPlan] = {}
         self._deferred: list[_DeferredDrop] = []
+        self._deferred_max = -1  # the highest node id an unpersist was ever deferred for (keep_cached)
         self._pulling: list[int] = []           # groups whose jobs are being pulled now (innermost last)
         self._version = 0
         self._gc_drops: deque[int] = deque()    # node ids of collected datasets, applied at a safe point
@@ -338,6 +339,7 @@ class GroupScheduler:
                 d = _DeferredDrop(node_id, uncache=uncache, pulled_for=self._pulling[-1] if self._pulling else None)
                 if self._still_read(node_id):
                     self._deferred.append(d)  # the others waiting did not change: only this one is looked at
+                    self._deferred_max = max(self._deferred_max, node_id)
                 else:
                     uncache()
                     self._drop_node(node_id)
@@ -348,7 +350,14 @@ class GroupScheduler:
                 self._flush_drops()
 
     def keep_cached(self, node_id: int) -> None:
-        """A dataset is cached again: cancel unpersists of it still waiting."""
+        """A dataset is cached again: cancel unpersists of it still waiting.
+
+        Datasets get increasing ids, so one newer than every unpersist ever
+        deferred (a loop caching its new state every job) has none waiting:
+        no walk of the deferred drops, which a group of G jobs holds G of.
+        """
+        if node_id > self._deferred_max:
+            return
         with self._locked():
             self._deferred = [d for d in self._deferred if d.node_id != node_id or d.copy is not None]
 
@@ -374,6 +383,7 @@ class GroupScheduler:
                 node_id = self._gc_drops.popleft()
                 if self._open_plans:
                     self._deferred.append(_DeferredDrop(node_id))
+                    self._deferred_max = max(self._deferred_max, node_id)
                 else:
                     self._drop_node(node_id)
             if not self._runs:
