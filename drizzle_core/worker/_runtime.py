@@ -456,12 +456,14 @@ class WorkerRuntime:
     def run_ready(self, budget: float = 0.001) -> int:
         """Run ready tasks for about ``budget`` seconds; returns how many ran."""
         ran = 0
-        deadline = time.perf_counter() + budget
+        now = time.perf_counter()
+        deadline = now + budget
         ready = self.ready
         durations = self._durations
         while ready:
             gs, task = ready.popleft()
-            if self.results and (not self.results_hold or not self._holding()):
+            # (_holding() inline, on the clock read after the last task: this loop runs per task)
+            if self.results and (not self.results_hold or now - self.results_since >= self.results_hold):
                 # Results wait for the next flush only behind tasks known to be
                 # short: a task of a stage not seen yet, or a slow one, could
                 # hold a finished job back.
@@ -470,7 +472,8 @@ class WorkerRuntime:
                     self.flush_results()
             self._run(gs, task)
             ran += 1
-            if time.perf_counter() > deadline:
+            now = time.perf_counter()
+            if now > deadline:
                 break
         if self.results and (not ready or time.perf_counter() - self.results_since > self.flush_interval) \
                 and not self._holding():
