@@ -54,7 +54,8 @@ Times are medians of ``--repeat`` runs (the fastest run is shown too: on a
 shared machine a neighbour's load inflates medians, rarely the minimum); floors
 and drizzle are measured in interleaved rounds so noise hits them alike, and
 ``paired x 2p`` is the median (range) of each round's ratio to that round's
-2-process floor: the figure the 1.05x target (issue 13) is judged by. Read
+2-process floor: the figure the targets are judged by (1.05x for kmeans and
+logistic, issue 13; 1.2x for the rest, issue 4). Read
 the ratios, measured in the same run, not one absolute number. Every case
 starts from a state 3 iterations in (see ``make_cases``).
 """
@@ -87,7 +88,8 @@ import drizzle_core as dz  # noqa: E402
 
 WORKERS = 2
 PARTITIONS = 4
-TARGET_VS_FLOOR2 = 1.05   # issue 13: the median of the paired ratios to the 2-process floor
+TARGET_VS_FLOOR2 = 1.2    # issue 4: the best drizzle row against the 2-process floor
+TARGETS = {"kmeans": 1.05, "logistic": 1.05}  # issue 13's, for these cases (median of the paired ratios)
 FLOOR1 = "floor 1 proc (same kernels)"
 FLOOR2 = "floor 2 proc (no engine)"
 
@@ -205,19 +207,15 @@ def _floor_child(problem: dml.Problem, blocks: list[Any], commands: Any, barrier
         out.put(time.perf_counter() - start)
 
 
-def floor_two(case: Case) -> tuple[Callable[[int], float], Callable[[], None]]:
-    """Two plain processes, each looping over its half of the partitions, no engine: the 2-worker floor.
-
-    Returns ``run(n)`` (the slower process's seconds for n iterations) and ``stop()``, which ends them.
-    """
-    p = case.problem
+def floor_processes(target: Callable[..., None], problem: Any,
+                    shares: list[Any]) -> tuple[Callable[[int], float], Callable[[], None]]:
+    """One plain process per share, alive until ``stop()``: ``run(n)`` has each run n iterations of its share
+    (``target(problem, share, commands, barrier, out)``) and returns the slowest one's seconds."""
     mp = multiprocessing.get_context("spawn")
-    halves = [p.blocks[w::WORKERS] for w in range(WORKERS)]
-    light = dataclasses.replace(p, blocks=[])
-    barrier, out = mp.Barrier(WORKERS), mp.Queue()
-    commands = [mp.Queue() for _ in halves]
-    procs = [mp.Process(target=_floor_child, args=(light, half, q, barrier, out), daemon=True)
-             for half, q in zip(halves, commands)]
+    barrier, out = mp.Barrier(len(shares)), mp.Queue()
+    commands = [mp.Queue() for _ in shares]
+    procs = [mp.Process(target=target, args=(problem, share, q, barrier, out), daemon=True)
+             for share, q in zip(shares, commands)]
     for proc in procs:
         proc.start()
 
@@ -236,6 +234,16 @@ def floor_two(case: Case) -> tuple[Callable[[int], float], Callable[[], None]]:
                 proc.join()
 
     return run, stop
+
+
+def floor_two(case: Case) -> tuple[Callable[[int], float], Callable[[], None]]:
+    """Two plain processes, each looping over its half of the partitions, no engine: the 2-worker floor.
+
+    Returns ``run(n)`` (the slower process's seconds for n iterations) and ``stop()``, which ends them.
+    """
+    p = case.problem
+    halves = [p.blocks[w::WORKERS] for w in range(WORKERS)]
+    return floor_processes(_floor_child, dataclasses.replace(p, blocks=[]), halves)
 
 
 def drizzle(case: Case, ctx: dz.Context, g: int | str, driver_cpu: list[float]) -> Callable[[int], float]:
@@ -380,9 +388,10 @@ def print_table(case: Case, rows: list[Row], floor1: float, floor2: float) -> No
         print(f"  {r.system:32s} {r.ms:9.2f} {r.ms / floor1:11.2f} {r.ms / floor2:11.2f} {paired:>17s}"
               f" {r.ms / best.ms:15.2f} {r.best:8.2f} {r.best / floor2_best:19.2f}{'  ' + r.note if r.note else ''}")
     ratio = statistics.median(best.paired) if best.paired else best.ms / floor2
-    verdict = "meets" if ratio <= TARGET_VS_FLOOR2 else "MISSES"
+    target = TARGETS.get(case.name, TARGET_VS_FLOOR2)
+    verdict = "meets" if ratio <= target else "MISSES"
     print(f"  best drizzle ({best.system}) {ratio:.2f}x the 2-process floor (median of the paired rounds): "
-          f"{verdict} the {TARGET_VS_FLOOR2}x target")
+          f"{verdict} the {target}x target")
     if peers:
         fastest = min(peers, key=lambda r: r.ms)
         print(f"  fastest peer: {fastest.system} {fastest.ms:.2f} ms; drizzle is "
@@ -622,25 +631,8 @@ def als_systems(X: Any, est: Any, ctx: dz.Context,
             mine = [key for key in warm if (key % p.blocks) % WORKERS == w]
             shares[w].append(([(key, warm[key], [table[key]]) for key in mine],
                               [(key, warm[key], msgs[key], total) for key in mine if key in msgs]))
-    mp = multiprocessing.get_context("spawn")
     light = dataclasses.replace(p, state=[], data=([], []))   # the children get their share only
-    barrier, out = mp.Barrier(WORKERS), mp.Queue()
-    commands = [mp.Queue() for _ in shares]
-    procs = [mp.Process(target=_als_floor_child, args=(light, share, q, barrier, out), daemon=True)
-             for share, q in zip(shares, commands)]
-    for proc in procs:
-        proc.start()
-
-    def floor2(n: int, keep: Any = barrier) -> float:   # keep: Process.start drops its args, the barrier lives here
-        for q in commands:
-            q.put(n)
-        return max(out.get() for _ in procs)
-
-    def stop() -> None:
-        for q in commands:
-            q.put(None)
-        for proc in procs:
-            proc.join()
+    floor2, stop = floor_processes(_als_floor_child, light, shares)
 
     systems = {FLOOR1: floor1, FLOOR2: floor2}
     for g in (1, 10, "auto"):
