@@ -280,7 +280,7 @@ class PlanBuilder:
     a few jobs between polls of the transport instead.
     """
 
-    __slots__ = ("keys", "located", "memo", "plan", "planner", "runs", "stamped", "workers")
+    __slots__ = ("keys", "last", "located", "memo", "plan", "planner", "runs", "stamped", "workers")
 
     def __init__(self, planner: Planner, plan: GroupPlan, workers: tuple[int, ...],
                  located: dict[Block, int]) -> None:
@@ -292,6 +292,7 @@ class PlanBuilder:
         self.memo: dict[int, tuple[int, ...]] = {}   # externals' block locations (templates' shape walk)
         self.keys: dict[int, tuple[Any, Any]] = {}   # op keys by function id (the same)
         self.stamped: set[int] = set()      # templates this group has stamped (their nodes are in the program)
+        self.last: tuple[Any, Any, Any] | None = None  # (dataset, function, shape) of the last all-cached job
 
     def add(self, job: int, ds: Dataset, func: Callable[[Any], Any]) -> None:
         """Plan every stage of one job that must run (shuffles already planned in the group run once).
@@ -306,7 +307,15 @@ class PlanBuilder:
         templates = planner.templates
         shape = None
         if templates.enabled and not planner.moves:
-            shape = shape_of(ds, func, self.workers, located, runs, self.memo, self.keys)
+            last = self.last
+            if last is not None and last[0] is ds and last[1] is func and ds.is_cached:
+                shape = last[2]  # the very job again, a repeated query: what shape_of would find (see below)
+            else:
+                shape = shape_of(ds, func, self.workers, located, runs, self.memo, self.keys)
+                # A shape with nothing to compute is one cached dataset whose blocks all exist; they stay
+                # where they are while the group is planned (the walk's memo relies on that too), so the
+                # same dataset and function again have this shape again: no walk for each of G jobs.
+                self.last = (ds, func, shape) if shape is not None and not shape.locals else None
             if shape is not None:
                 template = templates.get(shape.key)
                 if template is not None:
