@@ -292,7 +292,7 @@ class PlanBuilder:
         self.memo: dict[int, tuple[int, ...]] = {}   # externals' block locations (templates' shape walk)
         self.keys: dict[int, tuple[Any, Any]] = {}   # op keys by function id (the same)
         self.stamped: set[int] = set()      # templates this group has stamped (their nodes are in the program)
-        self.last: tuple[Any, Any, Any] | None = None  # (dataset, function, shape) of the last all-cached job
+        self.last: tuple[Any, ...] | None = None  # (dataset, function, shape, ids) of the last all-cached job
 
     def add(self, job: int, ds: Dataset, func: Callable[[Any], Any]) -> None:
         """Plan every stage of one job that must run (shuffles already planned in the group run once).
@@ -310,12 +310,18 @@ class PlanBuilder:
             last = self.last
             if last is not None and last[0] is ds and last[1] is func and ds.is_cached:
                 shape = last[2]  # the very job again, a repeated query: what shape_of would find (see below)
+                template = templates.get(shape.key)
+                if template is not None and template.ids == last[3] and not (
+                        template.runs or template.stores or template.forwards or template.sources):
+                    self._stamp_again(template, job, shape)
+                    return
             else:
                 shape = shape_of(ds, func, self.workers, located, runs, self.memo, self.keys)
                 # A shape with nothing to compute is one cached dataset whose blocks all exist; they stay
                 # where they are while the group is planned (the walk's memo relies on that too), so the
                 # same dataset and function again have this shape again: no walk for each of G jobs.
-                self.last = (ds, func, shape) if shape is not None and not shape.locals else None
+                self.last = (ds, func, shape, tuple([d.node.id for d in shape.datasets])) \
+                    if shape is not None and not shape.locals else None
             if shape is not None:
                 template = templates.get(shape.key)
                 if template is not None:
@@ -350,6 +356,22 @@ class PlanBuilder:
                 template = Template(templates.new_id(), shape, tasks, [plan.tasks.worker(i) for i in range(start, end)],
                                     plan.routes, plan.combined, located, log, job_runs, func, plan.stage_labels)
                 templates.add(template)
+
+    def _stamp_again(self, template: Template, job: int, shape: Any) -> None:
+        """``_stamp`` for a repeated query whose template moves nothing: only the job number and first task.
+
+        The job reads the template's very blocks where they are (no shuffle
+        run, no block made, forwarded or shipped), so of ``_stamp``'s work only
+        the instance and the readers remain: the per-job cost of a loop of
+        identical jobs (W1), paid G times a group.
+        """
+        plan = self.plan
+        inst = Instance(template, len(plan.tasks), job, template.ids, (), (), shape.start)
+        plan.tasks.add_instance(inst)
+        plan.instances.append(inst)
+        read_by = plan.read_by
+        for nid in template.reads:
+            read_by[nid] = job
 
     def _stamp(self, template: Template, job: int, shape: Any) -> None:
         """Add ``job`` as an instance of ``template``: its own ids, no task planned (see ``_template``).

@@ -252,7 +252,7 @@ class TaskTable:
         self._workers: list[Any] = []        # list[int] aligned with an explicit segment, or None
         self._explicit: list[Task] | None = None
         self._len = 0
-        self._last: tuple[int, int, Any] = (0, 0, None)  # (start, end, Instance) of the segment result_of found last
+        self._last: tuple[int, int, Any, int] = (0, 0, None, -1)  # (start, end, Instance, segment) result_of found last
 
     def __len__(self) -> int:
         return self._len
@@ -297,16 +297,21 @@ class TaskTable:
 
     def result_of(self, index: int) -> tuple[int, int] | None:
         """``(job, partition)`` of a result task; None for a map task."""
-        start, end, inst = self._last
+        start, end, inst, s = self._last
         if start <= index < end:  # results arrive in runs of a segment's tasks: skip the search
             p = inst.template.results.get(index - start)
             return None if p is None else (inst.job, p)
-        seg, off, s = self._find(index)
-        if type(seg) is not list:
-            self._last = (self._starts[s], self._starts[s] + len(seg.template.tasks), seg)
+        starts = self._starts
+        n = s + 1
+        if index >= end and n < len(starts) and (n + 1 == len(starts) or index < starts[n + 1]) \
+                and index < self._len:
+            seg, off, s = self._segs[n], index - starts[n], n  # the segment after the last one: no search
+        else:
+            seg, off, s = self._find(index)
         if type(seg) is list:
             t = seg[off]
             return (t.job, t.partition) if t.kind == RESULT else None
+        self._last = (starts[s], starts[s] + len(seg.template.tasks), seg, s)
         p = seg.template.results.get(off)
         return None if p is None else (seg.job, p)
 

@@ -44,10 +44,10 @@ import numpy as np
 
 from .._errors import TaskTimeout
 from ..lineage import ShuffleReadNode, SourceNode, fold_slots
-from ..protocol import MAP, Program, Task, _wire, shuffle_blocks
+from ..protocol import MAP, RESULT, Program, Task, _wire, shuffle_blocks
 from ..protocol import _messages as M
 from ._heartbeat import Liveness
-from ._stamp import Templates, expand
+from ._stamp import Batch, Templates, expand
 
 log = logging.getLogger("drizzle.worker")
 
@@ -161,7 +161,7 @@ class WorkerRuntime:
         self.transient: dict[tuple[Any, ...], int] = {}
         self.waiting: dict[tuple[int, int], set[tuple[Any, ...]]] = {}
         self.waiters: dict[tuple[Any, ...], list[tuple[int, int]]] = {}
-        self.ready: deque[tuple[GroupState, Task]] = deque()
+        self.ready: deque[tuple[GroupState, Task | Batch]] = deque()  # a Batch stands for its tasks
         self.timers: list[tuple[Any, ...]] = []  # heap of (not_before, group, index, GroupState, Task)
         self.pending_forwards: dict[tuple[Any, ...], list[tuple[int, int]]] = {}
         # Pre-combined shuffles (ShuffleDep.combine_slots), for the slots whose every map task runs here:
@@ -281,6 +281,7 @@ class WorkerRuntime:
         self.programs.move_to_end(program_id)
         tasks = [Task._make(t) for t in tasks]  # plain tuples on the wire: they pickle ~4x faster
         nodes = program.nodes
+        batches: list[Batch] | None = [] if not trace else None  # traced groups keep one span per task
         if held:
             nodes = dict(nodes)
             explicit, routes = routes, dict(routes)  # routes the LAUNCH names win over a template's
@@ -292,9 +293,9 @@ class WorkerRuntime:
                                       "about the worker's templates)\n", RuntimeError("template not held"))
                     self.dead_groups.add(group)
                     return
-                expand(part, instances, nodes, tasks, routes)
+                expand(part, instances, nodes, tasks, routes, batches, self.blocks, self.transient)
             routes.update(explicit)
-        gs = GroupState(group, program, routes, len(tasks))
+        gs = GroupState(group, program, routes, len(tasks) + sum(b.size for b in batches or ()))
         gs.nodes = nodes
         gs.hold = hold
         gs.sources = {k: _aligned(v) for k, v in sources.items()} if sources else sources
@@ -345,12 +346,14 @@ class WorkerRuntime:
                     # part of the slot maps elsewhere (a recovery moved it): its buckets go one by one,
                     # the reducer folds them in the slot's order (lineage.combined_slots, as the planner)
                     del self.combine_left[ck]
+        for batch in batches or ():
+            ready.append((gs, batch))
         for block, dest in forwards:
             if block in blocks:
                 self._send(dest, (M.BLOCKS, group, [(block, blocks[block])]))
             else:
                 self.pending_forwards.setdefault(block, []).append((dest, group))
-        if not tasks:
+        if not gs.remaining:
             self._group_finished(gs)
 
     def _on_blocks(self, group: int, items: list[Any]) -> None:
@@ -462,6 +465,13 @@ class WorkerRuntime:
         durations = self._durations
         while ready:
             gs, task = ready.popleft()
+            if isinstance(task, Batch):
+                n = self._run_batch(gs, task, deadline)
+                ran += n
+                now = time.perf_counter()
+                if now > deadline:
+                    break
+                continue
             # (_holding() inline, on the clock read after the last task: this loop runs per task)
             if self.results and (not self.results_hold or now - self.results_since >= self.results_hold):
                 # Results wait for the next flush only behind tasks known to be
@@ -478,6 +488,84 @@ class WorkerRuntime:
         if self.results and (not ready or time.perf_counter() - self.results_since > self.flush_interval) \
                 and not self._holding():
             self.flush_results()
+        return ran
+
+    def _run_batch(self, gs: GroupState, batch: Batch, deadline: float) -> int:
+        """Run a :class:`Batch`'s tasks until it is done or ``deadline`` passes (then it goes back first in line).
+
+        Each task is what ``_run`` makes of a result task over a cached block
+        (the same results, failures, durations, liveness record and results
+        flushing), in one loop: the block and the function are looked up once
+        per template task, not once per task. Returns the tasks run.
+        """
+        if gs.failed:
+            return 0
+        group = gs.group
+        if self.results_group != group:
+            self.flush_results()
+            self.results_group = group
+            self.results_hold = gs.hold
+        funcs, blocks, durations = gs.program.funcs, self.blocks, self._durations
+        same, per = batch.same, len(batch.same)
+        quarter = self.flush_interval / 4
+        new = tuple.__new__
+        perf = time.perf_counter
+        ran = 0
+        done = batch.done
+        while done < batch.size:
+            base, job = batch.runs[done // per]
+            i, rest = same[done % per]
+            task = new(Task, (base + i, job, *rest))
+            value = blocks.get(("c", rest[1], rest[2]))
+            if value is None:  # dropped since the launch (not expected): the general path recomputes it
+                self.tasks[(group, task.index)] = task
+                self._run(gs, task)
+                done += 1
+                ran += 1
+                if gs.failed or group not in self.groups:
+                    break
+                continue
+            key = (rest[1], RESULT)
+            if self.results and (not self.results_hold or perf() - self.results_since >= self.results_hold):
+                expected = durations.get(key)  # as run_ready: results wait only behind tasks known to be short
+                if expected is None or expected > quarter:
+                    self.flush_results()
+            t0 = perf()
+            self.running = (gs, task, t0)
+            try:
+                out = funcs[rest[4][0]](value)
+            except (Exception, SystemExit, TaskTimeout) as e:  # as _run: the task fails, not the worker
+                self.running = None
+                gs.busy += perf() - t0
+                gs.failed = True
+                self.flush_results()
+                from ._failure import task_traceback
+
+                self.send_failure(group, task.index, task.attempt, task_traceback(e, gs.nodes, task), e)
+                batch.done = done + 1
+                return ran + 1
+            self.running = None
+            t1 = perf()
+            took = t1 - t0
+            gs.busy += took
+            old = durations.get(key)
+            durations[key] = took if old is None else 0.8 * old + 0.2 * took
+            if not self.results:
+                self.results_since = t0
+            self.results.append((task.index, task.attempt, out))
+            done += 1
+            ran += 1
+            gs.ran += 1
+            gs.remaining -= 1
+            if gs.remaining == 0:
+                batch.done = done
+                self._group_finished(gs)
+                return ran
+            if t1 > deadline and done < batch.size:
+                break
+        batch.done = done
+        if done < batch.size and not gs.failed and group in self.groups:
+            self.ready.appendleft((gs, batch))
         return ran
 
     def _holding(self) -> bool:

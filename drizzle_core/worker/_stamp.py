@@ -18,7 +18,7 @@ from collections import OrderedDict
 from typing import Any
 
 from ..lineage import renamed
-from ..protocol import Task, stamp, unpack_instances
+from ..protocol import RESULT, Task, stamp, unpack_instances
 from ..protocol import _messages as M
 
 
@@ -53,23 +53,74 @@ class Templates:
         return out
 
 
+class Batch:
+    """Instances of one slice with the template's very ids whose tasks all read a block this worker holds.
+
+    A repeated query (the same cached dataset and function every job): each
+    task is "apply the function to this cached block", so the worker runs a
+    group's instances of it in one loop (``WorkerRuntime._run_batch``): no
+    per-task entry in the task table or the ready queue, the blocks looked up
+    once. ``same`` is the template's tasks as ``(relative index, fields after
+    the job)``; ``runs`` the instances' ``(first task index, job)``; ``done``
+    how many of the tasks have run (the loop may stop at its time budget).
+    """
+
+    __slots__ = ("done", "runs", "same", "size")
+
+    def __init__(self, same: list[tuple[int, tuple[Any, ...]]]) -> None:
+        self.same = same
+        self.runs: list[tuple[int, int]] = []
+        self.done = 0
+        self.size = 0
+
+
+def _direct(tasks_t: tuple[tuple[Any, ...], ...], blocks: dict[Any, Any], transient: dict[Any, int]) -> bool:
+    """Whether every task of the slice is a result task over a cached block held here (see :class:`Batch`)."""
+    for t in tasks_t:
+        kind, inputs, shuffle_in, stores = t[5], t[7], t[8], t[9]
+        nb = t[11] if len(t) > 11 else 0.0
+        if kind != RESULT or shuffle_in or stores or nb:
+            return False
+        own = ("c", t[3], t[4])
+        if own not in blocks or own in transient:
+            return False
+        for b in inputs:
+            if b not in blocks or b in transient:
+                return False
+    return True
+
+
 def expand(part: tuple[Any, ...], instances: Any, nodes: dict[int, Any], tasks: list[Task],
-           routes: dict[int, Any]) -> None:
+           routes: dict[int, Any], batches: list[Batch] | None = None, blocks: dict[Any, Any] | None = None,
+           transient: dict[Any, int] | None = None) -> None:
     """Stamp ``instances`` (a pickle from the LAUNCH) of one slice into ``tasks``, ``routes`` and ``nodes``.
 
     ``nodes`` is the group's node table (the program's, copied by the
     caller): instances with datasets of their own get renamed copies of the
     template's nodes in it. An instance with the template's very ids (the
-    same datasets, as a repeated query) only renumbers the tasks.
+    same datasets, as a repeated query) only renumbers the tasks; given
+    ``batches`` (and this worker's ``blocks`` and ``transient``), such
+    instances of a slice that qualifies go into one :class:`Batch` instead.
     """
     ids_t, shuffles_t, runs_t, start_t, local_pos, tasks_t, routes_t = part
     same: list[tuple[int, tuple[Any, ...]]] | None = None  # the template's tasks, split once for renumbering
+    batch: Batch | None = None
+    direct: bool | None = None if batches is not None else False
     new = tuple.__new__
     for base, job, ids, shuffles, runs, start in unpack_instances(pickle.loads(instances)):
         if ids == ids_t and not runs_t:
             if same is None:
                 pad = (0.0,) * (len(Task._fields) - len(tasks_t[0])) if tasks_t else ()  # not_before's default
                 same = [(t[0], (*t[2:], *pad)) for t in tasks_t]
+            if direct is None:
+                direct = bool(tasks_t) and _direct(tasks_t, blocks, transient)  # type: ignore[arg-type]
+                if direct:
+                    batch = Batch(same)
+                    batches.append(batch)  # type: ignore[union-attr]
+            if batch is not None:
+                batch.runs.append((base, job))
+                batch.size += len(same)
+                continue
             # tuple.__new__: the NamedTuple's own __new__ is a Python function, ~3x slower per task
             tasks.extend([new(Task, (base + i, job, *rest)) for i, rest in same])
             continue
