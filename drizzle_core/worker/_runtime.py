@@ -548,8 +548,7 @@ class WorkerRuntime:
             t1 = perf()
             took = t1 - t0
             gs.busy += took
-            old = durations.get(key)
-            durations[key] = took if old is None else 0.8 * old + 0.2 * took
+            self._note_duration(key, took)
             if not self.results:
                 self.results_since = t0
             self.results.append((task.index, task.attempt, out))
@@ -567,6 +566,17 @@ class WorkerRuntime:
         if done < batch.size and not gs.failed and group in self.groups:
             self.ready.appendleft((gs, batch))
         return ran
+
+    def _note_duration(self, key: tuple[int, int], took: float) -> None:
+        """Fold a task's seconds into its stage's moving average (the flush heuristic of ``run_ready``)."""
+        durations = self._durations
+        old = durations.get(key)
+        if old is None:
+            if len(durations) >= _DURATIONS_KEPT:  # every stream batch has new stages: keep the recent
+                del durations[next(iter(durations))]
+            durations[key] = took
+        else:
+            durations[key] = 0.8 * old + 0.2 * took
 
     def _holding(self) -> bool:
         """Whether the buffered results may wait longer: their group holds them, and not for long enough yet."""
@@ -651,15 +661,7 @@ class WorkerRuntime:
             gs.busy += took
             if gs.spans is not None:
                 gs.spans.append((task.index, time.time() - took, took))
-            key = (task.node, task.kind)
-            durations = self._durations
-            old = durations.get(key)
-            if old is None:
-                if len(durations) >= _DURATIONS_KEPT:  # every stream batch has new stages: keep the recent
-                    del durations[next(iter(durations))]
-                durations[key] = took
-            else:
-                durations[key] = 0.8 * old + 0.2 * took
+            self._note_duration((task.node, task.kind), took)
         transient = self.transient
         for b in task.inputs:
             if b in transient:  # a cached block made here is not transient: nothing to release
