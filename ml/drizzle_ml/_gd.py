@@ -45,7 +45,7 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.sparse as sp
 
-ARMIJO_SLACK = 1e-12
+ARMIJO_SLACK = 1e-12      # relative rounding noise in f (sums over n rows, combined in any order)
 POWER_ROWS = 20_000       # rows sampled (strided) to estimate the curvature
 POWER_ITERATIONS = 30
 
@@ -124,6 +124,21 @@ def initial_state(theta0: np.ndarray, step: float) -> GDState:
     return GDState(theta0, theta0, np.inf, zeros, step, np.inf)
 
 
+def objective(total: np.ndarray, theta: np.ndarray, n: float, n_coef: int,
+              l2: float) -> tuple[np.ndarray, float]:
+    """The mean gradient and loss at ``theta`` from a combined partial ``[grad (p) | loss | ...]`` (sums over
+    rows of total weight ``n``), with the L2 penalty on ``theta[:n_coef]`` (the rest are intercepts).
+    Shared by the gradient-descent and Newton updates."""
+    p = theta.shape[0]
+    grad = total[:p] / n
+    loss = float(total[p]) / n
+    if l2:
+        coef = theta[:n_coef]
+        grad[:n_coef] += l2 * coef
+        loss += 0.5 * l2 * float(coef @ coef)
+    return grad, loss
+
+
 class GDUpdate:
     """``update``: objective and gradient from the combined partial, then an Armijo-checked step."""
 
@@ -136,12 +151,7 @@ class GDUpdate:
         self.precond = precond
 
     def __call__(self, state: GDState, total: np.ndarray) -> GDState:
-        grad = total[:-1] / self.n
-        loss = float(total[-1]) / self.n
-        if self.l2:
-            coef = state.theta[:self.n_coef]
-            grad[:self.n_coef] += self.l2 * coef
-            loss += 0.5 * self.l2 * float(coef @ coef)
+        grad, loss = objective(total, state.theta, self.n, self.n_coef, self.l2)
         decrease = 0.5 * state.step * float(state.grad @ self.precond.apply(state.grad))
         bound = state.loss - decrease + ARMIJO_SLACK * abs(state.loss)
         if loss <= bound or (np.isinf(state.loss) and np.isfinite(loss)):

@@ -105,11 +105,12 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
+from ._gd import ARMIJO_SLACK  # relative rounding noise in f, as in _gd and _newton
+
 C1 = 1e-3                       # sufficient decrease (scipy L-BFGS-B's line search ftol)
 C2 = 0.9                        # strong Wolfe curvature (scipy L-BFGS-B's line search gtol)
 MEMORY = 10                     # (s, y) pairs kept: scipy's maxcor default, which scikit-learn uses
 FTOL = 64 * np.finfo(np.float64).eps   # scikit-learn's ftol: relative decrease at which the loss stopped moving
-ARMIJO_SLACK = 1e-12            # relative rounding noise in f (sums over n rows), as in _gd and _newton
 DIRECTION_STEPS = (1.0, 0.5, 2.0)        # trial steps along an L-BFGS direction (1: the quasi-Newton step)
 GRADIENT_STEPS = (1.0, 0.1, 10.0)        # trial steps along the unit-length gradient (no pairs yet)
 EXTRAPOLATE = 4.0               # next trials lo * 4, 16, ... when every trial was too short

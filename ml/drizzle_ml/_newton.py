@@ -34,8 +34,9 @@ import numpy as np
 import scipy.sparse as sp
 from scipy.linalg import cho_solve
 
+from ._gd import ARMIJO_SLACK, objective
+
 ARMIJO_C = 1e-4
-ARMIJO_SLACK = 1e-12           # relative rounding noise in f (sums over n rows, combined in any order)
 EIGEN_CUTOFF = 1e-12           # relative curvature below which a direction is treated as flat
 
 
@@ -92,12 +93,7 @@ class NewtonUpdate:
 
     def __call__(self, state: NewtonState, total: np.ndarray) -> NewtonState:
         p = state.theta.shape[0]
-        grad = total[:p] / self.n
-        loss = float(total[p]) / self.n
-        if self.l2:
-            coef = state.theta[:self.n_coef]
-            grad[:self.n_coef] += self.l2 * coef
-            loss += 0.5 * self.l2 * float(coef @ coef)
+        grad, loss = objective(total, state.theta, self.n, self.n_coef, self.l2)
         slope = float(state.grad @ state.direction)          # <= 0: the direction descends
         bound = state.loss + ARMIJO_C * state.step * slope + ARMIJO_SLACK * abs(state.loss)
         if loss <= bound or (np.isinf(state.loss) and np.isfinite(loss)):
