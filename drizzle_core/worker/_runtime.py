@@ -495,8 +495,9 @@ class WorkerRuntime:
 
         Each task is what ``_run`` makes of a result task over a cached block
         (the same results, failures, durations, liveness record and results
-        flushing), in one loop: the block and the function are looked up once
-        per template task, not once per task. Returns the tasks run.
+        flushing), in one loop: each template task's function, block id and
+        stage key are found once per call, not once per task. Returns the
+        tasks run.
         """
         if gs.failed:
             return 0
@@ -506,17 +507,20 @@ class WorkerRuntime:
             self.results_group = group
             self.results_hold = gs.hold
         funcs, blocks, durations = gs.program.funcs, self.blocks, self._durations
-        same, per = batch.same, len(batch.same)
+        # per template task: (relative index, fields after the job, its block, its function, its stage key)
+        plan = [(i, rest, ("c", rest[1], rest[2]), funcs[rest[4][0]], (rest[1], RESULT)) for i, rest in batch.same]
+        per, size = len(plan), batch.size
         quarter = self.flush_interval / 4
         new = tuple.__new__
         perf = time.perf_counter
         ran = 0
         done = batch.done
-        while done < batch.size:
+        now = perf()
+        while done < size:
             base, job = batch.runs[done // per]
-            i, rest = same[done % per]
+            i, rest, block, func, key = plan[done % per]
             task = new(Task, (base + i, job, *rest))
-            value = blocks.get(("c", rest[1], rest[2]))
+            value = blocks.get(block)
             if value is None:  # dropped since the launch (not expected): the general path recomputes it
                 self.tasks[(group, task.index)] = task
                 self._run(gs, task)
@@ -524,16 +528,16 @@ class WorkerRuntime:
                 ran += 1
                 if gs.failed or group not in self.groups:
                     break
+                now = perf()
                 continue
-            key = (rest[1], RESULT)
-            if self.results and (not self.results_hold or perf() - self.results_since >= self.results_hold):
+            if self.results and (not self.results_hold or now - self.results_since >= self.results_hold):
                 expected = durations.get(key)  # as run_ready: results wait only behind tasks known to be short
                 if expected is None or expected > quarter:
                     self.flush_results()
             t0 = perf()
             self.running = (gs, task, t0)
             try:
-                out = funcs[rest[4][0]](value)
+                out = func(value)
             except (Exception, SystemExit, TaskTimeout) as e:  # as _run: the task fails, not the worker
                 self.running = None
                 gs.busy += perf() - t0
@@ -545,8 +549,8 @@ class WorkerRuntime:
                 batch.done = done + 1
                 return ran + 1
             self.running = None
-            t1 = perf()
-            took = t1 - t0
+            now = perf()
+            took = now - t0
             gs.busy += took
             self._note_duration(key, took)
             if not self.results:
@@ -560,10 +564,10 @@ class WorkerRuntime:
                 batch.done = done
                 self._group_finished(gs)
                 return ran
-            if t1 > deadline and done < batch.size:
+            if now > deadline and done < size:
                 break
         batch.done = done
-        if done < batch.size and not gs.failed and group in self.groups:
+        if done < size and not gs.failed and group in self.groups:
             self.ready.appendleft((gs, batch))
         return ran
 

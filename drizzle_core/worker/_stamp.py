@@ -65,13 +65,17 @@ class Batch:
     how many of the tasks have run (the loop may stop at its time budget).
     """
 
-    __slots__ = ("done", "runs", "same", "size")
+    __slots__ = ("done", "runs", "same")
 
     def __init__(self, same: list[tuple[int, tuple[Any, ...]]]) -> None:
         self.same = same
         self.runs: list[tuple[int, int]] = []
         self.done = 0
-        self.size = 0
+
+    @property
+    def size(self) -> int:
+        """Its tasks: every instance's copy of the template's."""
+        return len(self.runs) * len(self.same)
 
 
 def _direct(tasks_t: tuple[tuple[Any, ...], ...], blocks: dict[Any, Any], transient: dict[Any, int]) -> bool:
@@ -119,7 +123,6 @@ def expand(part: tuple[Any, ...], instances: Any, nodes: dict[int, Any], tasks: 
                     batches.append(batch)  # type: ignore[union-attr]
             if batch is not None:
                 batch.runs.append((base, job))
-                batch.size += len(same)
                 continue
             # tuple.__new__: the NamedTuple's own __new__ is a Python function, ~3x slower per task
             tasks.extend([new(Task, (base + i, job, *rest)) for i, rest in same])
