@@ -374,10 +374,14 @@ def test_a_relay_that_tampers_after_the_handshake_gets_the_connection_dropped(at
             new = daemon.new_lines(0)
             assert any("frame authentication failed" in line and "dropped the session" in line for line in new), new
         assert not planted.exists()
+        # The relay goes first: with "modify-result" the driver dropped its side, but the relay's connection
+        # to the daemon (the session driver's socket, to the daemon) stays open until the relay closes it,
+        # and the daemon rightly refuses a second driver as busy while it does.
+        relay.close()
         with dz.Context(transport="tcp", workers=[daemon.address], secret=SECRET) as ctx:  # still serving
             assert _ping(ctx) == 90
     finally:
-        relay.close()
+        relay.close()  # again, when the test failed before that (closing twice is harmless)
 
 
 def test_the_relay_runs_its_pickle_when_both_sides_turn_the_mac_off(tmp_path):
