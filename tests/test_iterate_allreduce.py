@@ -97,7 +97,7 @@ def test_no_state_is_forwarded_and_every_worker_updates_its_own_copy(monkeypatch
 
 def test_the_driver_hears_of_a_group_of_states_in_a_few_messages(monkeypatch):
     ctx = context("local", 2)
-    monkeypatch.setattr(_iterate, "RESULT_HOLD", 5.0)  # longer than a group: its states all come with its DONE
+    monkeypatch.setattr(_iterate, "SMALL_STATE_HOLD", 5.0)  # longer than a group: its states all come with its DONE
     seen = {"results": 0, "done": 0}
     dispatch = GroupScheduler._dispatch
 
@@ -117,6 +117,36 @@ def test_the_driver_hears_of_a_group_of_states_in_a_few_messages(monkeypatch):
     # 100 states, in 2 groups: without holding, one RESULTS message per state
     assert seen["results"] <= 4, seen
     assert seen["done"] <= 2 * 2 + 2, seen
+    ds.unpersist()
+    assert_no_bookkeeping(ctx)
+
+
+def test_a_small_state_is_held_longer_than_a_large_one(monkeypatch):
+    ctx = context("inline", 2)
+    holds = []
+    launch = GroupScheduler._launch
+
+    def spy(self, plan, *args):
+        holds.append(plan.hold)
+        return launch(self, plan, *args)
+
+    monkeypatch.setattr(GroupScheduler, "_launch", spy)
+    ds = ctx.parallelize(np.arange(400.0), 4).cache()
+    ds.count()
+    holds.clear()
+    small = ctx.iterate(ds, np.array([1.0, 1.0]), local=_local, combine=np.add, update=_update, iterations=12,
+                        group_size=5)
+    assert holds == [_iterate.SMALL_STATE_HOLD] * 3
+    holds.clear()
+    big0 = np.ones(_iterate.SMALL_STATE_BYTES // 8 + 1)  # just past small, as pickled
+    big = ctx.iterate(ds, big0, local=lambda part, w: w * float(np.sum(part)), combine=np.add,
+                      update=lambda w, g: w * 1e-6 + g * 1e-9, iterations=12, group_size=5)
+    assert holds == [_iterate.RESULT_HOLD] * 3
+    assert small.iterations == big.iterations == 12 and big.state.shape == big0.shape
+    # the measure: out-of-band arrays counted in place, a state only cloudpickle takes gets the default
+    assert _iterate._result_hold(np.ones(_iterate.SMALL_STATE_BYTES // 8 - 64)) == _iterate.SMALL_STATE_HOLD
+    assert _iterate._result_hold(np.ones((2, 1 << 17))[:, ::2]) == _iterate.RESULT_HOLD  # a strided view too
+    assert _iterate._result_hold({"step": lambda x: x}) == _iterate.RESULT_HOLD
     ds.unpersist()
     assert_no_bookkeeping(ctx)
 
