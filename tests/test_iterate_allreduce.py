@@ -69,6 +69,51 @@ def test_states_are_a_sequential_fold_bit_for_bit(transport, workers, partitions
     assert_no_bookkeeping(ctx)
 
 
+def _add_in_place(a, b):
+    a += b  # as Spark allows a combOp: modify the first argument and return it, no new array
+    return a
+
+
+_combines = []
+
+
+def _counted_add(a, b):
+    _combines.append(1)
+    return np.add(a, b)
+
+
+@pytest.mark.parametrize("transport,workers,partitions,g", [
+    ("inline", 2, 4, 3), ("local", 2, 5, 4), ("local", 2, 4, 10), ("inline", 3, 7, 2), ("inline", 20, 24, 6),
+])
+def test_a_combine_updating_its_first_argument_in_place_gives_the_sequential_states(transport, workers,
+                                                                                    partitions, g):
+    # A slot's partial goes to every copy of the state: folded once per copy, an in-place combine added the
+    # other partials into it again for each copy after the first (silently wrong states, 325 for 98).
+    ctx = context(transport, workers)
+    data = np.random.default_rng(partitions).random(40 * partitions)
+    ds = ctx.parallelize(data, partitions).cache()
+    init = np.array([1.0, 2.0])
+    r = ctx.iterate(ds, init, local=_local, combine=_add_in_place, update=_update, iterations=12, group_size=g,
+                    keep_history=True)
+    want = sequential(np.array_split(data, partitions), init, 12, max(1, min(workers, partitions)))
+    assert all(np.array_equal(a, b) for a, b in zip(r.history, want)), (r.history[-1], want[-1])
+    ds.unpersist()
+    assert_no_bookkeeping(ctx)
+
+
+def test_each_slot_folds_its_partials_once_whatever_the_number_of_copies():
+    ctx = context("inline", 2)
+    ds = ctx.parallelize(np.arange(400.0), 4).cache()
+    ds.count()
+    _combines.clear()
+    ctx.iterate(ds, np.array([1.0, 1.0]), local=_local, combine=_counted_add, update=_update, iterations=5,
+                group_size=5)
+    # per iteration: 2 slots of 2 partitions fold once each, and each of the 2 copies folds the 2 slots
+    assert len(_combines) == 5 * (2 + 2)
+    ds.unpersist()
+    assert_no_bookkeeping(ctx)
+
+
 def test_no_state_is_forwarded_and_every_worker_updates_its_own_copy(monkeypatch):
     ctx = context("inline", 2)
     plans = []

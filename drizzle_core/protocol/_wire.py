@@ -100,7 +100,8 @@ def roundtrip(obj: Any) -> Any:
     header = bytes(frame[0])
     _body_len, nbuf = HEADER.unpack_from(header, 0)
     lengths = struct.unpack_from(f"<{nbuf}Q", header, 12) if nbuf else ()
-    return decode(b"".join(bytes(p) for p in frame[1:]), lengths)
+    # a bytearray, as a socket's receive buffer is: arrays decoded from it are writable, as after a real trip
+    return decode(bytearray().join(frame[1:]), lengths)
 
 
 # ------------------------------------------------------------ authenticated frames

@@ -715,6 +715,9 @@ class WorkerRuntime:
                 parts = [acc[k] for k in sorted(acc)]
                 buckets = []
                 for r in range(R):
+                    if r and all(p[r] is p[0] for p in parts):  # the same partials for every copy (iterate's
+                        buckets.append(buckets[0])             # split): folded once, not once per copy
+                        continue
                     total = parts[0][r]
                     for other in parts[1:]:
                         total = dep.local_combine(total, other[r])
