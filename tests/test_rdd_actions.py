@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import heapq
 import math
+import operator
 import statistics
 from collections import Counter
 
@@ -35,8 +36,15 @@ _SETTINGS = settings(max_examples=40, deadline=None, database=None, suppress_hea
 def test_actions_equal_python_over_the_reference(items, partitions, steps, num):
     ctx = context("inline", 3)
     ds = build(ctx, ctx.parallelize(items, partitions), steps)
-    xs = reference.collect(ds)
+    parts = reference.partitions(ds)
+    xs = [x for part in parts for x in part]
     assert ds.count_by_value() == Counter(xs)
+    assert ds.fold(0, operator.add) == sum(xs)
+    # As Spark's: the zero enters once per partition and once more (1 is not +'s identity)
+    assert ds.fold(1, operator.add) == sum(xs) + len(parts) + 1
+    assert ds.map(lambda x: [x]).fold([], operator.add) == xs  # in partition order
+    assert ds.aggregate((0, 0), lambda acc, x: (acc[0] + x, acc[1] + 1),
+                        lambda a, b: (a[0] + b[0], a[1] + b[1])) == (sum(xs), len(xs))
     pairs = ds.map(lambda x: (x % 4, x))
     assert pairs.count_by_key() == Counter(x % 4 for x in xs)
     assert ds.top(num) == heapq.nlargest(num, xs) == sorted(xs, reverse=True)[:num]
@@ -59,6 +67,36 @@ def test_actions_equal_python_over_the_reference(items, partitions, steps, num):
             with pytest.raises(ValueError, match="of an empty dataset"):
                 action()
         assert math.isnan(ds.mean()) and ds.stats().count() == 0
+
+
+@pytest.mark.parametrize("transport", ["inline", "local"])
+def test_fold_and_aggregate_may_update_their_accumulator_in_place(transport):
+    # What Spark allows (and numpy code does, to allocate nothing per element): op(acc, x) changes acc and
+    # returns it. Each partition, and the final fold, start from their own copy of the zero.
+    ctx = context(transport, 2)
+    rows = [np.full(3, float(i)) for i in range(10)]
+    ds = ctx.parallelize(rows, 4).cache()
+
+    def add_into(acc, x):
+        acc += x
+        return acc
+
+    def add_row(acc, x):
+        acc[0] += x
+        acc[1] += 1
+        return acc
+
+    zero = np.zeros(3)
+    assert np.array_equal(ds.fold(zero, add_into), sum(rows))
+    total, n = ds.aggregate([np.zeros(3), 0], add_row, lambda a, b: [add_into(a[0], b[0]), a[1] + b[1]])
+    assert np.array_equal(total, sum(rows)) and n == 10
+    assert np.array_equal(ds.fold(zero, add_into), sum(rows))  # again: the cached rows were not changed
+    assert np.array_equal(zero, np.zeros(3))  # nor the caller's zero
+    assert all(np.array_equal(r, np.full(3, float(i))) for i, r in enumerate(rows))
+    empty = ds.filter(lambda r: False)
+    assert empty.fold(7, operator.add) == 7 + 4 * 7  # four empty partitions and the final fold
+    assert empty.aggregate([], lambda a, x: [*a, x], operator.add) == []
+    ds.unpersist()
 
 
 def test_collect_of_an_ndarray_dataset_is_an_ndarray():
@@ -115,6 +153,8 @@ def test_stat_counter_merges_like_pyspark():
     (lambda ds: ds.take_ordered("3"), ValueError, "take_ordered: num must be a non-negative int"),
     (lambda ds: ds.top(2, key=5), TypeError, "Dataset.top needs a callable"),
     (lambda ds: ds.max(key="x"), TypeError, "Dataset.max needs a callable"),
+    (lambda ds: ds.fold(0, "+"), TypeError, "Dataset.fold needs a callable"),
+    (lambda ds: ds.aggregate(0, operator.add, None), TypeError, "Dataset.aggregate needs a callable"),
 ])
 def test_bad_arguments_are_named(call, error, words):
     with pytest.raises(error, match=words):

@@ -8,6 +8,7 @@ order. Module-level classes and functions: they pickle by reference.
 
 from __future__ import annotations
 
+import copy
 import heapq
 import itertools
 import math
@@ -62,6 +63,36 @@ def merge_counts(parts: list[dict[Any, int]]) -> defaultdict[Any, int]:
         for x, n in counts.items():
             out[x] += n
     return out
+
+
+class FoldPartition:
+    """A partition folded into a fresh copy of ``zero_value`` with ``op`` (``fold``'s and ``aggregate``'s).
+
+    A deep copy per call, as PySpark's zero arrives anew with each
+    partition's task: ``op`` may update its first argument in place and
+    return it (a mutable accumulator, no allocation per element) without two
+    partitions of one worker sharing it. The elements are only ever ``op``'s
+    second argument: a cached partition is never changed.
+    """
+
+    __slots__ = ("op", "zero_value")
+
+    def __init__(self, zero_value: Any, op: Callable[[Any, Any], Any]) -> None:
+        self.zero_value = zero_value
+        self.op = op
+
+    def __call__(self, it: Iterable[Any]) -> Any:
+        acc = copy.deepcopy(self.zero_value)
+        op = self.op
+        for x in it:
+            acc = op(acc, x)
+        return acc
+
+    def user_functions(self) -> list[Any]:
+        return [self.op]
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (FoldPartition, (self.zero_value, self.op))
 
 
 class Extreme:

@@ -8,6 +8,7 @@ keeps its parent datasets alive (what the planner walks).
 
 from __future__ import annotations
 
+import copy
 import itertools
 import numbers
 import operator
@@ -535,6 +536,33 @@ class Dataset:
         if not parts:
             raise ValueError(f"reduce() of an empty dataset: {self!r}")
         return _reduce(f, parts)
+
+    def fold(self, zero_value: Any, op: Callable[[Any, Any], Any]) -> Any:
+        """PySpark's ``fold``: each partition folded into a copy of ``zero_value`` with ``op``, then the
+        partitions' values folded with ``op`` into another copy, in partition order.
+
+        ``op(acc, x)`` may update ``acc`` in place and return it (each fold
+        starts from its own deep copy of ``zero_value``; the caller's is never
+        changed). An empty dataset gives a copy of ``zero_value``. As in
+        Spark, ``zero_value`` enters once per partition and once more: it
+        must be ``op``'s identity (0 for ``+``, not 1).
+        """
+        check_callable(op, "fold")
+        return _reduce(op, self._run(A.FoldPartition(zero_value, op)), copy.deepcopy(zero_value))
+
+    def aggregate(self, zero_value: Any, seq_op: Callable[[Any, Any], Any], comb_op: Callable[[Any, Any], Any]) -> Any:
+        """PySpark's ``aggregate``: each partition's elements folded into a copy of ``zero_value`` with
+        ``seq_op(acc, element)``, the partitions' accumulators folded with ``comb_op(acc, other)`` into
+        another copy, in partition order; the result may be of another type than the elements
+        (``(sum, count)`` for a mean).
+
+        Both functions may update their first argument in place and return
+        it, as Spark allows (each fold starts from its own deep copy of
+        ``zero_value``). An empty dataset gives a copy of ``zero_value``.
+        """
+        check_callable(seq_op, "aggregate")
+        check_callable(comb_op, "aggregate")
+        return _reduce(comb_op, self._run(A.FoldPartition(zero_value, seq_op)), copy.deepcopy(zero_value))
 
     def take(self, n: int) -> list[Any]:
         """The first ``n`` elements, in partition order."""
