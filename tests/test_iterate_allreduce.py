@@ -101,6 +101,37 @@ def test_a_combine_updating_its_first_argument_in_place_gives_the_sequential_sta
     assert_no_bookkeeping(ctx)
 
 
+def _update_in_place(w, g):
+    w *= 0.999  # the numpy way: no new array
+    w += 1e-7 * g
+    return w
+
+
+@pytest.mark.parametrize("transport,g", [("inline", 4), ("local", 5), ("local", 1)])
+def test_an_update_changing_its_state_in_place_gives_every_iteration_its_own_state(transport, g):
+    # The state update gets is the last iteration's, still held for the driver: changed in place, the driver
+    # was sent a group's last state under each of its iterations' numbers (and recovery resumed from it)
+    ctx = context(transport, 2)
+    data = np.random.default_rng(3).random(160)
+    ds = ctx.parallelize(data, 4).cache()
+    init = np.array([1.0, 2.0])
+    seen = []
+    r = ctx.iterate(ds, init, local=_local, combine=np.add, update=_update_in_place, iterations=15, group_size=g,
+                    keep_history=True, on_iteration=lambda i, w: seen.append(w.copy()))
+    want = sequential(np.array_split(data, 4), np.array([1.0, 2.0]), 15, 2)
+    assert all(np.array_equal(a, b) for a, b in zip(r.history, want))
+    assert all(np.array_equal(a, b) for a, b in zip(seen, want)) and len(seen) == 15
+    assert np.array_equal(init, [1.0, 2.0])  # the caller's init too
+    # a pure update may skip the copy, with the same states
+    fast = ctx.iterate(ds, init, local=_local, combine=np.add, update=_update, iterations=15, group_size=g,
+                       keep_history=True, copy_state=False)
+    assert all(np.array_equal(a, b) for a, b in zip(fast.history, want))
+    with pytest.raises(TypeError, match="copy_state must be a bool, got str"):
+        ctx.iterate(ds, init, local=_local, combine=np.add, update=_update, iterations=1, copy_state="no")
+    ds.unpersist()
+    assert_no_bookkeeping(ctx)
+
+
 def test_each_slot_folds_its_partials_once_whatever_the_number_of_copies():
     ctx = context("inline", 2)
     ds = ctx.parallelize(np.arange(400.0), 4).cache()

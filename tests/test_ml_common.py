@@ -199,3 +199,33 @@ def test_public_names():
     assert {"KMeans", "LogisticRegression", "LinearRegression"} <= set(drizzle_ml.__all__)
     for name in drizzle_ml.__all__:
         assert hasattr(drizzle_ml, name)
+
+
+def _problems():
+    X, y = data()
+    yc = X @ np.array([1.0, -2.0, 0.5]) + 0.1
+    out = [("KMeans", KMeans(3, random_state=0).make_problem(X, 3)),
+           ("LinearRegression", LinearRegression().make_problem(X, yc, 3)),
+           ("PCA", drizzle_ml.PCA(2, random_state=0).make_problem(X, 3)),
+           ("SGDClassifier", drizzle_ml.SGDClassifier(random_state=0, batch_size=8).make_problem(X, y, 3)[0]),
+           ("MiniBatchKMeans", drizzle_ml.MiniBatchKMeans(3, random_state=0, batch_size=8).make_problem(X, 3)[0])]
+    for solver in ("gd", "newton", "lbfgs"):
+        out.append((f"LogisticRegression({solver})", LogisticRegression(solver=solver).make_problem(X, y, 3)))
+    return out
+
+
+@pytest.mark.parametrize("name, problem", _problems(), ids=lambda v: v if isinstance(v, str) else "")
+def test_every_update_returns_a_new_state_and_leaves_its_argument_alone(name, problem):
+    # drizzle_ml.run runs iterate with copy_state=False: no update may change the state it is given
+    import pickle
+
+    state = problem.init
+    for _ in range(6):
+        total = None
+        for block in problem.blocks:
+            partial = problem.local([block], state)
+            total = partial if total is None else problem.combine(total, partial)
+        before = pickle.dumps(state)
+        new = problem.update(state, total)
+        assert pickle.dumps(state) == before, f"{name}'s update changed its state argument"
+        state = new

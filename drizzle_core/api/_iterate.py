@@ -45,6 +45,7 @@ no new one.
 
 from __future__ import annotations
 
+import copy
 import pickle
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -129,21 +130,32 @@ class _Merge(N.Wraps):
 
 
 class _Update:
-    __slots__ = ("until", "update")
+    """``update(state, total)``, and ``until`` on its result; ``update`` gets a copy of the state (``copy_state``).
 
-    def __init__(self, update: Callable[[Any, Any], Any], until: Callable[[Any], bool] | None) -> None:
+    The state it is given is the last iteration's cached block: the value a
+    held result still has to send to the driver, and what a recovery of the
+    next iteration reads. An ``update`` that changed it in place (``w -= lr
+    * g``) would have sent the driver later states under earlier iterations'
+    numbers, and had a recovery resume from the wrong one.
+    """
+
+    __slots__ = ("copy_state", "until", "update")
+
+    def __init__(self, update: Callable[[Any, Any], Any], until: Callable[[Any], bool] | None,
+                 copy_state: bool = True) -> None:
         self.update = update
         self.until = until
+        self.copy_state = copy_state
 
     def __call__(self, p: int, reduced: Any, prev: Any) -> list[Any]:
         converged, state = prev[0]
         if converged:
             return [(True, state)]
-        new = self.update(state, reduced[0])
+        new = self.update(copy.deepcopy(state) if self.copy_state else state, reduced[0])
         return [(bool(self.until(new)) if self.until is not None else False, new)]
 
     def __reduce__(self) -> tuple[Any, ...]:
-        return (_Update, (self.update, self.until))
+        return (_Update, (self.update, self.until, self.copy_state))
 
 
 def _result_hold(state: Any) -> float:
@@ -188,7 +200,8 @@ def _checkpoint(ds: D.Dataset, converged: bool, state: Any) -> None:
 def iterate(ctx: Context, data: D.Dataset, init: Any, *, local: Callable[[Any, Any], Any],
             combine: Callable[[Any, Any], Any], update: Callable[[Any, Any], Any], iterations: int,
             group_size: Any = None, until: Callable[[Any], bool] | None = None,
-            on_iteration: Callable[[int, Any], None] | None = None, keep_history: bool = False) -> IterateResult:
+            on_iteration: Callable[[int, Any], None] | None = None, keep_history: bool = False,
+            copy_state: bool = True) -> IterateResult:
     for name, f in (("local", local), ("combine", combine), ("update", update)):
         if not callable(f):
             raise TypeError(f"iterate: {name} must be callable, got {type(f).__name__}")
@@ -201,7 +214,7 @@ def iterate(ctx: Context, data: D.Dataset, init: Any, *, local: Callable[[Any, A
     data.cache()
     label = D._call_site()
     local_op, comb = _Local(local), _Combine(combine)
-    merge, upd = _Merge(comb), _Update(update, until)
+    merge, upd = _Merge(comb), _Update(update, until, copy_state)
     result = IterateResult(state=init)
     slots = max(1, min(ctx.num_workers, data.num_partitions))  # fixed for the whole loop: see the module doc
     copies = slots if slots <= ALL_REDUCE_MAX else 1

@@ -121,7 +121,8 @@ def run(problem: Problem, ctx: dz.Context, *, max_iter: int, group_size: int | s
                           update=problem.update, iterations=max_iter, group_size=group_size,
                           until=problem.until, keep_history=keep_history,
                           on_iteration=lambda i, state: records.append(record(state)),
-                          progress=bar if bar is not None else False)
+                          progress=bar if bar is not None else False,
+                          copy_state=False)  # every update here returns a new state (tests/test_ml_common.py)
         seconds = time.perf_counter() - start  # the bar is closed by iterate ("converged", or "failed")
         fit = Fit(res.state, records, res.iterations, bool(getattr(res, "converged", False)), seconds,
                   history=list(res.history))
