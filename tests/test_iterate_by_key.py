@@ -457,3 +457,42 @@ def test_two_threads_iterate_on_one_context_at_once():
         np.testing.assert_allclose(r, expected, rtol=1e-12)
     assert np.array_equal(out[0], out[1])
     assert_no_bookkeeping(ctx)
+
+
+def _to_next(k, v):
+    yield ((k + 1) % 6, float(v.sum()))
+
+
+def _halve_and_add_in_place(k, old, msg):
+    old *= 0.5  # the numpy way: the key's value changed in place, no new array
+    old += msg
+    return old
+
+
+def _halve_and_add(k, old, msg):
+    return old * 0.5 + msg
+
+
+def _moved(k, old, new):
+    return float(np.abs(new - old).sum())
+
+
+@pytest.mark.parametrize("transport,g", [("inline", 3), ("local", 4), ("local", 1)])
+def test_an_update_changing_a_keys_value_in_place_is_measured_and_stopped_as_a_new_one(transport, g):
+    # update(key, old, msg) gets its own copy of old: measure compares the new value with the old one (in
+    # place, the change measured 0 and until stopped the loop at once), and recovery reads the old block
+    ctx = context(transport, 2)
+    runs = []
+    for update in (_halve_and_add_in_place, _halve_and_add):
+        state = ctx.parallelize([(k, np.array([float(k), 1.0])) for k in range(6)], 3)
+        metrics = []
+        res = ctx.iterate_by_key(state, send=_to_next, update=update, combine=operator.add, iterations=12,
+                                 group_size=g, measure=_moved, until=Below(1e-300), checkpoint_interval=5,
+                                 on_iteration=lambda i, m, seen=metrics: seen.append(m))
+        runs.append((res.iterations, metrics, sorted((k, v.tolist()) for k, v in res.state.collect())))
+        res.state.unpersist()
+    assert runs[0] == runs[1] and runs[0][0] == 12 and all(m > 0 for m in runs[0][1])
+    with pytest.raises(TypeError, match="copy_state must be a bool, got int"):
+        ctx.iterate_by_key(ctx.parallelize([(0, 1)], 1), send=_to_next, update=_halve_and_add, iterations=1,
+                           copy_state=1)
+    assert_no_bookkeeping(ctx)

@@ -678,7 +678,7 @@ class Context:
                        until: Callable[[Any], bool] | None = None, num_partitions: int | None = None,
                        group_size: GroupSize | None = None, checkpoint_interval: int = 10,
                        on_iteration: Callable[[int, Any], None] | None = None,
-                       progress: bool | ProgressBar = False) -> KeyedIterateResult:
+                       progress: bool | ProgressBar = False, copy_state: bool = True) -> KeyedIterateResult:
         """Iterations whose state is a keyed dataset, split across the workers: Pregel's message passing.
 
         ``state`` holds ``(key, value)`` pairs, one per key; it is
@@ -699,13 +699,17 @@ class Context:
         ``checkpoint_interval`` iterations the state comes to the driver to
         bound its lineage. Returns a :class:`KeyedIterateResult` whose
         ``state`` is a dataset of ``(key, value)`` pairs, cached on the workers.
-        See :mod:`drizzle_core.api._keyed`.
+        ``update`` may change ``old`` in place and return it: it gets its own
+        deep copy (``old`` is still the last iteration's, which ``measure``
+        compares with); ``copy_state=False`` saves the copy for an ``update``
+        that never changes its argument. See :mod:`drizzle_core.api._keyed`.
         """
         self._check_open()
         return _iterate_by_key(self, state, send=send, update=update, iterations=iterations, data=data,
                                combine=combine, aggregate=aggregate, measure=measure, until=until,
                                num_partitions=num_partitions, group_size=group_size,
-                               checkpoint_interval=checkpoint_interval, on_iteration=on_iteration, progress=progress)
+                               checkpoint_interval=checkpoint_interval, on_iteration=on_iteration, progress=progress,
+                               copy_state=copy_state)
 
     def stream(self, source: Any, batch_interval: float = 0.1, *, group_size: GroupSize = "auto",
                max_group_seconds: float = 1.0, checkpoint_every: int | None = None) -> Any:

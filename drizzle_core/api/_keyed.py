@@ -57,6 +57,7 @@ group's states are cached at a time.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -213,16 +214,22 @@ class _Gather:
 
 
 class _Apply:
-    """The new state partition: ``update`` for each key that received a message, the others as they were."""
+    """The new state partition: ``update`` for each key that received a message, the others as they were.
 
-    __slots__ = ("measure", "update", "with_total")
+    ``update`` gets its own deep copy of a key's old value (``copy_state``):
+    the old value is the last iteration's cached block, which ``measure``
+    compares the new one with and a recovery reads. Changed in place, the
+    change measured 0 (an ``until`` on it stopped a loop at once).
+    """
+
+    __slots__ = ("copy_state", "measure", "update", "with_total")
 
     def __init__(self, update: Callable[..., Any], measure: Callable[[Any, Any, Any], Any] | None,
-                 with_total: bool) -> None:
-        self.update, self.measure, self.with_total = update, measure, with_total
+                 with_total: bool, copy_state: bool = True) -> None:
+        self.update, self.measure, self.with_total, self.copy_state = update, measure, with_total, copy_state
 
     def __reduce__(self) -> tuple[Any, ...]:
-        return (_Apply, (self.update, self.measure, self.with_total))
+        return (_Apply, (self.update, self.measure, self.with_total, self.copy_state))
 
     def user_functions(self) -> list[Any]:
         return [f for f in (self.update, self.measure) if f is not None]
@@ -235,9 +242,11 @@ class _Apply:
         metric: Any = 0
         if self.with_total:
             total = None if total is _NOTHING else total
+        copying = self.copy_state
         for k, m in msgs.items():
             prev = old.get(k)
-            v = update(k, prev, m, total) if self.with_total else update(k, prev, m)
+            mine = copy.deepcopy(prev) if copying and prev is not None else prev
+            v = update(k, mine, m, total) if self.with_total else update(k, mine, m)
             if v is None:
                 new.pop(k, None)
             else:
@@ -332,7 +341,10 @@ def iterate_by_key(ctx: Context, state: D.Dataset, *, send: Callable[..., Iterab
                    aggregate: tuple[Callable[[Any, Any], Any], Callable[[Any, Any], Any]] | None = None,
                    measure: Callable[[Any, Any, Any], Any] | None = None, until: Callable[[Any], bool] | None = None,
                    num_partitions: int | None = None, group_size: Any = None, checkpoint_interval: int = 10,
-                   on_iteration: Callable[[int, Any], None] | None = None, progress: Any = False) -> KeyedIterateResult:
+                   on_iteration: Callable[[int, Any], None] | None = None, progress: Any = False,
+                   copy_state: bool = True) -> KeyedIterateResult:
+    if not isinstance(copy_state, bool):
+        raise TypeError(f"iterate_by_key: copy_state must be a bool, got {type(copy_state).__name__}")
     datas = _check_args(ctx, state, data, send, update, combine, aggregate, measure, until, iterations,
                         num_partitions, checkpoint_interval)
     label = D._call_site()
@@ -340,7 +352,7 @@ def iterate_by_key(ctx: Context, state: D.Dataset, *, send: Callable[..., Iterab
     seq, agg_comb = aggregate if aggregate is not None else (None, None)
     send_op = _Send(send, combine, seq, agg_comb, bool(datas))
     split, gather = _Split(), _Gather(combine, agg_comb)
-    apply_op = _Apply(update, measure, aggregate is not None)
+    apply_op = _Apply(update, measure, aggregate is not None, copy_state)
 
     grouped = [_hash_partitioned(d, _GroupDict(), P, f"iterate_by_key data at {label}").cache() for d in datas]
     state0 = _hash_partitioned(state, _InitState(), P, f"iterate_by_key initial state at {label}").cache()

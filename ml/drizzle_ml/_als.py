@@ -188,7 +188,7 @@ class ALS(ClassNamePrefixFeaturesOutMixin, TransformerMixin, DrizzleEstimator):
             ctx.parallelize(p.state, B), data=[ctx.parallelize(d, B) for d in p.data], send=p.send, update=p.update,
             iterations=p.iterations, aggregate=p.aggregate, measure=K.block_metric,
             until=None if tol is None else _Stop(tol), num_partitions=B, group_size=self.group_size,
-            progress=bool(self.verbose))
+            progress=bool(self.verbose), copy_state=False)  # Update returns new factors: no copy of the old
         try:
             blocks = dict(res.state.collect())
         finally:

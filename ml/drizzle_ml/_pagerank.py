@@ -142,7 +142,7 @@ def pagerank(graph: Any, *, damping: float = 0.85, max_iter: int = 100, tol: flo
         ctx.parallelize(state, blocks), data=ctx.parallelize(data, blocks), send=K.send, combine=K.add,
         aggregate=(K.dangling_mass, K.add), update=K.Update(float(damping)), measure=K.change,
         until=K.Below(n * tol), iterations=max_iter, num_partitions=blocks, group_size=group_size,
-        checkpoint_interval=checkpoint_interval)
+        checkpoint_interval=checkpoint_interval, copy_state=False)  # Update makes new ranks: no copy of the old
     ranks = np.empty(n)
     for b, (x, _) in res.state.collect():
         ranks[bounds[b]:bounds[b + 1]] = x
