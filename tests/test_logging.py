@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import functools
 import logging
+import operator
 import re
 import subprocess
 import sys
+import time
 
 import pytest
 from support import kill_self_once, wait_all_live
@@ -59,6 +61,38 @@ def test_info_tells_workers_group_sizes_losses_recoveries_and_joins(caplog, tmp_
                    for m in _messages(caplog, "drizzle.scheduler", logging.INFO))
 
 
+def _slow_on_3(x):
+    if x == 3:
+        time.sleep(2.0)
+    return (x % 2, x)
+
+
+def test_a_group_quiet_for_long_is_logged_with_what_its_workers_wait_for(caplog, monkeypatch):
+    # a hang explains itself: after QUIET_WARN seconds without a word of a group, the driver says which jobs
+    # and workers it waits for, and each worker (unless busy in a task) what it is waiting for
+    from drizzle_core.driver import _scheduler
+
+    monkeypatch.setattr(_scheduler, "QUIET_WARN", 0.5)
+    caplog.set_level(logging.WARNING, logger="drizzle")
+    with dz.Context(workers=2) as ctx:
+        wait_all_live(ctx)
+        ds = ctx.parallelize(range(4), 2)  # partition 1 (3 of its records) sleeps on its worker
+        assert ctx.run_jobs([(ds, len)] * 5, group_size=5) == [[2, 2]] * 5
+        assert not _messages(caplog, "drizzle.scheduler", logging.WARNING)  # a group that talks: nothing
+        out = dict(ds.map(_slow_on_3).reduce_by_key(operator.add, 2).collect())
+        assert out == {0: 2, 1: 4}
+        warned = _messages(caplog, "drizzle.scheduler", logging.WARNING)
+        worker = r"local worker \d \(pid \d+\)"
+        assert any(re.match(rf"group \d+ has sent nothing for 0.5 s: 1 of its 1 jobs unfinished \(jobs \d+\), DONE "
+                            rf"due from {worker}(, {worker})?; asking them what they are waiting for", m)
+                   for m in warned), warned
+        # the worker whose map side is done waits for the other's shuffle blocks, and says so
+        said = [m for m in warned if " of a quiet group (wire " in m]
+        assert any(re.match(rf"{worker}, of a quiet group \(wire \d+\), says: groups=\[\d+\] .*waiting=\{{.*'s'", m)
+                   for m in said), warned
+        assert ctx.bookkeeping()["driver"]["quiet_asks"] == 0  # an answer still due when the group ended: dropped
+
+
 def test_debug_tells_each_groups_plan_launch_and_end_never_each_task(caplog):
     with dz.Context(workers=2) as ctx:
         ds = ctx.parallelize(range(40), 4).cache()
@@ -88,3 +122,16 @@ def test_the_cli_log_level_shows_the_drivers_info(tmp_path):
                             "--group-sizes", "5", "--workers", "2"], capture_output=True, text=True, timeout=60,
                            cwd=tmp_path)
     assert quiet.returncode == 0 and "drizzle.scheduler" not in quiet.stderr, quiet.stderr  # WARNING by default
+
+
+def test_a_stream_waiting_for_its_next_batch_is_not_a_quiet_group(caplog, monkeypatch):
+    from drizzle_core.driver import _scheduler
+
+    monkeypatch.setattr(_scheduler, "QUIET_WARN", 0.3)
+    caplog.set_level(logging.WARNING, logger="drizzle")
+    with dz.Context(workers=2) as ctx:
+        s = ctx.stream(dz.GeneratorSource(lambda p, b, bt: [b], 2), batch_interval=0.5, group_size=3)
+        sink = s.collect_sink()
+        s.run(batches=6)
+        assert sink.items() == [b for b in range(6) for _ in range(2)]
+    assert not [m for m in _messages(caplog, "drizzle.scheduler", logging.WARNING) if "has sent nothing" in m]

@@ -96,6 +96,9 @@ _SHARED_POLL = 0.002   # poll slice while several threads drive runs
 # one per job (the launch stays the only per-group message a worker needs).
 _DROP_EVERY_JOBS = 32
 REPLACEMENT_WAIT = 60.0  # seconds a group with no live worker waits for a replacement being started
+# A group the driver has heard nothing of for this long (past its last micro-batch's time) is logged, with what
+# each of its workers says it is waiting for: a hang explains itself before any timeout kills it.
+QUIET_WARN = 60.0
 _HANDOFF = 0.0005      # lock released this long between polls while several threads drive runs
 
 
@@ -201,6 +204,7 @@ class _Run:
     stalled_until: float = 0.0          # no live worker: waiting (until then) for a replacement to join
     behind: _Run | None = None          # pipelined: the run it was launched behind, while that one ran
     parked: bool = False                # pipelined and recovered: re-planned once the run before it ends
+    heard: float = 0.0                  # time.monotonic() of its last message (or launch): see QUIET_WARN
 
     @property
     def complete(self) -> bool:
@@ -303,6 +307,7 @@ class GroupScheduler:
         self.trace: Trace | None = None
         self.metrics: Retained[GroupMetrics] = Retained()  # the last METRICS_RETAINED groups' (a stream never ends)
         self._described: dict[int, dict[int, dict[str, int]]] = {}  # token -> {worker: bookkeeping}
+        self._quiet_asks: dict[int, tuple[int, set[int]]] = {}  # token -> (run wire, workers yet to say)
         self._tokens = itertools.count(1)
         log.info("%d workers on %s: %s", num_workers, getattr(transport, "name", type(transport).__name__),
                  ", ".join(transport.worker_names))
@@ -588,6 +593,8 @@ class GroupScheduler:
                         if ahead.prepared is not None and ahead.launched is None and self.pipeline and \
                                 run.error is None and self.live:
                             self._launch_ahead(ahead, run)
+                        if time.monotonic() - run.heard > QUIET_WARN and run.wire in self._runs:
+                            self._quiet(run)
                         continue
                 group = run.prep.plan.group
                 for result in out:  # outside the lock: the caller may run anything, in any thread
@@ -597,6 +604,43 @@ class GroupScheduler:
                 left = self._drivers.pop(me) - 1
                 if left:
                     self._drivers[me] = left
+
+    def _quiet(self, run: _Run) -> None:
+        """``run`` has sent nothing for ``QUIET_WARN`` seconds: log what it waits for, and ask its workers.
+
+        A group whose micro-batches are not due yet is only waiting for their
+        time: its silence counts from its last batch's time. Each worker that
+        owes a DONE answers with what it is running and waiting for (blocks,
+        timers, held results), logged as it arrives; one busy in a long task
+        answers when the task ends. Logged again after another quiet spell.
+        """
+        plan = run.plan
+        due = _latest_start(plan) - time.time()  # seconds until its last micro-batch is due (<= 0: all are)
+        if due > 0:
+            run.heard = time.monotonic() + due
+            return
+        run.heard = time.monotonic()
+        jobs = sorted(run.remaining)
+        owing = sorted(run.awaiting_done)
+        names = self.transport.worker_names
+        log.warning("group %d has sent nothing for %g s: %d of its %d jobs unfinished (jobs %s), DONE due from %s; "
+                    "asking them what they are waiting for", plan.group, QUIET_WARN, len(jobs), run.count,
+                    _span(jobs), ", ".join(names[w] for w in owing) or "no worker")
+        token = next(self._tokens)
+        asked = {w for w in owing if w in self.live}
+        if asked:
+            self._quiet_asks[token] = (run.wire, asked)
+            for w in sorted(asked):
+                self.transport.send(w, (M.DESCRIBE, token, True))
+
+    def _on_quiet_answer(self, worker: int, msg: Any) -> None:
+        token = msg[1]
+        wire, waiting = self._quiet_asks[token]
+        waiting.discard(worker)
+        if not waiting:
+            del self._quiet_asks[token]
+        text = msg[3] if len(msg) > 3 else "(no detail)"
+        log.warning("%s, of a quiet group (wire %d), says: %s", self.transport.worker_names[worker], wire, text)
 
     def _take(self, run: _Run) -> list[list[Any]]:
         out = []
@@ -767,6 +811,7 @@ class GroupScheduler:
     def _start_attempt(self, run: _Run, plan: GroupPlan, program_id: int, program_bytes: bytes) -> None:
         wire = next(self._wire_ids)
         run.plan, run.wire, run.program_id, run.attempt_open = plan, wire, program_id, True
+        run.heard = time.monotonic()
         run.results = {job: [None] * n for job, n in plan.job_partitions.items()}
         run.remaining = dict(plan.job_partitions)
         run.finished = set()
@@ -800,6 +845,8 @@ class GroupScheduler:
         if discarded:
             self._release_deferred(run.prep.origin)
         run.unfinished.clear()
+        for token in [t for t, (wire, _) in self._quiet_asks.items() if wire == run.wire]:
+            del self._quiet_asks[token]  # an answer after the group ended says nothing about it
 
     def _group_metrics(self, run: _Run) -> GroupMetrics:
         prep, first = run.prep, run.prep.plan
@@ -1031,10 +1078,13 @@ class GroupScheduler:
             box = self._described.get(msg[1])
             if box is not None:
                 box[worker] = msg[2]
+            elif msg[1] in self._quiet_asks:
+                self._on_quiet_answer(worker, msg)
             return
         run = self._runs.get(msg[1])
         if run is None:
             return  # a late message of an aborted attempt, or of a group already closed
+        run.heard = time.monotonic()
         if tag == M.RESULTS:
             _, _, items = msg
             self._on_results(run, items)
@@ -1233,12 +1283,32 @@ class GroupScheduler:
                 "pulling": len(self._pulling), "gc_drops": len(self._gc_drops),
                 "pending_drops": sum(len(v) for v in self.pending_drops.values()),
                 "driving_threads": len(self._drivers), "stalled": len(self._stalled),
+                "quiet_asks": len(self._quiet_asks),
                 "cached_blocks": len(self.cache_locations),
                 # moves (Planner.moves) wait for the next job reading their block; one for a block gone is a leak
                 "stale_moves": sum(1 for b in self.planner.moves if b not in self.cache_locations),
             }
             names = self.transport.worker_names
             return {"driver": driver, "workers": {names[w]: box.get(w) for w in asked}}
+
+
+def _latest_start(plan: GroupPlan) -> float:
+    """The epoch time of the group's last micro-batch (its sources' ``start_at``); 0.0 for a group of none."""
+    latest = max((inst.start for inst in plan.instances), default=0.0)
+    for node in plan.nodes.values():
+        at = getattr(node, "start_at", None)
+        if at is not None and at > latest:
+            latest = at
+    return latest
+
+
+def _span(jobs: list[int]) -> str:
+    """Sorted job numbers, briefly: ``3-7`` when they follow each other, else the first few."""
+    if not jobs:
+        return "none"
+    if jobs[-1] - jobs[0] == len(jobs) - 1:
+        return str(jobs[0]) if len(jobs) == 1 else f"{jobs[0]}-{jobs[-1]}"
+    return ", ".join(map(str, jobs[:5])) + (", ..." if len(jobs) > 5 else "")
 
 
 def _held(lru: OrderedDict[int, None], key: int, size: int) -> bool:

@@ -37,7 +37,8 @@ driver → worker
                           these cached blocks it made (finished jobs' state)
     (DROP, [block ...])   forget cached blocks
     (STOP,)               exit
-    (DESCRIBE, token)     report the runtime's bookkeeping (tests assert it is empty after work)
+    (DESCRIBE, token[, detail])  report the runtime's bookkeeping (tests assert it is empty after work);
+                          detail: with what it waits for (a group the driver has not heard of in a while)
     (CONFIG, {"heartbeat": seconds | None, "task_timeout": seconds | None})
                           sent once when the worker is connected (process transports): send
                           HEARTBEAT every ``heartbeat`` seconds from a thread of the worker (so a
@@ -51,7 +52,7 @@ worker → driver
         ran; ``stats``: ``{"bytes_sent": bytes this worker sent, "spans": [(task, start, seconds)] | None}``;
         ``results``: the group's last results (as in RESULTS), saving a message
 
-    (DESCRIBED, token, {container: size})   the answer to DESCRIBE
+    (DESCRIBED, token, {container: size}[, text])   the answer to DESCRIBE (text: asked for detail)
     (HEARTBEAT,)          "still here"; the driver's transport consumes it (a silent worker is lost)
 
 worker → worker

@@ -232,7 +232,10 @@ class WorkerRuntime:
             self.liveness.configure(config.get("heartbeat"), config.get("task_timeout"))
         elif tag == M.DESCRIBE:
             self.flush_results()
-            self._send(M.DRIVER, (M.DESCRIBED, msg[1], self.bookkeeping()))
+            if len(msg) > 2 and msg[2]:  # the driver has not heard of a group in a while: what is it waiting for
+                self._send(M.DRIVER, (M.DESCRIBED, msg[1], self.bookkeeping(), self.describe()))
+            else:
+                self._send(M.DRIVER, (M.DESCRIBED, msg[1], self.bookkeeping()))
         else:
             log.warning("worker %d: unknown message %r from %r", self.index, tag, src)
 
