@@ -27,6 +27,10 @@ import drizzle_core as dz
 
 pytestmark = pytest.mark.timeout(180)
 
+def pairs_of(ds):
+    return ds.map(lambda x: (x % 4, x))
+
+
 _SETTINGS = settings(max_examples=40, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])
 
 
@@ -45,6 +49,10 @@ def test_actions_equal_python_over_the_reference(items, partitions, steps, num):
     assert ds.map(lambda x: [x]).fold([], operator.add) == xs  # in partition order
     assert ds.aggregate((0, 0), lambda acc, x: (acc[0] + x, acc[1] + 1),
                         lambda a, b: (a[0] + b[0], a[1] + b[1])) == (sum(xs), len(xs))
+    assert ds.is_empty() == (not xs)
+    assert pairs_of(ds).collect_as_map() == {x % 4: x for x in xs}  # a repeated key: its last value
+    for k in range(5):
+        assert pairs_of(ds).lookup(k) == [x for x in xs if x % 4 == k]
     pairs = ds.map(lambda x: (x % 4, x))
     assert pairs.count_by_key() == Counter(x % 4 for x in xs)
     assert ds.top(num) == heapq.nlargest(num, xs) == sorted(xs, reverse=True)[:num]
@@ -97,6 +105,44 @@ def test_fold_and_aggregate_may_update_their_accumulator_in_place(transport):
     assert empty.fold(7, operator.add) == 7 + 4 * 7  # four empty partitions and the final fold
     assert empty.aggregate([], lambda a, x: [*a, x], operator.add) == []
     ds.unpersist()
+
+
+class _Append:
+    """Appends each element it sees to a file named after the worker's pid: a side effect foreach must have."""
+
+    def __init__(self, directory):
+        self.directory = directory
+
+    def __call__(self, x):
+        import os
+
+        with open(os.path.join(self.directory, f"{os.getpid()}.txt"), "a") as f:
+            f.write(f"{x}\n")
+
+
+class _AppendPartition(_Append):
+    def __call__(self, it):
+        assert iter(it) is it  # an iterator, as PySpark passes
+        super().__call__(sum(1 for _ in it))
+
+
+@pytest.mark.parametrize("transport", ["inline", "local"])
+def test_foreach_and_foreach_partition_run_on_the_workers_for_their_side_effects(transport, tmp_path):
+    ctx = context(transport, 2)
+    ds = ctx.parallelize(range(10), 3)
+    assert ds.foreach(_Append(str(tmp_path))) is None
+    files = list(tmp_path.iterdir())
+    seen = [int(line) for f in files for line in f.read_text().split()]
+    assert sorted(seen) == list(range(10))
+    if transport == "local":
+        assert len(files) == 2  # both workers wrote: each element where it lives
+    for f in files:
+        f.unlink()
+    ds.foreach_partition(_AppendPartition(str(tmp_path)))
+    assert sorted(int(line) for f in tmp_path.iterdir() for line in f.read_text().split()) == [3, 3, 4]
+    with pytest.raises(dz.TaskError, match="ZeroDivisionError"):
+        ds.foreach(lambda x: 1 / (x - 5))
+    assert ctx.parallelize([], 2).is_empty() and not ds.is_empty()
 
 
 def test_collect_of_an_ndarray_dataset_is_an_ndarray():
@@ -155,6 +201,8 @@ def test_stat_counter_merges_like_pyspark():
     (lambda ds: ds.max(key="x"), TypeError, "Dataset.max needs a callable"),
     (lambda ds: ds.fold(0, "+"), TypeError, "Dataset.fold needs a callable"),
     (lambda ds: ds.aggregate(0, operator.add, None), TypeError, "Dataset.aggregate needs a callable"),
+    (lambda ds: ds.foreach(3), TypeError, "Dataset.foreach needs a callable"),
+    (lambda ds: ds.foreach_partition(None), TypeError, "Dataset.foreach_partition needs a callable"),
 ])
 def test_bad_arguments_are_named(call, error, words):
     with pytest.raises(error, match=words):

@@ -65,6 +65,46 @@ def merge_counts(parts: list[dict[Any, int]]) -> defaultdict[Any, int]:
     return out
 
 
+class ForEach:
+    """``f(element)`` for each element of a partition where it lives (``foreach``), or ``f(iterator)`` once
+    for the partition (``foreach_partition``); only ``None`` comes back."""
+
+    __slots__ = ("f", "whole")
+
+    def __init__(self, f: Callable[[Any], Any], whole: bool) -> None:
+        self.f = f
+        self.whole = whole
+
+    def __call__(self, it: Iterable[Any]) -> None:
+        f = self.f
+        if self.whole:
+            f(iter(it))
+            return
+        for x in it:
+            f(x)
+
+    def user_functions(self) -> list[Any]:
+        return [self.f]
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (ForEach, (self.f, self.whole))
+
+
+class KeyIs:
+    """A pair whose key is ``key`` (``lookup``'s filter)."""
+
+    __slots__ = ("key",)
+
+    def __init__(self, key: Any) -> None:
+        self.key = key
+
+    def __call__(self, kv: Any) -> bool:
+        return bool(kv[0] == self.key)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (KeyIs, (self.key,))
+
+
 class FoldPartition:
     """A partition folded into a fresh copy of ``zero_value`` with ``op`` (``fold``'s and ``aggregate``'s).
 

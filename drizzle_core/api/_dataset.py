@@ -564,6 +564,33 @@ class Dataset:
         check_callable(comb_op, "aggregate")
         return _reduce(comb_op, self._run(A.FoldPartition(zero_value, seq_op)), copy.deepcopy(zero_value))
 
+    def foreach(self, f: Callable[[Any], Any]) -> None:
+        """PySpark's ``foreach``: ``f(element)`` for every element, on the worker holding it, for its side
+        effects (a write to a store, a metric); nothing comes back but an error. Returns when every
+        partition is done."""
+        check_callable(f, "foreach")
+        self._run(A.ForEach(f, whole=False))
+
+    def foreach_partition(self, f: Callable[[Any], Any]) -> None:
+        """PySpark's ``foreachPartition``: ``f(iterator)`` once per partition, on its worker (one
+        connection or transaction per partition, not per element); nothing comes back but an error."""
+        check_callable(f, "foreach_partition")
+        self._run(A.ForEach(f, whole=True))
+
+    def is_empty(self) -> bool:
+        """Whether the dataset has no element."""
+        return not self.take(1)
+
+    def collect_as_map(self) -> dict[Any, Any]:
+        """The pairs of a key-value dataset as a dict: a repeated key keeps its last value (in partition
+        order), as PySpark's ``collectAsMap``."""
+        return dict(self.collect())
+
+    def lookup(self, key: Any) -> list[Any]:
+        """The values of the pairs whose key is ``key``, in partition order (PySpark's ``lookup``; every
+        partition is searched: no partitioner is known to narrow it)."""
+        return self.filter(A.KeyIs(key)).values().collect()  # type: ignore[no-any-return]
+
     def take(self, n: int) -> list[Any]:
         """The first ``n`` elements, in partition order."""
         if not isinstance(n, int) or n < 0:
