@@ -202,6 +202,9 @@ def test_stat_counter_merges_like_pyspark():
     (lambda ds: ds.fold(0, "+"), TypeError, "Dataset.fold needs a callable"),
     (lambda ds: ds.aggregate(0, operator.add, None), TypeError, "Dataset.aggregate needs a callable"),
     (lambda ds: ds.foreach(3), TypeError, "Dataset.foreach needs a callable"),
+    (lambda ds: ds.subtract([1]), TypeError, "Dataset.subtract needs a Dataset, got list"),
+    (lambda ds: ds.subtract_by_key(None), TypeError, "Dataset.subtract_by_key needs a Dataset, got NoneType"),
+    (lambda ds: ds.intersection(ds.ctx.parallelize([1], 1), 0), ValueError, "num_partitions"),
     (lambda ds: ds.foreach_partition(None), TypeError, "Dataset.foreach_partition needs a callable"),
 ])
 def test_bad_arguments_are_named(call, error, words):

@@ -133,6 +133,10 @@ def test_cogroup_and_outer_joins_match_a_nested_loop(left, right, partitions, n)
     assert Counter(a.left_outer_join(b, n).collect()) == Counter(inner + only_l)
     assert Counter(a.right_outer_join(b, n).collect()) == Counter(inner + only_r)
     assert Counter(a.full_outer_join(b, n).collect()) == Counter(inner + only_l + only_r)
+    assert Counter(a.subtract_by_key(b, n).collect()) == Counter((k, v) for k, v in left if k not in keys_r)
+    ka, kb = a.keys(), b.keys()
+    assert Counter(ka.subtract(kb, n).collect()) == Counter(k for k, _ in left if k not in keys_r)  # duplicates kept
+    assert sorted(ka.intersection(kb, n).collect()) == sorted(keys_l & keys_r)  # each once
     cg = dict(a.cogroup(b, n).collect())
     assert set(cg) == keys_l | keys_r
     for k, (vs, ws) in cg.items():

@@ -432,6 +432,22 @@ class Dataset:
         """``(k, (v, w))`` per matching pair, ``(k, (v, None))`` and ``(k, (None, w))`` for keys on one side only."""
         return self._outer_join(other, "full", num_partitions)
 
+    def subtract_by_key(self, other: Dataset, num_partitions: int | None = None) -> Dataset:
+        """The pairs here whose key no pair of ``other`` has (PySpark's ``subtractByKey``)."""
+        self._check_same_context(other, "subtract_by_key")
+        return self.cogroup(other, num_partitions).flat_map(_pairs_only_here)
+
+    def subtract(self, other: Dataset, num_partitions: int | None = None) -> Dataset:
+        """The elements here that ``other`` does not contain, each as often as it occurs here (PySpark's
+        ``subtract``); elements must be hashable."""
+        self._check_same_context(other, "subtract")
+        return self.map(_with_none).cogroup(other.map(_with_none), num_partitions).flat_map(_only_here)
+
+    def intersection(self, other: Dataset, num_partitions: int | None = None) -> Dataset:
+        """The elements both datasets contain, each once (PySpark's ``intersection``); hashable elements."""
+        self._check_same_context(other, "intersection")
+        return self.map(_with_none).cogroup(other.map(_with_none), num_partitions).flat_map(_in_both)
+
     def cartesian(self, other: Dataset) -> Dataset:
         """Every pair ``(a, b)`` of an element of this dataset and one of ``other``.
 
@@ -798,6 +814,24 @@ def _with_none(x: Any) -> tuple[Any, None]:
 
 def _keep_first(a: Any, b: Any) -> Any:
     return a
+
+
+def _pairs_only_here(kv: tuple[Any, tuple[list[Any], list[Any]]]) -> list[tuple[Any, Any]]:
+    """A cogrouped key's pairs from the first side, when the second has none (``subtract_by_key``)."""
+    k, (here, there) = kv
+    return [] if there else [(k, v) for v in here]
+
+
+def _only_here(kv: tuple[Any, tuple[list[Any], list[Any]]]) -> list[Any]:
+    """An element as often as the first side has it, when the second has none (``subtract``)."""
+    k, (here, there) = kv
+    return [] if there else [k] * len(here)
+
+
+def _in_both(kv: tuple[Any, tuple[list[Any], list[Any]]]) -> list[Any]:
+    """An element once, when both sides have it (``intersection``)."""
+    k, (here, there) = kv
+    return [k] if here and there else []
 
 
 def _finalizer(ctx_ref: weakref.ref[Context], ds_id: int) -> None:
