@@ -49,6 +49,15 @@ def test_actions_equal_python_over_the_reference(items, partitions, steps, num):
     assert ds.map(lambda x: [x]).fold([], operator.add) == xs  # in partition order
     assert ds.aggregate((0, 0), lambda acc, x: (acc[0] + x, acc[1] + 1),
                         lambda a, b: (a[0] + b[0], a[1] + b[1])) == (sum(xs), len(xs))
+    for depth in (1, 2, 3):
+        assert ds.tree_aggregate(0, operator.add, operator.add, depth) == sum(xs)
+        # as PySpark's: the zero enters once per partition (not at the end)
+        assert ds.tree_aggregate(1, operator.add, operator.add, depth) == sum(xs) + len(parts)
+        if xs:
+            assert ds.tree_reduce(operator.add, depth) == sum(xs)
+        else:
+            with pytest.raises(ValueError, match=r"tree_reduce\(\) of an empty dataset"):
+                ds.tree_reduce(operator.add, depth)
     assert ds.is_empty() == (not xs)
     assert pairs_of(ds).collect_as_map() == {x % 4: x for x in xs}  # a repeated key: its last value
     for k in range(5):
@@ -145,6 +154,28 @@ def test_foreach_and_foreach_partition_run_on_the_workers_for_their_side_effects
     assert ctx.parallelize([], 2).is_empty() and not ds.is_empty()
 
 
+_driver_folds = []
+
+
+def _counted_add(a, b):
+    _driver_folds.append(1)  # on a local context, only the driver's own calls land in this list
+    return a + b
+
+
+@pytest.mark.parametrize("depth, folds", [(1, 15), (2, 3), (3, 0), (4, 3)])
+def test_tree_aggregate_leaves_the_driver_a_few_values_to_fold_not_one_per_partition(depth, folds):
+    ctx = context("local", 2)
+    ds = ctx.parallelize(np.arange(160.0), 16).map(lambda x: np.array([x, 1.0]))
+    _driver_folds.clear()
+    total = ds.tree_aggregate(np.zeros(2), operator.add, _counted_add, depth)
+    assert np.array_equal(total, [np.arange(160.0).sum(), 160.0])
+    # 16 partitions: levels of 16 // scale partitions combined on the workers (PySpark's tree), then the rest
+    assert len(_driver_folds) == folds
+    _driver_folds.clear()
+    ds.aggregate(np.zeros(2), operator.add, _counted_add)
+    assert len(_driver_folds) == 16  # every partition's accumulator, folded on the driver
+
+
 def test_collect_of_an_ndarray_dataset_is_an_ndarray():
     ctx = context("local", 2)
     a = np.random.default_rng(0).random(100_003)
@@ -202,6 +233,9 @@ def test_stat_counter_merges_like_pyspark():
     (lambda ds: ds.fold(0, "+"), TypeError, "Dataset.fold needs a callable"),
     (lambda ds: ds.aggregate(0, operator.add, None), TypeError, "Dataset.aggregate needs a callable"),
     (lambda ds: ds.foreach(3), TypeError, "Dataset.foreach needs a callable"),
+    (lambda ds: ds.tree_aggregate(0, operator.add, operator.add, 0), ValueError, "depth must be an int >= 1, got 0"),
+    (lambda ds: ds.tree_reduce(operator.add, depth=True), ValueError, "depth must be an int >= 1, got True"),
+    (lambda ds: ds.tree_reduce("+"), TypeError, "Dataset.tree_reduce needs a callable"),
     (lambda ds: ds.subtract([1]), TypeError, "Dataset.subtract needs a Dataset, got list"),
     (lambda ds: ds.subtract_by_key(None), TypeError, "Dataset.subtract_by_key needs a Dataset, got NoneType"),
     (lambda ds: ds.intersection(ds.ctx.parallelize([1], 1), 0), ValueError, "num_partitions"),

@@ -135,6 +135,60 @@ class FoldPartition:
         return (FoldPartition, (self.zero_value, self.op))
 
 
+class FoldEach(FoldPartition):
+    """:class:`FoldPartition` as a partition of one element (``tree_aggregate``'s first level)."""
+
+    __slots__ = ()
+
+    def __call__(self, it: Iterable[Any]) -> list[Any]:
+        return [super().__call__(it)]
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (FoldEach, (self.zero_value, self.op))
+
+
+class ByIndex:
+    """Partition p's elements keyed ``p % n``: ``tree_aggregate``'s fan-in from one level to the next."""
+
+    __slots__ = ("n",)
+
+    def __init__(self, n: int) -> None:
+        self.n = n
+
+    def __call__(self, p: int, part: Iterable[Any]) -> list[tuple[int, Any]]:
+        k = p % self.n
+        return [(k, x) for x in part]
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (ByIndex, (self.n,))
+
+
+class Defined:
+    """``tree_reduce``'s combination of ``(value, is_dummy)`` pairs: a dummy (an empty partition's) is nothing."""
+
+    __slots__ = ("f",)
+
+    def __init__(self, f: Callable[[Any, Any], Any]) -> None:
+        self.f = f
+
+    def __call__(self, a: tuple[Any, bool], b: tuple[Any, bool]) -> tuple[Any, bool]:
+        if a[1]:
+            return b
+        if b[1]:
+            return a
+        return self.f(a[0], b[0]), False
+
+    def user_functions(self) -> list[Any]:
+        return [self.f]
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (Defined, (self.f,))
+
+
+def undummied(x: Any) -> tuple[Any, bool]:
+    return (x, False)
+
+
 class Extreme:
     """A partition's ``(True, max)`` (or min), by ``key``; ``(False, None)`` for an empty one."""
 

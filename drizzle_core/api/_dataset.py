@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import itertools
+import math
 import numbers
 import operator
 import os
@@ -579,6 +580,43 @@ class Dataset:
         check_callable(seq_op, "aggregate")
         check_callable(comb_op, "aggregate")
         return _reduce(comb_op, self._run(A.FoldPartition(zero_value, seq_op)), copy.deepcopy(zero_value))
+
+    def tree_aggregate(self, zero_value: Any, seq_op: Callable[[Any, Any], Any],
+                       comb_op: Callable[[Any, Any], Any], depth: int = 2) -> Any:
+        """``aggregate`` with the partitions' accumulators combined on the workers, in a tree of ``depth``
+        levels (PySpark's ``treeAggregate``): the driver folds a few values, not one per partition.
+
+        As in PySpark, each level keys partition p's values ``p % n`` and
+        combines them with ``comb_op`` into ``n`` partitions (``n`` shrinking
+        by ``ceil(P ** (1 / depth))`` a level), and ``zero_value`` (deep-copied)
+        enters once per partition, not at the end. ``comb_op`` must be
+        associative and commutative: a level combines partitions p, p + n, ...
+        first. The tree is fixed by the partition count, so the result is the
+        same on every run.
+        """
+        check_callable(seq_op, "tree_aggregate")
+        check_callable(comb_op, "tree_aggregate")
+        if isinstance(depth, bool) or not isinstance(depth, int) or depth < 1:
+            raise ValueError(f"tree_aggregate: depth must be an int >= 1, got {depth!r}")
+        n = self.num_partitions
+        if n == 0:
+            return copy.deepcopy(zero_value)
+        level = self.map_partitions(A.FoldEach(zero_value, seq_op))
+        scale = max(math.ceil(n ** (1.0 / depth)), 2)
+        while n > scale + n / scale:
+            n //= scale
+            level = level.map_partitions(A.ByIndex(n), with_index=True).reduce_by_key(comb_op, n).values()
+        return level.reduce(comb_op)
+
+    def tree_reduce(self, f: Callable[[Any, Any], Any], depth: int = 2) -> Any:
+        """``reduce`` with the partitions' values combined on the workers in a tree of ``depth`` levels
+        (PySpark's ``treeReduce``). Raises ValueError on an empty dataset, as ``reduce`` does."""
+        check_callable(f, "tree_reduce")
+        op = A.Defined(f)
+        value, dummy = self.map(A.undummied).tree_aggregate((None, True), op, op, depth)
+        if dummy:
+            raise ValueError(f"tree_reduce() of an empty dataset: {self!r}")
+        return value
 
     def foreach(self, f: Callable[[Any], Any]) -> None:
         """PySpark's ``foreach``: ``f(element)`` for every element, on the worker holding it, for its side
