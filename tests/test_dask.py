@@ -236,6 +236,30 @@ def test_from_dask_dataframe_equals_computing_it(dctx):
     assert dctx.from_dask(ddf.c).sum() == pytest.approx(pdf.c.sum())
 
 
+def test_the_same_collection_read_again_and_again_is_never_cancelled(dctx, client, monkeypatch):
+    # Each dataset dropped before the next persist of the same keys: released at once, the scheduler forgot a
+    # key the next dataset's futures had been told was in memory ("cancelled for reason: unknown" in 1 of 2
+    # runs of this loop, seen once in CI). The futures now outlive their dataset by RELEASE_GRACE.
+    from drizzle_dask import _input
+
+    monkeypatch.setattr(_input, "RELEASE_GRACE", 0.5)
+    ddf = dd.from_pandas(pd.DataFrame({"a": np.arange(40), "b": [f"s{i % 5}" for i in range(40)]}), npartitions=4)
+    want = ddf.compute().to_dict("records")
+    for i in range(15):
+        assert dctx.from_dask(ddf).collect() == want, i
+        assert dctx.from_dask(ddf, records="tuples").count() == 40, i
+    # and once the grace is over, the dropped datasets' futures are released: the client holds none of the keys
+    name = ddf.__dask_keys__()[0][0]
+    assert any(isinstance(k, tuple) and k[0] == name for k, n in client.refcount.items() if n)  # held for now
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        held = [k for k, n in client.refcount.items() if n and isinstance(k, tuple) and k[0] == name]
+        if not held:
+            break
+        time.sleep(0.1)
+    assert not held, held
+
+
 def test_from_dask_bag_equals_computing_it(dctx):
     bag = db.from_sequence(range(100), npartitions=5).map(lambda v: v * 3)
     ds = dctx.from_dask(bag)

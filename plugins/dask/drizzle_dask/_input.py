@@ -38,6 +38,8 @@ import numpy as np
 
 #: seconds a loader waits for its key (it is in memory: this only bounds a cluster in trouble)
 READ_TIMEOUT = 120.0
+#: seconds a dropped dataset's Dask futures are kept before they are released (see ``_release_later``)
+RELEASE_GRACE = 2.0
 RECORDS = ("dicts", "tuples", "frames")
 
 
@@ -164,7 +166,8 @@ def from_dask(ctx: Any, transport: Any, collection: Any, *, records: str = "dict
     parts = [[DaskBlock(scheduler, key, kind, records, index, security, timeout)] for key in keys]
     label = f"from_dask({type(collection).__name__} of {len(keys)} partitions)"
     ds = ctx.from_partitions(parts, prefer=prefer, label=label).map_partitions(load).cache()
-    weakref.finalize(ds, _release, futures)  # the Dask data lives as long as the dataset (lineage re-reads it)
+    # The Dask data lives as long as the dataset (lineage re-reads it), and a little longer: see _release_later
+    weakref.finalize(ds, _release_later, client, futures)
     return ds
 
 
@@ -184,6 +187,30 @@ def _partition_keys(futures: list[Any], n: int) -> list[Any]:
         raise TypeError(f"from_dask: cannot tell the {n} partitions of this collection apart from its persisted "
                         f"keys {keys[:3]}...")
     return keys
+
+
+def _release_later(client: Any, futures: list[Any]) -> None:
+    """Release a dropped dataset's futures ``RELEASE_GRACE`` seconds from now, not at once.
+
+    Why. The same collection persisted again (``from_dask(ddf)`` twice in a
+    row) has the same keys. Released at once, the client's last reference to
+    a key goes, the scheduler is told to forget it, and the new persist's
+    futures can be marked done by the scheduler's answer to the previous
+    persist, still on its way: the driver then hands out a key the scheduler
+    no longer has, and a worker's read of it is cancelled ("cancelled for
+    reason: unknown", reproduced in 1 run of 2 of 150 back-to-back reads).
+    Held a moment longer, a persist meanwhile only adds a reference: nothing
+    is forgotten, and after the grace nothing of the old persist is in flight.
+    """
+    loop = getattr(client, "loop", None)
+    if loop is None or client.status != "running":
+        _release(futures)
+        return
+    try:
+        # the client's loop is the only thread that may schedule on it: add_callback is its thread-safe door
+        loop.add_callback(loop.call_later, RELEASE_GRACE, _release, futures)
+    except RuntimeError:  # the loop is closing (interpreter exit): release now
+        _release(futures)
 
 
 def _release(futures: list[Any]) -> None:
