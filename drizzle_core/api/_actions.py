@@ -186,6 +186,7 @@ class Defined:
 
 
 def undummied(x: Any) -> tuple[Any, bool]:
+    """An element as ``tree_reduce`` carries it: a real value, not an empty partition's dummy."""
     return (x, False)
 
 

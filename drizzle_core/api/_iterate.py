@@ -32,9 +32,10 @@ The driver: each job's result is copy 0 of the state, and workers hold an
 iterate's results for a while (``_result_hold``: 0.1 s for a state of up
 to 16 KiB, else ``RESULT_HOLD``), so the driver wakes once per batch of
 iterations, not once per iteration (on a 2-core machine, each wake-up
-preempts a worker, and a synchronous loop waits for the preempted one). When it receives ``state_i`` it truncates
-that dataset's lineage to the value (``_checkpoint``), so a lost worker
-costs at most the iterations after the last one the driver saw.
+preempts a worker, and a synchronous loop waits for the preempted one).
+When it receives ``state_i`` it truncates that dataset's lineage to the
+value (``_checkpoint``), so a lost worker costs at most the iterations
+after the last one the driver saw.
 
 Convergence: the state travels as ``(converged, state)``. Each copy's
 update evaluates ``until``; once true, later iterations of the same group

@@ -198,7 +198,7 @@ def _release_later(client: Any, futures: list[Any]) -> None:
     futures can be marked done by the scheduler's answer to the previous
     persist, still on its way: the driver then hands out a key the scheduler
     no longer has, and a worker's read of it is cancelled ("cancelled for
-    reason: unknown", reproduced in 1 run of 2 of 150 back-to-back reads).
+    reason: unknown", in every plain run of 150 back-to-back reads).
     Held a moment longer, a persist meanwhile only adds a reference: nothing
     is forgotten, and after the grace nothing of the old persist is in flight.
     """
