@@ -20,6 +20,7 @@ import contextlib
 import glob
 import os
 import shutil
+import uuid
 from typing import TYPE_CHECKING, Any
 
 from .. import lineage as N
@@ -135,6 +136,24 @@ def save_as_text_file(ds: Dataset, path: Any, compression_codec_class: Any) -> N
         with open(os.path.join(directory, "_SUCCESS"), "wb"):
             pass
     except BaseException:
-        with contextlib.suppress(OSError):
-            shutil.rmtree(directory)
+        _discard(directory)
         raise
+
+
+def _discard(directory: str) -> None:
+    """Remove a failed save's directory while tasks of the aborted job may still be writing into it.
+
+    A task already running when another failed still opens its temporary
+    file and renames it into place. Removed in place, the directory could
+    gain such a file between ``rmtree`` listing it and removing it, and
+    stay (``rmtree`` then fails: "directory not empty"). Renamed away first,
+    atomically, the path is gone at once: a late task's open or rename by
+    that path fails, and nothing can appear in what ``rmtree`` removes.
+    """
+    trash = f"{directory}.failed-{uuid.uuid4().hex}"
+    try:
+        os.rename(directory, trash)
+    except OSError:
+        trash = directory
+    with contextlib.suppress(OSError):
+        shutil.rmtree(trash)
